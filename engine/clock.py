@@ -1,0 +1,59 @@
+"""Time is injected: the runner asks a clock, never the system, so tests and simulation
+are deterministic and a simulation can jump over months of waits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current moment, timezone-aware UTC."""
+        ...
+
+
+class SystemClock:
+    """Wall-clock time, for the worker and the service."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class VirtualClock:
+    """A clock the caller moves; it never goes backwards."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = ensure_utc(start)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance_to(self, moment: datetime) -> None:
+        moment = ensure_utc(moment)
+        if moment > self._now:
+            self._now = moment
+
+
+def ensure_utc(moment: datetime) -> datetime:
+    """Aware UTC inside; a naive datetime at the edge is taken to be UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """ISO-8601 / RFC 3339 text to aware UTC; raises ValueError with the text on failure."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected an ISO-8601 timestamp string, found {text!r}")
+    try:
+        return ensure_utc(datetime.fromisoformat(text))
+    except ValueError:
+        raise ValueError(f"expected an ISO-8601 timestamp, found {text!r}") from None
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC with a ``Z``, to the second when there are no fractions (as Segment writes)."""
+    moment = ensure_utc(moment)
+    text = moment.isoformat(timespec="microseconds" if moment.microsecond else "seconds")
+    return text.replace("+00:00", "Z")

@@ -1,0 +1,25 @@
+"""One exception root, so embedding code catches a single type."""
+
+
+class LeadflowError(Exception):
+    """Base of every error Leadflow raises on purpose."""
+
+
+class InvalidWorkflow(LeadflowError):
+    """A workflow document failed validation; ``problems`` says where and why."""
+
+    def __init__(self, problems: list[object]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+class ActionFailed(LeadflowError):
+    """A node could not do its job for this contact; the run fails, the others go on."""
+
+
+class DeployConflict(LeadflowError):
+    """The same workflow id and version is already deployed with a different document."""
+
+
+class UnknownContact(LeadflowError):
+    """No contact has the id that was asked for."""

@@ -1,0 +1,33 @@
+"""Schema pieces shared by many kinds, so each kind's fragment stays a few lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CONDITION_REF = "#/$defs/condition"
+
+
+def target(description: str) -> dict[str, Any]:
+    """A property naming another node of the same workflow."""
+    return {"title": "Node id", "description": description, "type": "string", "minLength": 1}
+
+
+def duration(description: str) -> dict[str, Any]:
+    return {
+        "title": "ISO-8601 duration",
+        "description": f"{description} ISO-8601, e.g. P30D, PT2H, P1M.",
+        "type": "string",
+        "format": "duration",
+        "examples": ["P30D", "PT2H", "P1W"],
+    }
+
+
+def condition(title: str, description: str) -> dict[str, Any]:
+    return {"title": title, "description": description, "$ref": CONDITION_REF}
+
+
+def text(title: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {"title": title, "description": description, "type": "string", "minLength": 1, **extra}
+
+
+NEXT = target("Node to run next; leave out to end the run here.")

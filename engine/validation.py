@@ -1,0 +1,276 @@
+"""Everything that tells a user, before anything runs, whether a workflow is right.
+
+Three passes per file (JSON, schema, graph), a fourth that compiles kinds and conditions
+once the schema is clean, and a last one across all files validated together. Every
+problem in every file is reported in one run, each with a JSON pointer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jsonschema import ValidationError
+
+from engine.errors import InvalidWorkflow
+from engine.graph import check_graph
+from engine.model import Workflow, compile_workflow
+from engine.problems import Problem, pointer_of, suggest
+from engine.registry import Registry, default_registry
+from engine.schema import validator
+
+
+@dataclass
+class Validation:
+    """The outcome of validating a set of documents together."""
+
+    workflows: list[Workflow] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def workflow_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Files as given; folders expanded to their ``*.json`` files, except JSON Schemas
+    (``*schema.json``), so ``leadflow validate workflows/`` checks the playbooks only."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*.json") if not p.name.endswith("schema.json"))
+        else:
+            yield path
+
+
+def read_document(path: Path) -> tuple[Any, list[Problem]]:
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, [Problem(name, "", "file not found")]
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(name, "", f"cannot read the file: {exc}")]
+    return parse_json(text, name)
+
+
+def parse_json(text: str, name: str) -> tuple[Any, list[Problem]]:
+    try:
+        return json.loads(text), []
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        return None, [Problem(name, where, f"invalid JSON: {exc.msg}")]
+
+
+def validate_paths(paths: Iterable[str | Path], registry: Registry | None = None) -> Validation:
+    documents: list[tuple[str, Any]] = []
+    problems: list[Problem] = []
+    for path in workflow_files(paths):
+        document, found = read_document(path)
+        problems.extend(found)
+        if document is not None or not found:
+            documents.append((str(path), document))
+    result = validate_documents(documents, registry)
+    result.problems[:0] = problems
+    result.files += len([p for p in problems if p.pointer.startswith("line") or not p.pointer])
+    return result
+
+
+def validate_documents(
+    documents: Iterable[tuple[str, Any]], registry: Registry | None = None
+) -> Validation:
+    """Validate documents that belong together (cross references, duplicate versions)."""
+    registry = registry or default_registry()
+    result = Validation()
+    seen: dict[tuple[Any, Any], str] = {}
+    ids: set[str] = set()
+    docs = list(documents)
+    for _, document in docs:
+        if isinstance(document, dict) and isinstance(document.get("id"), str):
+            ids.add(document["id"])
+    for file, document in docs:
+        result.files += 1
+        problems = check_document(document, file, registry)
+        if isinstance(document, dict):
+            key = (document.get("id"), document.get("version"))
+            if key in seen and isinstance(key[0], str):
+                problems.append(
+                    Problem(
+                        file,
+                        "/version",
+                        f"workflow {key[0]!r} version {key[1]} is also defined in {seen[key]}; "
+                        "give one of them a new version",
+                    )
+                )
+            seen.setdefault(key, file)
+            problems.extend(_check_references(document, file, ids))
+        if problems:
+            result.problems.extend(sorted(problems))
+        else:
+            result.workflows.append(compile_workflow(document, registry, file))
+    return result
+
+
+def check_document(document: Any, file: str, registry: Registry) -> list[Problem]:
+    if not isinstance(document, dict):
+        return [Problem(file, "", f"expected a workflow object, found {_describe(document)}")]
+    problems = [
+        problem
+        for error in validator(registry).iter_errors(document)
+        for problem in _explain(error, file, registry)
+    ]
+    problems.extend(check_graph(document, registry, file))
+    if not problems:
+        try:
+            compile_workflow(document, registry, file)
+        except InvalidWorkflow as exc:
+            problems.extend(p for p in exc.problems if isinstance(p, Problem))
+    return _unique(problems)
+
+
+def _check_references(document: Mapping[str, Any], file: str, ids: set[str]) -> list[Problem]:
+    nodes = document.get("nodes")
+    if not isinstance(nodes, dict):
+        return []
+    problems = []
+    for node_id, spec in nodes.items():
+        if not isinstance(spec, dict) or spec.get("type") != "start_workflow":
+            continue
+        target = spec.get("workflow")
+        if isinstance(target, str) and target not in ids:
+            problems.append(
+                Problem(
+                    file,
+                    pointer_of(("nodes", node_id, "workflow")),
+                    f"start_workflow names workflow {target!r}, which is not among the "
+                    f"workflows validated together{suggest(target, ids)}",
+                )
+            )
+    return problems
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
+
+
+# --- turning jsonschema errors into sentences ----------------------------------------
+
+
+def _what(path: tuple[Any, ...], instance: Any) -> str:
+    """``update_score node`` / ``event trigger`` / ``condition`` / ``workflow``."""
+    kind = instance.get("type") if isinstance(instance, dict) else None
+    if len(path) == 2 and path[0] == "nodes":
+        return f"{kind} node" if isinstance(kind, str) else "node"
+    if len(path) == 2 and path[0] == "triggers":
+        return f"{kind} trigger" if isinstance(kind, str) else "trigger"
+    if not path:
+        return "workflow"
+    return "condition" if isinstance(instance, dict) else "value"
+
+
+def _describe(value: Any) -> str:
+    name = {
+        dict: "an object", list: "a list", str: "text", bool: "a boolean",
+        int: "a number", float: "a number", type(None): "null",
+    }.get(type(value), type(value).__name__)
+    shown = json.dumps(value, ensure_ascii=False)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return name if isinstance(value, dict | list) else f"{name} {shown}"
+
+
+_TYPE_WORDS = {
+    "object": "an object", "array": "a list", "string": "text", "number": "a number",
+    "integer": "a whole number", "boolean": "true or false", "null": "null",
+}
+
+_FORMAT_WORDS = {
+    "duration": "an ISO-8601 duration such as P30D, PT2H or P1M",
+    "date-time": "an RFC 3339 date-time such as 2026-03-01T09:00:00Z",
+    "reentry": "'never', 'always' or an ISO-8601 cooldown such as P30D",
+    "uri": "an absolute URL such as https://example.com/hook",
+}
+
+
+def _explain(error: ValidationError, file: str, registry: Registry) -> Iterator[Problem]:
+    path = tuple(error.absolute_path)
+    pointer = pointer_of(path)
+    instance = error.instance
+    validator_name = error.validator
+    value = error.validator_value
+    if validator_name == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        for key in instance:
+            if key not in allowed:
+                yield Problem(
+                    file,
+                    pointer_of((*path, key)),
+                    f"unknown key {key!r} in {_what(path, instance)} (expected "
+                    f"{', '.join(allowed)}){suggest(key, allowed)}",
+                )
+        return
+    if validator_name == "required":
+        for key in value:
+            if isinstance(instance, dict) and key not in instance:
+                needs = ", ".join(value)
+                yield Problem(
+                    file,
+                    pointer_of((*path, key)),
+                    f"missing required key {key!r}: a {_what(path, instance)} needs {needs}",
+                )
+        return
+    if validator_name == "enum" and path and path[-1] == "type" and len(path) == 3:
+        what = "node" if path[0] == "nodes" else "trigger"
+        yield Problem(
+            file,
+            pointer,
+            f"unknown {what} type {instance!r}{suggest(str(instance), value)}"
+            + ("" if suggest(str(instance), value) else f" (expected one of {', '.join(value)})"),
+        )
+        return
+    yield Problem(file, pointer, _sentence(error))
+
+
+def _sentence(error: ValidationError) -> str:
+    instance = error.instance
+    value = error.validator_value
+    found = _describe(instance)
+    match error.validator:
+        case "type":
+            kinds = value if isinstance(value, list) else [value]
+            expected = " or ".join(_TYPE_WORDS.get(k, k) for k in kinds)
+            return f"expected {expected}, found {found}"
+        case "format":
+            return f"expected {_FORMAT_WORDS.get(value, value)}, found {found}"
+        case "enum":
+            return f"expected one of {', '.join(map(repr, value))}, found {found}"
+        case "minimum":
+            return f"expected a number of at least {value}, found {found}"
+        case "exclusiveMinimum":
+            return f"expected a number greater than {value}, found {found}"
+        case "maximum":
+            return f"expected a number of at most {value}, found {found}"
+        case "minItems":
+            return f"expected at least {value} item(s), found {len(instance)}"
+        case "minProperties":
+            return f"expected at least {value} entr{'y' if value == 1 else 'ies'}, found none"
+        case "minLength":
+            return f"expected non-empty text, found {found}"
+        case "maxLength":
+            return f"expected at most {value} characters, found {len(instance)}"
+        case "uniqueItems":
+            return f"expected distinct items, found repeats in {found}"
+        case "pattern":
+            if tuple(error.absolute_path) == ("nodes",):
+                return (
+                    f"node id {instance!r} must start with a letter or digit and hold only "
+                    "letters, digits, '.', '_' or '-'"
+                )
+            if error.absolute_path and error.absolute_path[-1] == "id":
+                return f"expected lower-case letters, digits, '-', '_' or '.', found {found}"
+            return f"expected text matching {value}, found {found}"
+    return str(error.message)

@@ -1,0 +1,1 @@
+"""Shipped playbooks, templates, examples and the workflow JSON Schema (package data)."""
