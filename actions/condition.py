@@ -33,7 +33,7 @@ class Condition(NodeKind):
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Self:
-        return cls(compile_condition(data["if"]), data["if"], data["then"], data["else"])
+        return cls(compile_condition(data["if"], "/if"), data["if"], data["then"], data["else"])
 
     def edges(self) -> tuple[Any, ...]:
         return tuple(self.raw_edges({"then": self.then, "else": self.otherwise}))

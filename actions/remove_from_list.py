@@ -28,7 +28,7 @@ class RemoveFromList(NodeKind):
         return cls(data["list"], data.get("next"))
 
     def label(self) -> str:
-        return f"− list {self.list}"
+        return f"\N{MINUS SIGN} list {self.list}"
 
     def execute(self, ctx: NodeContext) -> Step:
         ctx.remove_from_list(self.list)

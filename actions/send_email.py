@@ -21,7 +21,9 @@ class SendEmail(NodeKind):
     )
     schema: ClassVar[dict[str, Any]] = {
         "properties": {
-            "template": text("Template", "Name of the email template (workflows/templates/NAME.txt)."),
+            "template": text(
+                "Template", "Name of the email template (workflows/templates/NAME.txt)."
+            ),
             "subject": text("Subject", "Subject line; overrides the template's own."),
             "next": NEXT,
         },

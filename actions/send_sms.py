@@ -18,7 +18,8 @@ class SendSms(NodeKind):
     schema: ClassVar[dict[str, Any]] = {
         "properties": {
             "text": text(
-                "Text", "Message text; {{ contact.attributes.NAME }} style placeholders allowed.",
+                "Text",
+                "Message text; {{ contact.attributes.NAME }} style placeholders allowed.",
                 maxLength=1600,
             ),
             "next": NEXT,

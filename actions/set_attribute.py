@@ -48,7 +48,9 @@ class SetAttribute(NodeKind):
         given = [key for key in SOURCES if key in data]
         if len(given) != 1:
             found = ", ".join(given) if given else "none"
-            raise ValueError(f"expected exactly one of value, increment, from_property; found {found}")
+            raise ValueError(
+                f"expected exactly one of value, increment, from_property; found {found}"
+            )
         return cls(data["attribute"], given[0], data[given[0]], data.get("next"))
 
     def label(self) -> str:

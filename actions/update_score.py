@@ -33,7 +33,9 @@ class UpdateScore(NodeKind):
             "set": {"title": "Set", "description": "New value of the score.", "type": "number"},
             "percent": {
                 "title": "Percent",
-                "description": "Change by this percentage of the current score (-10 = lower by 10 %).",
+                "description": (
+                    "Change by this percentage of the current score (-10 = lower by 10 %)."
+                ),
                 "type": "number",
                 "minimum": -100,
             },

@@ -17,7 +17,9 @@ from engine.kinds import Continue, NodeContext, NodeKind, Sleep, Step
 class Wait(NodeKind):
     type: ClassVar[str] = "wait"
     title: ClassVar[str] = "Wait"
-    description: ClassVar[str] = "Wait for a duration, or until a date (a past date goes on at once)."
+    description: ClassVar[str] = (
+        "Wait for a duration, or until a date (a past date goes on at once)."
+    )
     pauses: ClassVar[bool] = True
     schema: ClassVar[dict[str, Any]] = {
         "properties": {
@@ -42,7 +44,8 @@ class Wait(NodeKind):
         if ("for" in data) == ("until" in data):
             raise ValueError("expected exactly one of for, until")
         span = Duration.parse(data["for"]) if "for" in data else None
-        until = parse_timestamp(data["until"]) if "until" in data else None
+        # RFC 3339 (the schema's check) allows a lower-case t and z; fromisoformat does not.
+        until = parse_timestamp(data["until"].upper()) if "until" in data else None
         return cls(span, until, data.get("next"))
 
     def label(self) -> str:

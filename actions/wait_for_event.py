@@ -42,7 +42,7 @@ class WaitForEvent(NodeKind):
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Self:
-        where = compile_condition(data["where"]) if "where" in data else None
+        where = compile_condition(data["where"], "/where") if "where" in data else None
         return cls(
             data["event"],
             where,

@@ -7,12 +7,14 @@ closure calls over a :class:`Facts` object and never looks at JSON again.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from collections.abc import Callable, Container, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
 from engine.durations import Duration
+from engine.problems import suggest
 
 
 class Facts(Protocol):
@@ -51,6 +53,7 @@ SUBJECTS: dict[str, str] = {
     "event": "Count of this event for the contact, compared with the operator.",
 }
 GROUPS = ("all", "any", "not")
+_KNOWN_KEYS = (*GROUPS, *SUBJECTS, *OPERATORS, "within")
 
 
 class ConditionError(ValueError):
@@ -62,9 +65,12 @@ class ConditionError(ValueError):
         self.message = message
 
 
-def compile_condition(spec: Any) -> Predicate:
-    """Turn a JSON condition into a predicate; raises :class:`ConditionError`."""
-    return _compile(spec, "")
+def compile_condition(spec: Any, at: str = "") -> Predicate:
+    """Turn a JSON condition into a predicate; raises :class:`ConditionError`.
+
+    ``at`` is the condition's own pointer inside the object being parsed (``/if`` for a
+    condition node), put in front of every error pointer so problems point at the leaf."""
+    return _compile(spec, at)
 
 
 def _compile(spec: Any, pointer: str) -> Predicate:
@@ -88,11 +94,21 @@ def _compile(spec: Any, pointer: str) -> Predicate:
     subjects = [k for k in spec if k in SUBJECTS]
     if len(subjects) != 1:
         expected = ", ".join([*GROUPS, *SUBJECTS])
+        unknown = [k for k in sorted(keys) if k not in _KNOWN_KEYS]
+        hint = f"; unknown key {unknown[0]!r}{suggest(unknown[0], _KNOWN_KEYS)}" if unknown else ""
         raise ConditionError(
-            pointer, f"expected exactly one of {expected}; found keys {sorted(keys)}"
+            pointer, f"expected exactly one of {expected}; found keys {sorted(keys)}{hint}"
         )
     subject = subjects[0]
     name = spec[subject]
+    if not isinstance(name, str) or not name:
+        raise ConditionError(
+            f"{pointer}/{subject}", f"expected the {subject} name as text, found {name!r}"
+        )
+    if "within" in spec and subject != "event":
+        raise ConditionError(
+            f"{pointer}/within", f"'within' goes with an event count, not with '{subject}'"
+        )
     ops = [k for k in spec if k != subject and k != "within"]
     if subject == "in_list":
         if ops:
@@ -107,13 +123,19 @@ def _compile(spec: Any, pointer: str) -> Predicate:
     op = ops[0]
     test = _operator(op, spec[op], f"{pointer}/{op}")
     if subject == "event":
-        within = Duration.parse(spec["within"]) if "within" in spec else None
+        within = None
+        if "within" in spec:
+            try:
+                within = Duration.parse(spec["within"])
+            except ValueError as exc:
+                raise ConditionError(f"{pointer}/within", str(exc)) from None
 
         def event_count(facts: Facts) -> bool:
             since = within.before(facts.now) if within is not None else None
             return test(facts.count_events(name, since))
 
         return event_count
+    # One closure per leaf around one flat operator test: two calls per evaluation.
     if subject == "attribute":
         return lambda facts: test(facts.attributes.get(name))
     if subject == "property":
@@ -123,12 +145,26 @@ def _compile(spec: Any, pointer: str) -> Predicate:
     return lambda facts: test(facts.grades.get(name))
 
 
+# Groups of up to five are spelt out: a chain of ``and``/``or`` is several times faster
+# than ``all()``/``any()`` over a generator. Every predicate returns a bool, so the chain
+# gives the same answers (and stops at the same part).
+
+
 def _all(parts: tuple[Predicate, ...]) -> Predicate:
     if len(parts) == 1:
         return parts[0]
     if len(parts) == 2:
         a, b = parts
         return lambda facts: a(facts) and b(facts)
+    if len(parts) == 3:
+        a, b, c = parts
+        return lambda facts: a(facts) and b(facts) and c(facts)
+    if len(parts) == 4:
+        a, b, c, d = parts
+        return lambda facts: a(facts) and b(facts) and c(facts) and d(facts)
+    if len(parts) == 5:
+        a, b, c, d, e = parts
+        return lambda facts: a(facts) and b(facts) and c(facts) and d(facts) and e(facts)
     return lambda facts: all(p(facts) for p in parts)
 
 
@@ -138,11 +174,24 @@ def _any(parts: tuple[Predicate, ...]) -> Predicate:
     if len(parts) == 2:
         a, b = parts
         return lambda facts: a(facts) or b(facts)
+    if len(parts) == 3:
+        a, b, c = parts
+        return lambda facts: a(facts) or b(facts) or c(facts)
+    if len(parts) == 4:
+        a, b, c, d = parts
+        return lambda facts: a(facts) or b(facts) or c(facts) or d(facts)
+    if len(parts) == 5:
+        a, b, c, d, e = parts
+        return lambda facts: a(facts) or b(facts) or c(facts) or d(facts) or e(facts)
     return lambda facts: any(p(facts) for p in parts)
 
 
 def _operator(op: str, value: Any, pointer: str) -> Callable[[Any], bool]:
-    """A test on one value; missing values fail every test but ``ne`` and ``exists: false``."""
+    """A test on one value; missing values fail every test but ``ne`` and ``exists: false``.
+
+    Each test is a single closure (no helper calls on the hot path); a type mismatch such
+    as ``"abc" >= 5`` or an unhashable value tested with ``in`` is False, never an error.
+    """
     if op == "exists":
         if not isinstance(value, bool):
             raise ConditionError(pointer, f"expected true or false, found {value!r}")
@@ -158,52 +207,101 @@ def _operator(op: str, value: Any, pointer: str) -> Callable[[Any], bool]:
             members: Container[Any] = frozenset(value)
         except TypeError:
             members = tuple(value)
-        return lambda x: x is not None and _safe_in(x, members)
+
+        def is_in(x: Any) -> bool:
+            if x is None:
+                return False
+            try:
+                return x in members
+            except TypeError:
+                return False
+
+        return is_in
     if op == "contains":
-        return lambda x: _contains(x, value)
+        return _contains(value)
     if op == "matches":
         if not isinstance(value, str):
             raise ConditionError(pointer, f"expected a glob pattern text, found {value!r}")
-        regex = re.compile(fnmatch.translate(value))
-        return lambda x: isinstance(x, str) and regex.match(x) is not None
+        try:
+            match = re.compile(fnmatch.translate(value)).match
+        except re.error as exc:
+            raise ConditionError(pointer, f"bad glob pattern {value!r}: {exc}") from None
+        return lambda x: isinstance(x, str) and match(x) is not None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConditionError(pointer, f"expected a number or text to compare, found {value!r}")
-    compare = _COMPARE[op]
-    return lambda x: compare(x, value)
+    return _COMPARE[op](value)
 
 
-def _safe_in(x: Any, members: Container[Any]) -> bool:
-    try:
-        return x in members
-    except TypeError:
+def _contains(value: Any) -> Callable[[Any], bool]:
+    """A list holding the value, or a text containing it (only when the value is text)."""
+    is_text = isinstance(value, str)
+
+    def contains(x: Any) -> bool:
+        if isinstance(x, str):
+            return is_text and value in x
+        if isinstance(x, list | tuple | set | frozenset):
+            try:
+                return value in x
+            except TypeError:  # an unhashable value asked of a set
+                return False
         return False
 
-
-def _contains(x: Any, value: Any) -> bool:
-    if isinstance(x, str):
-        return isinstance(value, str) and value in x
-    if isinstance(x, list | tuple | set | frozenset):
-        return value in x
-    return False
+    return contains
 
 
-def _guarded(compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
-    def test(x: Any, value: Any) -> bool:
+def _gt(value: Any) -> Callable[[Any], bool]:
+    def gt(x: Any) -> bool:
         if x is None:
             return False
         try:
-            return compare(x, value)
+            return bool(x > value)
         except TypeError:
             return False
 
-    return test
+    return gt
 
 
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "gt": _guarded(lambda x, v: bool(x > v)),
-    "gte": _guarded(lambda x, v: bool(x >= v)),
-    "lt": _guarded(lambda x, v: bool(x < v)),
-    "lte": _guarded(lambda x, v: bool(x <= v)),
+def _gte(value: Any) -> Callable[[Any], bool]:
+    def gte(x: Any) -> bool:
+        if x is None:
+            return False
+        try:
+            return bool(x >= value)
+        except TypeError:
+            return False
+
+    return gte
+
+
+def _lt(value: Any) -> Callable[[Any], bool]:
+    def lt(x: Any) -> bool:
+        if x is None:
+            return False
+        try:
+            return bool(x < value)
+        except TypeError:
+            return False
+
+    return lt
+
+
+def _lte(value: Any) -> Callable[[Any], bool]:
+    def lte(x: Any) -> bool:
+        if x is None:
+            return False
+        try:
+            return bool(x <= value)
+        except TypeError:
+            return False
+
+    return lte
+
+
+_COMPARE: dict[str, Callable[[Any], Callable[[Any], bool]]] = {
+    "gt": _gt,
+    "gte": _gte,
+    "lt": _lt,
+    "lte": _lte,
 }
 
 _SYMBOLS = {"eq": "=", "ne": "≠", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤"}
@@ -226,16 +324,32 @@ def describe_condition(spec: Any) -> str:
         return "?"
     ops = [k for k in spec if k not in (subject, "within")]
     op = ops[0] if ops else "?"
-    value = spec.get(op)
-    name = spec[subject]
+    value = _show(spec.get(op))
+    name = _show(spec[subject])
     if subject == "event":
-        window = f" in {Duration.parse(spec['within']).describe()}" if "within" in spec else ""
+        window = f" in {_describe_duration(spec['within'])}" if "within" in spec else ""
         name = f"#{name}{window}"
     if op in _SYMBOLS:
         return f"{name} {_SYMBOLS[op]} {value}"
     if op == "exists":
-        return f"{name} {'is set' if value else 'is not set'}"
+        return f"{name} {'is set' if spec.get(op) else 'is not set'}"
     return f"{name} {op} {value}"
+
+
+def _show(value: Any) -> str:
+    """A value as the workflow's author wrote it: text bare, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _describe_duration(text: Any) -> str:
+    try:
+        return Duration.parse(text).describe()
+    except ValueError:
+        return _show(text)
 
 
 def _bracket(spec: Any) -> str:

@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 _PATTERN = re.compile(
-    r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
-    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
+    r"P(?!\Z)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
+    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?",
+    re.ASCII,
 )
+_LONGEST = timedelta(days=1000 * 366)
+"""Longer spans (and more than 1000 years of months) are refused: arithmetic on them would
+leave the range of datetime."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,20 +31,27 @@ class Duration:
 
     @classmethod
     def parse(cls, text: str) -> Duration:
-        match = _PATTERN.match(text) if isinstance(text, str) else None
+        match = _PATTERN.fullmatch(text) if isinstance(text, str) else None
         if match is None:
             raise ValueError(
                 f"expected an ISO-8601 duration such as P30D, PT2H or P1M, found {text!r}"
             )
-        part = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}
-        delta = timedelta(
-            weeks=part["weeks"],
-            days=part["days"],
-            hours=part["hours"],
-            minutes=part["minutes"],
-            seconds=part["seconds"],
-        )
-        return cls(months=int(part["years"]) * 12 + int(part["months"]), delta=delta, text=text)
+        part = {k: v or "0" for k, v in match.groupdict().items()}
+        try:
+            months = int(part["years"]) * 12 + int(part["months"])
+            whole = {unit: int(part[unit]) for unit in ("weeks", "days", "hours", "minutes")}
+        except ValueError:  # more digits than int() takes
+            raise ValueError(
+                f"a duration longer than 1000 years is not supported: {text!r}"
+            ) from None
+        seconds = float(part["seconds"])
+        total = (
+            ((whole["weeks"] * 7 + whole["days"]) * 24 + whole["hours"]) * 60 + whole["minutes"]
+        ) * 60 + seconds
+        if months > 12 * 1000 or total > _LONGEST.total_seconds():
+            raise ValueError(f"a duration longer than 1000 years is not supported: {text!r}")
+        delta = timedelta(**whole, seconds=seconds)
+        return cls(months=months, delta=delta, text=text)
 
     def after(self, moment: datetime) -> datetime:
         """The moment this long after ``moment``."""
@@ -85,4 +96,19 @@ def _add_months(moment: datetime, months: int) -> datetime:
 
 def is_duration(text: object) -> bool:
     """Format checker for JSON Schema: True when ``text`` is not a string or parses."""
-    return not isinstance(text, str) or _PATTERN.match(text) is not None
+    if not isinstance(text, str):
+        return True
+    try:
+        Duration.parse(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_duration(text: object) -> bool:
+    """Like :func:`is_duration`, but a well-formed duration that is out of range raises
+    ValueError saying so (a format checker then reports why, not just "expected P30D")."""
+    if not isinstance(text, str) or _PATTERN.fullmatch(text) is None:
+        return not isinstance(text, str)
+    Duration.parse(text)
+    return True

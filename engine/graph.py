@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import networkx as nx
@@ -20,7 +20,8 @@ def raw_graph(document: Mapping[str, Any], registry: Registry) -> nx.DiGraph[str
     if not isinstance(nodes, dict):
         return graph
     for node_id, spec in nodes.items():
-        kind = registry.nodes.get(spec.get("type")) if isinstance(spec, dict) else None
+        name = spec.get("type") if isinstance(spec, dict) else None
+        kind = registry.nodes.get(name) if isinstance(name, str) else None
         graph.add_node(node_id, kind=kind, known=True)
     for node_id, spec in nodes.items():
         if not isinstance(spec, dict):
@@ -44,15 +45,28 @@ def _guess_edges(spec: Mapping[str, Any], registry: Registry) -> Iterator[Edge]:
                 yield edge
 
 
-def check_graph(document: Mapping[str, Any], registry: Registry, file: str) -> list[Problem]:
-    """Start and edges name real nodes; all reachable; no loop that can run without a wait."""
+def check_graph(
+    document: Mapping[str, Any],
+    registry: Registry,
+    file: str,
+    unsure: Collection[str] = (),
+) -> list[Problem]:
+    """Start and edges name real nodes; all reachable; no loop that can run without a wait.
+
+    ``unsure`` names nodes whose edges cannot be trusted (the schema found fault with them).
+    A node reached from start through one of them, or through an edge to a missing node,
+    could be meant to lead anywhere, so "not reachable" is then not said: it would most
+    likely be a cascade of the problem already reported.
+    """
     graph = raw_graph(document, registry)
     if not graph:
         return []
     problems: list[Problem] = []
     known = [n for n, known in graph.nodes(data="known") if known]
+    unsure = set(unsure)
     for source, target, key in graph.edges(data="key"):
         if not graph.nodes[target]["known"]:
+            unsure.add(source)
             problems.append(
                 Problem(
                     file,
@@ -71,8 +85,7 @@ def check_graph(document: Mapping[str, Any], registry: Registry, file: str) -> l
                     f"start names node {start!r}, which does not exist" + suggest(start, known),
                 )
             )
-        else:
-            reachable = nx.descendants(graph, start) | {start}
+        elif not (unsure & (reachable := nx.descendants(graph, start) | {start})):
             for node_id in known:
                 if node_id not in reachable:
                     problems.append(
@@ -143,9 +156,18 @@ def _mermaid_text(text: str) -> str:
 
 
 def to_dot(workflow: Workflow) -> str:
-    lines = [f"digraph {_dot(workflow.id)} {{", "    rankdir=TB;", '    node [fontname="Helvetica"];']
-    shapes = {"condition": "diamond", "split": "diamond", "wait": "ellipse",
-              "wait_for_event": "ellipse", "exit": "doublecircle"}
+    lines = [
+        f"digraph {_dot(workflow.id)} {{",
+        "    rankdir=TB;",
+        '    node [fontname="Helvetica"];',
+    ]
+    shapes = {
+        "condition": "diamond",
+        "split": "diamond",
+        "wait": "ellipse",
+        "wait_for_event": "ellipse",
+        "exit": "doublecircle",
+    }
     for i, trigger in enumerate(workflow.triggers):
         lines.append(f"    {_dot(f'trigger {i}')} [label={_dot(trigger.label())}, shape=cds];")
         lines.append(f"    {_dot(f'trigger {i}')} -> {_dot(workflow.start)};")

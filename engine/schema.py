@@ -14,7 +14,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 
 from engine.conditions import GROUPS, OPERATORS, SUBJECTS
-from engine.durations import is_duration
+from engine.durations import check_duration
 from engine.fragments import CONDITION_REF, condition, duration, target, text
 from engine.registry import Registry, default_registry
 
@@ -128,10 +128,20 @@ def _condition_schema() -> dict[str, Any]:
     operators["exists"]["type"] = "boolean"
     operators["matches"]["type"] = "string"
     groups = {
-        "all": {"title": "All", "description": "Every condition holds.", "type": "array",
-                "minItems": 1, "items": ref},
-        "any": {"title": "Any", "description": "At least one condition holds.", "type": "array",
-                "minItems": 1, "items": ref},
+        "all": {
+            "title": "All",
+            "description": "Every condition holds.",
+            "type": "array",
+            "minItems": 1,
+            "items": ref,
+        },
+        "any": {
+            "title": "Any",
+            "description": "At least one condition holds.",
+            "type": "array",
+            "minItems": 1,
+            "items": ref,
+        },
         "not": {"title": "Not", "description": "The condition does not hold.", **ref},
     }
     subjects = {
@@ -141,20 +151,24 @@ def _condition_schema() -> dict[str, Any]:
     within = duration("Window for an event count, before now.")
     branches: list[dict[str, Any]] = []
     for key in GROUPS:
-        branches.append({
-            "if": {"required": [key]},
-            "then": {"properties": {key: groups[key]}, "additionalProperties": False},
-        })
+        branches.append(
+            {
+                "if": {"required": [key]},
+                "then": {"properties": {key: groups[key]}, "additionalProperties": False},
+            }
+        )
     for key in SUBJECTS:
         props: dict[str, Any] = {key: subjects[key]}
         if key != "in_list":
             props.update(operators)
         if key == "event":
             props["within"] = within
-        branches.append({
-            "if": {"required": [key]},
-            "then": {"properties": props, "additionalProperties": False},
-        })
+        branches.append(
+            {
+                "if": {"required": [key]},
+                "then": {"properties": props, "additionalProperties": False},
+            }
+        )
     return {
         "title": "Condition",
         "description": (
@@ -168,20 +182,29 @@ def _condition_schema() -> dict[str, Any]:
     }
 
 
-def format_checker() -> FormatChecker:
-    """Draft 2020-12 formats (RFC 3339 date-time) plus our ISO-8601 ``duration``."""
+def format_checker(registry: Registry | None = None) -> FormatChecker:
+    """Draft 2020-12 formats (RFC 3339 date-time) plus our ISO-8601 ``duration`` and the
+    formats that kinds declare in an optional ``formats`` class attribute (name -> check;
+    a check may raise ValueError to say why a value fails)."""
     checker = FormatChecker()
-    checker.checks("duration")(is_duration)
-    checker.checks("reentry")(lambda text: text in ("never", "always") or is_duration(text))
+    checker.checks("duration", raises=ValueError)(check_duration)
+    checker.checks("reentry", raises=ValueError)(
+        lambda text: text in ("never", "always") or check_duration(text)
+    )
+    if registry is not None:
+        for kind in [*registry.nodes.values(), *registry.triggers.values()]:
+            for name, check in getattr(kind, "formats", {}).items():
+                checker.checks(name, raises=ValueError)(check)
     return checker
 
 
 @cache
 def validator(registry: Registry | None = None) -> Draft202012Validator:
     """Built once per registry and reused: building a validator is the slow part."""
-    schema = build_schema(registry or default_registry())
+    registry = registry or default_registry()
+    schema = build_schema(registry)
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=format_checker())
+    return Draft202012Validator(schema, format_checker=format_checker(registry))
 
 
 def render(schema: dict[str, Any]) -> str:

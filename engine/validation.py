@@ -7,6 +7,7 @@ problem in every file is reported in one run, each with a JSON pointer.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -96,8 +97,8 @@ def validate_documents(
         result.files += 1
         problems = check_document(document, file, registry)
         if isinstance(document, dict):
-            key = (document.get("id"), document.get("version"))
-            if key in seen and isinstance(key[0], str):
+            key = (_hashable(document.get("id")), _hashable(document.get("version")))
+            if key in seen and isinstance(key[0], str) and type(key[1]) is int:
                 problems.append(
                     Problem(
                         file,
@@ -115,15 +116,17 @@ def validate_documents(
     return result
 
 
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool | None) else repr(value)
+
+
 def check_document(document: Any, file: str, registry: Registry) -> list[Problem]:
     if not isinstance(document, dict):
         return [Problem(file, "", f"expected a workflow object, found {_describe(document)}")]
-    problems = [
-        problem
-        for error in validator(registry).iter_errors(document)
-        for problem in _explain(error, file, registry)
-    ]
-    problems.extend(check_graph(document, registry, file))
+    errors = list(validator(registry).iter_errors(document))
+    typos = _typos(errors)
+    problems = [problem for error in errors for problem in _explain(error, file, registry, typos)]
+    problems.extend(check_graph(document, registry, file, _unsure_nodes(errors, registry)))
     if not problems:
         try:
             compile_workflow(document, registry, file)
@@ -157,7 +160,58 @@ def _unique(problems: list[Problem]) -> list[Problem]:
     return list(dict.fromkeys(problems))
 
 
+def _typos(errors: list[ValidationError]) -> set[tuple[Any, ...]]:
+    """Paths of missing keys that an unknown key next to them is probably a typo of; the
+    unknown key's message already says "did you mean", so "missing" would be a cascade."""
+    found: set[tuple[Any, ...]] = set()
+    for error in errors:
+        if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
+            continue
+        allowed = list(error.schema.get("properties", {}))
+        for key in error.instance:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                if close and close[0] not in error.instance:
+                    found.add((*error.absolute_path, close[0]))
+    return found
+
+
+def _edge_keys(registry: Registry) -> set[str]:
+    """Keys under which a node names other nodes, at its top level (``branches`` too)."""
+    keys: set[str] = set()
+    for kind in registry.nodes.values():
+        keys.update(kind.edge_keys)
+        for key, prop in kind.schema.get("properties", {}).items():
+            if "next" in prop.get("items", {}).get("properties", {}):
+                keys.add(key)  # a list of objects that name nodes (split branches)
+    return keys
+
+
+def _unsure_nodes(errors: list[ValidationError], registry: Registry) -> set[str]:
+    """Nodes whose edges the schema found fault with (a wrong or missing edge key, an
+    unknown key that may be a misspelt one): the graph check cannot trust their edges."""
+    edge_keys = _edge_keys(registry)
+    unsure: set[str] = set()
+    for error in errors:
+        path = tuple(error.absolute_path)
+        if len(path) < 2 or path[0] != "nodes":
+            continue
+        if len(path) == 2:
+            if error.validator == "required":
+                if any(key in edge_keys for key in error.validator_value):
+                    unsure.add(str(path[1]))
+            else:  # unknown keys, or a node that is not an object
+                unsure.add(str(path[1]))
+        elif path[2] in edge_keys:
+            unsure.add(str(path[1]))
+    return unsure
+
+
 # --- turning jsonschema errors into sentences ----------------------------------------
+
+
+def _a(what: str) -> str:
+    return f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
 
 
 def _what(path: tuple[Any, ...], instance: Any) -> str:
@@ -174,8 +228,13 @@ def _what(path: tuple[Any, ...], instance: Any) -> str:
 
 def _describe(value: Any) -> str:
     name = {
-        dict: "an object", list: "a list", str: "text", bool: "a boolean",
-        int: "a number", float: "a number", type(None): "null",
+        dict: "an object",
+        list: "a list",
+        str: "text",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
     }.get(type(value), type(value).__name__)
     shown = json.dumps(value, ensure_ascii=False)
     if len(shown) > 40:
@@ -184,8 +243,13 @@ def _describe(value: Any) -> str:
 
 
 _TYPE_WORDS = {
-    "object": "an object", "array": "a list", "string": "text", "number": "a number",
-    "integer": "a whole number", "boolean": "true or false", "null": "null",
+    "object": "an object",
+    "array": "a list",
+    "string": "text",
+    "number": "a number",
+    "integer": "a whole number",
+    "boolean": "true or false",
+    "null": "null",
 }
 
 _FORMAT_WORDS = {
@@ -193,10 +257,13 @@ _FORMAT_WORDS = {
     "date-time": "an RFC 3339 date-time such as 2026-03-01T09:00:00Z",
     "reentry": "'never', 'always' or an ISO-8601 cooldown such as P30D",
     "uri": "an absolute URL such as https://example.com/hook",
+    "cron": "a 5-field crontab (minute hour day-of-month month day-of-week) such as '0 3 * * 1'",
 }
 
 
-def _explain(error: ValidationError, file: str, registry: Registry) -> Iterator[Problem]:
+def _explain(
+    error: ValidationError, file: str, registry: Registry, typos: set[tuple[Any, ...]]
+) -> Iterator[Problem]:
     path = tuple(error.absolute_path)
     pointer = pointer_of(path)
     instance = error.instance
@@ -215,12 +282,12 @@ def _explain(error: ValidationError, file: str, registry: Registry) -> Iterator[
         return
     if validator_name == "required":
         for key in value:
-            if isinstance(instance, dict) and key not in instance:
+            if isinstance(instance, dict) and key not in instance and (*path, key) not in typos:
                 needs = ", ".join(value)
                 yield Problem(
                     file,
                     pointer_of((*path, key)),
-                    f"missing required key {key!r}: a {_what(path, instance)} needs {needs}",
+                    f"missing required key {key!r}: {_a(_what(path, instance))} needs {needs}",
                 )
         return
     if validator_name == "enum" and path and path[-1] == "type" and len(path) == 3:
@@ -232,6 +299,8 @@ def _explain(error: ValidationError, file: str, registry: Registry) -> Iterator[
             + ("" if suggest(str(instance), value) else f" (expected one of {', '.join(value)})"),
         )
         return
+    if validator_name == "pattern" and path == ("nodes",):
+        pointer = pointer_of((*path, instance))  # the node whose id is wrong
     yield Problem(file, pointer, _sentence(error))
 
 
@@ -245,7 +314,8 @@ def _sentence(error: ValidationError) -> str:
             expected = " or ".join(_TYPE_WORDS.get(k, k) for k in kinds)
             return f"expected {expected}, found {found}"
         case "format":
-            return f"expected {_FORMAT_WORDS.get(value, value)}, found {found}"
+            reason = f" ({error.cause})" if error.cause is not None else ""
+            return f"expected {_FORMAT_WORDS.get(value, value)}, found {found}{reason}"
         case "enum":
             return f"expected one of {', '.join(map(repr, value))}, found {found}"
         case "minimum":

@@ -20,7 +20,8 @@ class EventTrigger(TriggerKind):
         "properties": {
             "event": text("Event", "Track event name, e.g. Page Viewed."),
             "where": condition(
-                "Where", "Condition on the event (e.g. {\"property\": \"url\", \"matches\": \"/pricing*\"})."
+                "Where",
+                'Condition on the event (e.g. {"property": "url", "matches": "/pricing*"}).',
             ),
         },
         "required": ["event"],
@@ -32,7 +33,7 @@ class EventTrigger(TriggerKind):
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Self:
-        where = compile_condition(data["where"]) if "where" in data else None
+        where = compile_condition(data["where"], "/where") if "where" in data else None
         return cls(data["event"], where, data.get("where"))
 
     def keys(self) -> tuple[SignalKey, ...]:

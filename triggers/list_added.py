@@ -15,7 +15,9 @@ from engine.kinds import Signal, SignalKey, TriggerKind
 class ListAdded(TriggerKind):
     type: ClassVar[str] = "list_added"
     title: ClassVar[str] = "On joining a list"
-    description: ClassVar[str] = "Fire when the contact is added to the list (by any workflow, import or API)."
+    description: ClassVar[str] = (
+        "Fire when the contact is added to the list (by any workflow, import or API)."
+    )
     schema: ClassVar[dict[str, Any]] = {
         "properties": {"list": text("List", "Name of the list.")},
         "required": ["list"],

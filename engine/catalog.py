@@ -1,0 +1,131 @@
+"""Deployed workflows as the runner needs them: the newest version of each for new
+entries, any pinned version for runs already in flight, and an index from signal keys
+to the triggers they can fire."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from engine.errors import DeployConflict
+from engine.kinds import CronDriven, QuietDriven, SignalKey, TriggerKind
+from engine.model import Workflow, compile_workflow
+from engine.registry import Registry, default_registry
+from engine.store.sql import insert_ignore
+from engine.store.tables import workflow_status, workflow_versions
+
+
+@dataclass
+class Catalog:
+    registry: Registry = field(default_factory=default_registry)
+    latest: dict[str, Workflow] = field(default_factory=dict)
+    versions: dict[tuple[str, int], Workflow] = field(default_factory=dict)
+    paused: set[str] = field(default_factory=set)
+    index: dict[SignalKey, list[tuple[Workflow, TriggerKind]]] = field(default_factory=dict)
+    cron: list[tuple[Workflow, int, CronDriven]] = field(default_factory=list)
+    quiet: list[tuple[Workflow, int, QuietDriven]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, connection: Connection, registry: Registry | None = None) -> Catalog:
+        catalog = cls(registry or default_registry())
+        newest = (
+            select(workflow_versions.c.workflow_id, func.max(workflow_versions.c.version))
+            .group_by(workflow_versions.c.workflow_id)
+        )
+        for workflow_id, version in connection.execute(newest):
+            catalog.latest[workflow_id] = catalog.version(connection, workflow_id, version)
+        catalog.paused = set(
+            connection.scalars(
+                select(workflow_status.c.workflow_id).where(workflow_status.c.paused.is_(True))
+            )
+        )
+        catalog._reindex()
+        return catalog
+
+    def version(self, connection: Connection, workflow_id: str, version: int) -> Workflow:
+        """A pinned version, compiled once and cached."""
+        key = (workflow_id, version)
+        if key not in self.versions:
+            document = connection.scalar(
+                select(workflow_versions.c.document).where(
+                    workflow_versions.c.workflow_id == workflow_id,
+                    workflow_versions.c.version == version,
+                )
+            )
+            if document is None:
+                raise LookupError(f"workflow {workflow_id!r} version {version} is not deployed")
+            self.versions[key] = compile_workflow(document, self.registry, workflow_id)
+        return self.versions[key]
+
+    def _reindex(self) -> None:
+        index: dict[SignalKey, list[tuple[Workflow, TriggerKind]]] = defaultdict(list)
+        self.cron, self.quiet = [], []
+        for workflow in self.latest.values():
+            for position, trigger in enumerate(workflow.triggers):
+                for key in trigger.keys():
+                    index[key].append((workflow, trigger))
+                if isinstance(trigger, CronDriven):
+                    self.cron.append((workflow, position, trigger))
+                if isinstance(trigger, QuietDriven):
+                    self.quiet.append((workflow, position, trigger))
+        self.index = dict(index)
+
+    def quiet_events(self) -> dict[str, list[tuple[Workflow, int]]]:
+        """Event name -> quiet triggers it resets."""
+        by_event: dict[str, list[tuple[Workflow, int]]] = defaultdict(list)
+        for workflow, position, trigger in self.quiet:
+            for name in trigger.events:
+                by_event[name].append((workflow, position))
+        return dict(by_event)
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    workflow_id: str
+    version: int
+    status: str  # deployed | unchanged
+
+
+def deploy(
+    connection: Connection, workflows: Iterable[Workflow], now: datetime
+) -> list[DeployResult]:
+    """Store new versions. The same id and version with a different document is refused:
+    a run pinned to a version must always find the document it started on."""
+    results = []
+    for workflow in workflows:
+        existing = connection.execute(
+            select(workflow_versions.c.digest).where(
+                workflow_versions.c.workflow_id == workflow.id,
+                workflow_versions.c.version == workflow.version,
+            )
+        ).scalar()
+        if existing is not None:
+            if existing != workflow.digest:
+                raise DeployConflict(
+                    f"workflow {workflow.id!r} version {workflow.version} is already deployed "
+                    "with a different document; bump 'version' to deploy a change"
+                )
+            results.append(DeployResult(workflow.id, workflow.version, "unchanged"))
+            continue
+        row: dict[str, Any] = {
+            "workflow_id": workflow.id,
+            "version": workflow.version,
+            "name": workflow.name,
+            "notes": workflow.notes,
+            "document": dict(workflow.document),
+            "digest": workflow.digest,
+            "deployed_at": now,
+        }
+        connection.execute(workflow_versions.insert(), row)
+        insert_ignore(
+            connection,
+            workflow_status,
+            [{"workflow_id": workflow.id, "paused": False, "updated_at": now}],
+        )
+        results.append(DeployResult(workflow.id, workflow.version, "deployed"))
+    return results

@@ -1,0 +1,776 @@
+"""The graph runner: what happens to a contact when a message, a due wait, a quiet spell or
+a schedule wakes it.
+
+Work is done in batches: one transaction loads and locks the contacts it touches, runs
+every workflow step in memory, and writes all changes (scores, lists, runs, waits, audit,
+outbox) back together. A crash mid-batch rolls the whole batch back; nothing is half done
+and nothing is sent twice, because effects only ever reach the outbox table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
+
+from engine.catalog import Catalog
+from engine.clock import Clock, ensure_utc, format_timestamp
+from engine.errors import ActionFailed
+from engine.kinds import AwaitEvent, Continue, Signal, Sleep, Step
+from engine.model import Workflow
+from engine.segment import Message, Rejection
+from engine.state import Batch, ContactFacts, ContactState, RunState, WaitState
+from engine.store.sql import chunks, insert_for, insert_ignore, is_postgres
+from engine.store.tables import (
+    accounts,
+    contacts,
+    events,
+    list_members,
+    quiet_watch,
+    rejected,
+    runs,
+    schedule_fires,
+    scores,
+    waits,
+    workflow_versions,
+)
+from engine.store.tables import audit as audit_table
+from engine.templates import TemplateCatalog
+
+MAX_NODES_PER_WAKE = 1000
+"""Loop guard: a run that executes more nodes than this in one wake is failed."""
+MAX_ENTRIES_PER_WAKE = 200
+"""Cascade guard: workflows entering each other without end are cut off here."""
+BATCH_SIZE = 2000
+
+
+@dataclass
+class IngestReport:
+    taken: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def add(self, other: IngestReport) -> None:
+        self.taken += other.taken
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.rejections.extend(other.rejections)
+
+
+class Runner:
+    """Runs deployed workflows against a store. Thread-compatible, not thread-safe: give
+    each thread or process its own Runner (they coordinate through the database)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        templates: TemplateCatalog | None = None,
+        catalog: Catalog | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.templates = templates or TemplateCatalog()
+        self._catalog = catalog
+        self.owner = owner or uuid.uuid4().hex[:12]
+
+    # --- the catalog of deployed workflows ----------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            with self.engine.connect() as connection:
+                self._catalog = Catalog.load(connection)
+        return self._catalog
+
+    def reload(self) -> None:
+        """Pick up deploys, pauses and resumes made by other processes."""
+        self._catalog = None
+
+    # --- ingestion ---------------------------------------------------------------------
+
+    def ingest(
+        self,
+        items: Iterable[Message | Rejection],
+        source: str = "-",
+        batch_size: int = BATCH_SIZE,
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        """Apply messages in order, in batches; merges run in transactions of their own."""
+        report = IngestReport()
+        pending: list[Message] = []
+        bad: list[Rejection] = []
+
+        def flush() -> None:
+            if pending or bad:
+                report.add(self._ingest_batch(pending, bad, source))
+                if progress is not None:
+                    progress(len(pending) + len(bad))
+                pending.clear()
+                bad.clear()
+
+        for item in items:
+            if isinstance(item, Rejection):
+                bad.append(item)
+            elif item.merge_from is not None:
+                flush()
+                self.merge(item.merge_from, item.contact_id, item.timestamp)
+                pending.append(item)
+            else:
+                pending.append(item)
+            if len(pending) + len(bad) >= batch_size:
+                flush()
+        flush()
+        return report
+
+    def _ingest_batch(
+        self, messages: list[Message], bad: list[Rejection], source: str
+    ) -> IngestReport:
+        report = IngestReport(rejected=len(bad), rejections=list(bad))
+        now = self.clock.now()
+        with self.engine.begin() as connection:
+            if bad:
+                connection.execute(rejected.insert(), [
+                    {"source": source, "line": r.line, "raw": r.raw, "reason": r.reason, "at": now}
+                    for r in bad
+                ])
+            if not messages:
+                return report
+            redirect = _merged_into(connection, {m.contact_id for m in messages})
+            fresh = _deduplicate(connection, messages)
+            report.duplicates = len(messages) - len(fresh)
+            report.taken = len(fresh)
+            if not fresh:
+                return report
+            rows = []
+            for message in fresh:
+                contact_id = redirect.get(message.contact_id, message.contact_id)
+                rows.append({
+                    "message_id": message.message_id, "contact_id": contact_id,
+                    "type": message.type, "name": message.event,
+                    "properties": message.properties or message.traits,
+                    "timestamp": message.timestamp, "received_at": now,
+                })
+            insert_ignore(connection, events, rows)
+            wake = Wake(self, connection)
+            first_seen: dict[str, datetime] = {}
+            for row in rows:
+                first_seen.setdefault(row["contact_id"], row["timestamp"])
+            wake.load(first_seen)
+            for message, row in zip(fresh, rows, strict=True):
+                wake.handle_message(wake.batch.contacts[row["contact_id"]], message,
+                                    min(message.timestamp, now))
+            wake.batch.flush()
+        return report
+
+    # --- merging an anonymous contact into a known one ---------------------------------
+
+    def merge(self, source_id: str, target_id: str, moment: datetime) -> None:
+        """Fold ``source_id`` into ``target_id``: scores added, lists united, attributes
+        kept where the target has none, and all history (events, audit, runs) re-pointed."""
+        with self.engine.begin() as connection:
+            redirect = _merged_into(connection, {source_id, target_id})
+            target_id = redirect.get(target_id, target_id)
+            source_id = redirect.get(source_id, source_id)
+            if source_id == target_id:
+                return
+            exists = connection.scalar(select(contacts.c.id).where(contacts.c.id == source_id))
+            wake = Wake(self, connection)
+            if exists is None:
+                wake.load({target_id: moment})
+            else:
+                wake.load({source_id: moment, target_id: moment})
+                source = wake.batch.contacts[source_id]
+                target = wake.batch.contacts[target_id]
+                cause = f"merge of {source_id}"
+                for name, value in source.scores.items():
+                    wake.change_score(target, name, target.scores.get(name, 0.0) + value,
+                                      moment, cause)
+                for name in sorted(source.lists):
+                    wake.change_list(target, name, True, moment, cause)
+                for key, value in source.attributes.items():
+                    if key not in target.attributes:
+                        wake.change_attribute(target, key, value, moment, cause)
+                if target.account_id is None and source.account_id is not None:
+                    target.account_id = source.account_id
+                    target.dirty = True
+                target.runs.extend(source.runs)
+                for name, entered in source.last_entries.items():
+                    if entered > target.last_entries.get(name, entered):
+                        target.last_entries[name] = entered
+                source.runs = []
+                wake.drain(target, moment, cause)
+                wake.batch.flush()
+                for table in (events, audit_table, runs, waits):
+                    connection.execute(
+                        update(table).where(table.c.contact_id == source_id)
+                        .values(contact_id=target_id)
+                    )
+                for table in (scores, list_members, quiet_watch):
+                    connection.execute(table.delete().where(table.c.contact_id == source_id))
+            insert_ignore(connection, contacts, [{
+                "id": source_id, "attributes": {}, "grades": {}, "account_id": None,
+                "merged_into": target_id, "created_at": moment, "updated_at": moment,
+            }])
+            connection.execute(
+                update(contacts).where(contacts.c.id == source_id)
+                .values(merged_into=target_id, updated_at=moment)
+            )
+            wake.batch.flush()
+
+    # --- due waits -------------------------------------------------------------------
+
+    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[str]:
+        """Lease due waits; returns the contacts to wake. On PostgreSQL concurrent workers
+        skip each other's rows (SKIP LOCKED); on SQLite the write lock serialises them."""
+        with self.engine.begin() as connection:
+            free = and_(
+                waits.c.due_at <= now,
+                (waits.c.lease_until.is_(None)) | (waits.c.lease_until < now),
+            )
+            pick = select(waits.c.run_id).where(free).order_by(waits.c.due_at).limit(limit)
+            if is_postgres(connection):
+                pick = pick.with_for_update(skip_locked=True)
+            claimed = connection.execute(
+                update(waits)
+                .where(waits.c.run_id.in_(pick.scalar_subquery()))
+                .values(lease_owner=self.owner, lease_until=now + lease)
+                .returning(waits.c.contact_id)
+            )
+            return list(dict.fromkeys(claimed.scalars()))
+
+    def resume_due(
+        self, now: datetime, limit: int = 1000, lease: timedelta = timedelta(minutes=5)
+    ) -> int:
+        """Resume up to ``limit`` due waits' contacts; returns how many runs were resumed."""
+        contact_ids = self.claim_due(now, limit, lease)
+        if not contact_ids:
+            return 0
+        with self.engine.begin() as connection:
+            wake = Wake(self, connection)
+            wake.load({contact_id: now for contact_id in contact_ids})
+            for contact_id in contact_ids:
+                wake.resume_due_waits(wake.batch.contacts[contact_id], now)
+            wake.batch.flush()
+            return wake.resumed
+
+    def release_leases(self, now: datetime) -> int:
+        """The lease reaper: forget leases that expired (their worker died)."""
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                update(waits).where(waits.c.lease_until < now)
+                .values(lease_owner=None, lease_until=None)
+            )
+            return int(result.rowcount or 0)
+
+    def next_due(self, include_waits: bool = True) -> datetime | None:
+        """The earliest moment timed work (wait, quiet spell, schedule) comes due."""
+        with self.engine.connect() as connection:
+            moments = [connection.scalar(select(func.min(waits.c.due_at)))] if include_waits else []
+            for workflow, position, trigger in self.catalog.quiet:
+                oldest = connection.scalar(
+                    select(func.min(quiet_watch.c.last_at)).where(
+                        quiet_watch.c.workflow_id == workflow.id,
+                        quiet_watch.c.trigger_index == position,
+                        quiet_watch.c.fired_at.is_(None),
+                    )
+                )
+                if oldest is not None:
+                    moments.append(trigger.quiet_for.after(ensure_utc(oldest)))
+            for workflow, position, cron in self.catalog.cron:
+                since = self._schedule_since(connection, workflow, position)
+                moments.append(cron.next_fire_after(since))
+        present = [ensure_utc(m) for m in moments if m is not None]
+        return min(present) if present else None
+
+    # --- inactivity --------------------------------------------------------------------
+
+    def fire_quiet(self, now: datetime) -> int:
+        """Enter every contact that went quiet; one indexed query per inactivity trigger."""
+        entered = 0
+        for workflow, position, trigger in self.catalog.quiet:
+            threshold = trigger.quiet_for.before(now)
+            match = and_(
+                quiet_watch.c.workflow_id == workflow.id,
+                quiet_watch.c.trigger_index == position,
+                quiet_watch.c.fired_at.is_(None),
+                quiet_watch.c.last_at <= threshold,
+            )
+            with self.engine.connect() as connection:
+                found = list(connection.scalars(select(quiet_watch.c.contact_id).where(match)))
+            for part in chunks(found, BATCH_SIZE):
+                with self.engine.begin() as connection:
+                    wake = Wake(self, connection)
+                    wake.load({contact_id: now for contact_id in part})
+                    rows = connection.execute(
+                        select(quiet_watch.c.contact_id, quiet_watch.c.last_at)
+                        .where(match, quiet_watch.c.contact_id.in_(part))
+                    )
+                    for contact_id, last_at in rows:
+                        moment = min(trigger.quiet_for.after(ensure_utc(last_at)), now)
+                        state = wake.batch.contacts[contact_id]
+                        wake.resume_due_waits(state, moment)
+                        cause = f"inactivity: {trigger.label()}"
+                        if wake.enter(state, workflow, moment, {}, cause):
+                            entered += 1
+                        wake.drain(state, moment, cause)
+                        wake.batch.quiet_fired.append(
+                            {"b_w": workflow.id, "b_i": position, "b_c": contact_id,
+                             "fired_at": moment}
+                        )
+                    wake.batch.flush()
+        return entered
+
+    # --- schedules ---------------------------------------------------------------------
+
+    def _schedule_since(self, connection: Connection, workflow: Workflow, position: int) -> datetime:
+        last = connection.scalar(
+            select(func.max(schedule_fires.c.fire_at)).where(
+                schedule_fires.c.workflow_id == workflow.id,
+                schedule_fires.c.trigger_index == position,
+            )
+        )
+        if last is None:
+            last = connection.scalar(
+                select(func.min(workflow_versions.c.deployed_at)).where(
+                    workflow_versions.c.workflow_id == workflow.id
+                )
+            )
+        return ensure_utc(last) if last is not None else self.clock.now()
+
+    def fire_schedules(self, now: datetime) -> int:
+        """Fire every cron time that has passed since the last one taken, so nothing is
+        skipped after a pause; each time is taken by exactly one worker."""
+        entered = 0
+        for workflow, position, cron in self.catalog.cron:
+            with self.engine.connect() as connection:
+                since = self._schedule_since(connection, workflow, position)
+            fire = cron.next_fire_after(since)
+            while fire is not None and fire <= now:
+                with self.engine.begin() as connection:
+                    taken = connection.execute(
+                        insert_for(connection, schedule_fires).on_conflict_do_nothing(),
+                        {"workflow_id": workflow.id, "trigger_index": position,
+                         "fire_at": fire, "taken_by": self.owner},
+                    ).rowcount
+                if taken:
+                    entered += self._fan_out(workflow, cron.segment, fire)
+                fire = cron.next_fire_after(fire)
+        return entered
+
+    def _fan_out(self, workflow: Workflow, segment: Any, moment: datetime) -> int:
+        with self.engine.connect() as connection:
+            everyone = list(connection.scalars(
+                select(contacts.c.id).where(contacts.c.merged_into.is_(None))
+                .order_by(contacts.c.id)
+            ))
+        entered = 0
+        cause = f"schedule {workflow.id}"
+        for part in chunks(everyone, BATCH_SIZE):
+            with self.engine.begin() as connection:
+                wake = Wake(self, connection)
+                wake.load({contact_id: moment for contact_id in part})
+                for contact_id in part:
+                    state = wake.batch.contacts[contact_id]
+                    wake.resume_due_waits(state, moment)
+                    if segment is None or segment(ContactFacts(wake.batch, state, moment, {})):
+                        if wake.enter(state, workflow, moment, {}, cause):
+                            entered += 1
+                        wake.drain(state, moment, cause)
+                wake.batch.flush()
+        return entered
+
+    def run_timers(self, now: datetime) -> int:
+        """Everything timed that is due at ``now``: waits, quiet spells, schedules."""
+        done = 0
+        while True:
+            resumed = self.resume_due(now)
+            done += resumed
+            if not resumed:
+                break
+        done += self.fire_quiet(now)
+        done += self.fire_schedules(now)
+        return done
+
+
+def _merged_into(connection: Connection, ids: set[str]) -> dict[str, str]:
+    redirect: dict[str, str] = {}
+    for part in chunks(sorted(ids)):
+        query = select(contacts.c.id, contacts.c.merged_into).where(
+            contacts.c.id.in_(part), contacts.c.merged_into.is_not(None)
+        )
+        redirect.update({row.id: row.merged_into for row in connection.execute(query)})
+    return redirect
+
+
+def _deduplicate(connection: Connection, messages: list[Message]) -> list[Message]:
+    """Drop messages whose messageId was seen before (in the store or earlier in the batch)."""
+    ids = [m.message_id for m in messages if m.message_id is not None]
+    seen: set[str] = set()
+    for part in chunks(ids):
+        seen.update(
+            connection.scalars(select(events.c.message_id).where(events.c.message_id.in_(part)))
+        )
+    fresh = []
+    for message in messages:
+        if message.message_id is not None:
+            if message.message_id in seen:
+                continue
+            seen.add(message.message_id)
+        fresh.append(message)
+    return fresh
+
+
+class Wake:
+    """One transaction's execution: contacts loaded in a :class:`Batch`, signals queued
+    per contact and drained breadth-first, so one workflow's change can trigger another."""
+
+    def __init__(self, runner: Runner, connection: Connection) -> None:
+        self.runner = runner
+        self.connection = connection
+        self.catalog = runner.catalog
+        self.batch = Batch(connection)
+        self.queue: deque[Signal] = deque()
+        self.resumed = 0
+        self._quiet_by_event = self.catalog.quiet_events()
+
+    def load(self, first_seen: Mapping[str, datetime]) -> None:
+        new_ids = self.batch.load(first_seen, min(first_seen.values()))
+        for contact_id in new_ids:
+            state = self.batch.contacts[contact_id]
+            state.created_at = first_seen[contact_id]
+            state.updated_at = first_seen[contact_id]
+            state.dirty = True
+            for workflow, position, _ in self.catalog.quiet:
+                self.batch.quiet_resets[(workflow.id, position, contact_id)] = state.created_at
+        if new_ids:
+            self.connection.execute(
+                update(contacts).where(contacts.c.id == bindparam("b_id"))
+                .values(created_at=bindparam("created_at")),
+                [{"b_id": i, "created_at": first_seen[i]} for i in new_ids],
+            )
+
+    # --- messages ----------------------------------------------------------------------
+
+    def handle_message(self, state: ContactState, message: Message, moment: datetime) -> None:
+        self.resume_due_waits(state, moment)
+        cause = _describe_message(message)
+        if state.new:
+            state.new = False
+            self.queue.append(Signal("contact_created"))
+        if message.type == "identify":
+            for key, value in message.traits.items():
+                self.change_attribute(state, key, value, moment, cause)
+        elif message.type == "group":
+            assert message.group_id is not None
+            if state.account_id != message.group_id:
+                self._audit(state, moment, "account", "account", state.account_id,
+                            message.group_id, cause)
+                state.account_id = message.group_id
+                state.dirty = True
+                state.updated_at = moment
+            self._merge_account(message.group_id, message.traits, moment)
+        properties = message.properties
+        if message.type == "track":
+            assert message.event is not None
+            for workflow, position in self._quiet_by_event.get(message.event, ()):
+                self.batch.quiet_resets[(workflow.id, position, state.id)] = moment
+        facts = ContactFacts(self.batch, state, moment, properties)
+        for run in list(state.runs):
+            if run.state != "waiting":
+                continue
+            workflow = self._workflow(run)
+            if workflow.exit_when is not None and workflow.exit_when(facts):
+                self.end(state, run, moment, "exited", "goal")
+                continue
+            wait = run.wait
+            if (
+                message.type == "track" and wait is not None and wait.event_name == message.event
+                and self._where_holds(workflow, run, facts)
+            ):
+                self._release(run)
+                run.properties = dict(properties)
+                self.resumed += 1
+                self.advance(state, run, wait.next_node, moment, cause)
+        if message.type == "track":
+            self.queue.append(Signal("event", message.event or "", properties=properties))
+        self.drain(state, moment, cause)
+
+    def _where_holds(self, workflow: Workflow, run: RunState, facts: ContactFacts) -> bool:
+        node = workflow.nodes.get(run.node or "")
+        where = getattr(node, "where", None)
+        return where is None or bool(where(facts))
+
+    def _merge_account(self, account_id: str, traits: dict[str, Any], moment: datetime) -> None:
+        row = self.batch.account_rows.get(account_id)
+        if row is None:
+            existing = self.connection.execute(
+                select(accounts.c.traits, accounts.c.created_at)
+                .where(accounts.c.id == account_id)
+            ).first()
+            row = {"id": account_id, "traits": dict(existing.traits) if existing else {},
+                   "created_at": existing.created_at if existing else moment,
+                   "updated_at": moment}
+            self.batch.account_rows[account_id] = row
+        row["traits"] = {**row["traits"], **traits}
+        row["updated_at"] = moment
+
+    # --- timed wakes -------------------------------------------------------------------
+
+    def resume_due_waits(self, state: ContactState, until: datetime) -> None:
+        """Resume this contact's waits due by ``until``, earliest first, each at its own
+        due moment (so a simulation sees the same order as a live worker)."""
+        while True:
+            due = [
+                run for run in state.runs
+                if run.state == "waiting" and run.wait is not None
+                and run.wait.due_at <= until and run.workflow_id not in self.catalog.paused
+            ]
+            if not due:
+                return
+            run = min(due, key=lambda r: (r.wait.due_at if r.wait else until, r.entered_at))
+            wait = run.wait
+            assert wait is not None
+            moment = wait.due_at
+            timed_out = wait.event_name is not None
+            self._release(run)
+            self.resumed += 1
+            cause = f"timeout waiting for {wait.event_name}" if timed_out else "wait over"
+            self.advance(state, run, wait.timeout_node if timed_out else wait.next_node,
+                         moment, cause)
+            self.drain(state, moment, cause)
+
+    def _release(self, run: RunState) -> None:
+        if run.wait is not None:
+            self.batch.deleted_waits.append(run.id)
+            run.wait = None
+        run.state = "active"
+        run.dirty = True
+
+    # --- entering and running ----------------------------------------------------------
+
+    def drain(self, state: ContactState, moment: datetime, cause: str) -> None:
+        """Let queued signals enter workflows until none are left (or the guard trips)."""
+        entries = 0
+        while self.queue:
+            signal = self.queue.popleft()
+            if signal.kind == "start":
+                candidates = [(self.catalog.latest.get(signal.name), None)]
+            else:
+                candidates = list(self.catalog.index.get(signal.key, ()))  # type: ignore[arg-type]
+            facts = ContactFacts(self.batch, state, moment, signal.properties or {})
+            entered: set[str] = set()
+            for workflow, trigger in candidates:
+                if workflow is None or workflow.id in entered:
+                    continue
+                if trigger is not None and not trigger.matches(signal, facts):
+                    continue
+                entries += 1
+                if entries > MAX_ENTRIES_PER_WAKE:
+                    self._audit(state, moment, "guard", workflow.id, None,
+                                f"more than {MAX_ENTRIES_PER_WAKE} workflow entries in one "
+                                "wake; the rest were dropped (workflows keep triggering "
+                                "each other)", cause)
+                    self.queue.clear()
+                    return
+                if self.enter(state, workflow, moment, signal.properties or {}, cause):
+                    entered.add(workflow.id)
+
+    def enter(self, state: ContactState, workflow: Workflow, moment: datetime,
+              properties: Mapping[str, Any], cause: str) -> bool:
+        if workflow.id in self.catalog.paused:
+            return False
+        if not workflow.reentry.allows(state.last_entries.get(workflow.id), moment):
+            return False
+        facts = ContactFacts(self.batch, state, moment, properties)
+        if workflow.exit_when is not None and workflow.exit_when(facts):
+            return False
+        run = RunState(
+            id=uuid.uuid4().hex, workflow_id=workflow.id, version=workflow.version,
+            state="active", node=workflow.start, steps=0, properties=dict(properties),
+            entered_at=moment, new=True,
+        )
+        state.runs.append(run)
+        state.last_entries[workflow.id] = moment
+        self.advance(state, run, workflow.start, moment, cause)
+        return True
+
+    def advance(self, state: ContactState, run: RunState, node_id: str | None,
+                moment: datetime, cause: str) -> None:
+        workflow = self._workflow(run)
+        context = RunContext(self, state, run, workflow, moment, cause)
+        executed = 0
+        while node_id is not None:
+            if workflow.exit_when is not None and workflow.exit_when(context.facts):
+                self.end(state, run, moment, "exited", "goal")
+                return
+            executed += 1
+            if executed > MAX_NODES_PER_WAKE:
+                self.end(state, run, moment, "failed", "loop guard",
+                         f"more than {MAX_NODES_PER_WAKE} nodes in one wake (last: {node_id!r})")
+                return
+            node = workflow.nodes[node_id]
+            run.node = node_id
+            run.steps += 1
+            context.node_id = node_id
+            try:
+                step: Step = node.execute(context)
+            except ActionFailed as exc:
+                self.end(state, run, moment, "failed", "action failed",
+                         f"node {node_id!r} ({node.type}): {exc}")
+                return
+            except (ValueError, TypeError, ArithmeticError, KeyError) as exc:
+                self.end(state, run, moment, "failed", "action failed",
+                         f"node {node_id!r} ({node.type}): bad data: {exc!r}")
+                return
+            if isinstance(step, Continue):
+                node_id = step.next
+            elif isinstance(step, Sleep):
+                run.wait = WaitState(run.id, step.until, None, step.next, None)
+                run.state = "waiting"
+                return
+            elif isinstance(step, AwaitEvent):
+                run.wait = WaitState(run.id, step.timeout_at, step.event, step.next,
+                                     step.on_timeout)
+                run.state = "waiting"
+                return
+        self.end(state, run, moment, "completed", "completed")
+
+    def end(self, state: ContactState, run: RunState, moment: datetime, final: str,
+            reason: str, error: str | None = None) -> None:
+        if run.wait is not None:
+            self._release(run)
+        run.state = final
+        run.end_reason = reason
+        run.error = error
+        run.ended_at = moment
+        run.dirty = True
+
+    def _workflow(self, run: RunState) -> Workflow:
+        return self.catalog.version(self.connection, run.workflow_id, run.version)
+
+    # --- changes, each audited and each a signal ---------------------------------------
+
+    def change_score(self, state: ContactState, name: str, value: float, moment: datetime,
+                     cause: str, origin: tuple[str, int, str] | None = None) -> None:
+        old = state.scores.get(name, 0.0)
+        if value == old and name in state.scores:
+            return
+        state.scores[name] = value
+        state.peaks[name] = max(state.peaks.get(name, value), value)
+        state.dirty_scores.add(name)
+        state.updated_at = moment
+        self._audit(state, moment, "score", name, old, value, cause, origin)
+        self.queue.append(Signal("score_changed", name, old, value))
+
+    def change_attribute(self, state: ContactState, name: str, value: Any, moment: datetime,
+                         cause: str, origin: tuple[str, int, str] | None = None) -> None:
+        old = state.attributes.get(name)
+        if old == value and name in state.attributes:
+            return
+        state.attributes[name] = value
+        state.dirty = True
+        state.updated_at = moment
+        self._audit(state, moment, "attribute", name, old, value, cause, origin)
+        self.queue.append(Signal("attribute_changed", name, old, value))
+
+    def change_list(self, state: ContactState, name: str, member: bool, moment: datetime,
+                    cause: str, origin: tuple[str, int, str] | None = None) -> None:
+        if (name in state.lists) == member:
+            return
+        if member:
+            state.lists.add(name)
+            state.added_lists[name] = moment
+            state.removed_lists.discard(name)
+        else:
+            state.lists.discard(name)
+            state.added_lists.pop(name, None)
+            state.removed_lists.add(name)
+        state.updated_at = moment
+        self._audit(state, moment, "list", name, not member, member, cause, origin)
+        self.queue.append(Signal("list_added" if member else "list_removed", name))
+
+    def _audit(self, state: ContactState, moment: datetime, subject: str, name: str,
+               old: Any, new: Any, cause: str,
+               origin: tuple[str, int, str] | None = None) -> None:
+        workflow_id, version, node = origin or (None, None, None)
+        self.batch.audit_rows.append({
+            "contact_id": state.id, "at": moment, "subject": subject, "name": name,
+            "old": old, "new": new, "workflow_id": workflow_id, "version": version,
+            "node": node, "cause": cause[:300],
+        })
+
+
+class RunContext:
+    """The :class:`engine.kinds.NodeContext` a node sees while it runs."""
+
+    def __init__(self, wake: Wake, state: ContactState, run: RunState, workflow: Workflow,
+                 moment: datetime, cause: str) -> None:
+        self.wake = wake
+        self.state = state
+        self.run = run
+        self.workflow = workflow
+        self.moment = moment
+        self.cause = cause
+        self.node_id = ""
+        self.facts = ContactFacts(wake.batch, state, moment, run.properties)
+
+    @property
+    def now(self) -> datetime:
+        return self.moment
+
+    def _origin(self) -> tuple[str, int, str]:
+        return (self.workflow.id, self.workflow.version, self.node_id)
+
+    def score(self, name: str) -> float:
+        return self.state.scores.get(name, 0.0)
+
+    def set_score(self, name: str, value: float) -> None:
+        self.wake.change_score(self.state, name, value, self.moment, self.cause, self._origin())
+
+    def attribute(self, name: str) -> Any:
+        return self.state.attributes.get(name)
+
+    def set_attribute(self, name: str, value: Any) -> None:
+        self.wake.change_attribute(self.state, name, value, self.moment, self.cause,
+                                   self._origin())
+
+    def add_to_list(self, name: str) -> None:
+        self.wake.change_list(self.state, name, True, self.moment, self.cause, self._origin())
+
+    def remove_from_list(self, name: str) -> None:
+        self.wake.change_list(self.state, name, False, self.moment, self.cause, self._origin())
+
+    def send(self, channel: str, payload: Mapping[str, Any]) -> None:
+        self.wake.batch.outbox_rows.append({
+            "idempotency_key": f"{self.run.id}:{self.node_id}:{self.run.steps}",
+            "run_id": self.run.id, "contact_id": self.state.id, "channel": channel,
+            "payload": {**payload, "workflow": self.workflow.id,
+                        "version": self.workflow.version, "node": self.node_id,
+                        "at": format_timestamp(self.moment)},
+            "status": "pending", "attempts": 0, "created_at": self.moment,
+            "next_attempt_at": self.moment, "last_error": None,
+        })
+
+    def has_template(self, name: str) -> bool:
+        return name in self.wake.runner.templates
+
+    def start_workflow(self, workflow_id: str) -> None:
+        self.wake.queue.append(Signal("start", workflow_id, properties=self.run.properties))
+
+    def split_point(self) -> float:
+        digest = hashlib.sha256(f"{self.state.id}\x00{self.workflow.id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _describe_message(message: Message) -> str:
+    what = f"{message.type} {message.event}" if message.event else message.type
+    return f"{what} ({message.message_id})" if message.message_id else what

@@ -1,0 +1,129 @@
+"""Reading Segment-spec messages (identify, track, group, alias, page, screen).
+
+Every CDP emits this format, so it is Leadflow's native input. A message that cannot be
+used is turned into a :class:`Rejection` naming the line and the reason; it never stops
+the messages around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from engine.clock import parse_timestamp
+
+TYPES = ("identify", "track", "group", "alias", "page", "screen")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    type: str
+    contact_id: str
+    timestamp: datetime
+    message_id: str | None = None
+    event: str | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    traits: dict[str, Any] = field(default_factory=dict)
+    group_id: str | None = None
+    merge_from: str | None = None
+    """An anonymous id (identify with both ids) or previousId (alias) to fold into this one."""
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    line: int | None
+    raw: str
+    reason: str
+
+
+def parse_message(data: Any, now: datetime, line: int | None = None) -> Message:
+    """Validate one decoded message; raises ValueError with the reason."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+    kind = data.get("type")
+    if kind not in TYPES:
+        raise ValueError(f"unknown message type {kind!r} (expected one of {', '.join(TYPES)})")
+    user_id = _identifier(data, "userId")
+    anonymous_id = _identifier(data, "anonymousId")
+    contact = user_id or anonymous_id
+    if contact is None:
+        raise ValueError(f"{kind} message needs 'userId' or 'anonymousId'")
+    stamp = data.get("timestamp")
+    timestamp = now if stamp is None else parse_timestamp(stamp)
+    message_id = data.get("messageId")
+    if message_id is not None and not isinstance(message_id, str | int):
+        raise ValueError(f"'messageId' must be text, found {message_id!r}")
+    common: dict[str, Any] = {
+        "type": kind,
+        "contact_id": contact,
+        "timestamp": timestamp,
+        "message_id": None if message_id is None else str(message_id),
+        "line": line,
+    }
+    if kind == "identify":
+        traits = _object(data, "traits")
+        merge = anonymous_id if user_id and anonymous_id and anonymous_id != user_id else None
+        return Message(**common, traits=traits, merge_from=merge)
+    if kind == "track":
+        event = data.get("event")
+        if not isinstance(event, str) or not event:
+            raise ValueError("track message needs 'event'")
+        return Message(**common, event=event, properties=_object(data, "properties"))
+    if kind in ("page", "screen"):
+        properties = _object(data, "properties")
+        if isinstance(data.get("name"), str):
+            properties.setdefault("name", data["name"])
+        event = "Page Viewed" if kind == "page" else "Screen Viewed"
+        return Message(**common, type="track", event=event, properties=properties)
+    if kind == "group":
+        group = data.get("groupId")
+        if not isinstance(group, str | int) or group == "":
+            raise ValueError("group message needs 'groupId'")
+        return Message(**common, group_id=str(group), traits=_object(data, "traits"))
+    previous = _identifier(data, "previousId")
+    if previous is None or user_id is None:
+        raise ValueError("alias message needs 'previousId' and 'userId'")
+    return Message(**common, merge_from=previous if previous != user_id else None)
+
+
+def _identifier(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{key!r} must be text, found {value!r}")
+    return str(value)
+
+
+def _object(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key!r} must be an object, found {type(value).__name__}")
+    return dict(value)
+
+
+def read_lines(
+    lines: Iterable[str | bytes], now: datetime, first_line: int = 1
+) -> Iterator[Message | Rejection]:
+    """JSON Lines to messages and rejections, in file order; blank lines are skipped."""
+    for number, raw in enumerate(lines, start=first_line):
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        text = text.strip()
+        if not text:
+            continue
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            yield Rejection(number, text, f"invalid JSON: {exc}")
+            continue
+        try:
+            yield parse_message(data, now, number)
+        except ValueError as exc:
+            yield Rejection(number, text, str(exc))

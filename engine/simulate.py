@@ -1,0 +1,154 @@
+"""Simulation: the real runner on a throwaway embedded store and a virtual clock that
+jumps from one due moment to the next, so months of waits take seconds."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from engine.catalog import deploy
+from engine.clock import SystemClock, VirtualClock
+from engine.errors import InvalidWorkflow
+from engine.runner import BATCH_SIZE, Runner
+from engine.segment import Message, Rejection, read_lines
+from engine.store.db import open_engine
+from engine.store.tables import quiet_watch, waits
+from engine.templates import TemplateCatalog
+from engine.validation import validate_paths
+from engine.views import summary
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Simulation:
+    result: dict[str, Any]
+    events: int
+    started: datetime | None
+    ended: datetime | None
+
+
+def read_event_file(path: Path) -> tuple[list[Message], list[Rejection]]:
+    """Messages sorted by timestamp (stable), and the lines that were rejected.
+
+    A message without a timestamp happened "now": in a simulation that is the moment of the
+    message before it in the file (or of the first timestamped one)."""
+    with path.open("rb") as handle:
+        raw = handle.readlines()
+    anchor = _first_timestamp(raw)
+    messages: list[Message] = []
+    rejections: list[Rejection] = []
+    for item in read_lines(raw, anchor):
+        (rejections if isinstance(item, Rejection) else messages).append(item)
+    messages.sort(key=lambda m: m.timestamp)
+    return messages, rejections
+
+
+def _first_timestamp(lines: list[bytes]) -> datetime:
+    probe = SystemClock().now()
+    for item in read_lines(lines, probe):
+        if isinstance(item, Message) and item.timestamp != probe:
+            return item.timestamp
+    return probe
+
+
+def simulate(
+    workflow_paths: Iterable[Path],
+    events_path: Path,
+    until: datetime | None = None,
+    progress: Progress | None = None,
+    database_url: str | None = None,
+) -> Simulation:
+    paths = list(workflow_paths)
+    validation = validate_paths(paths)
+    if not validation.ok:
+        raise InvalidWorkflow(list(validation.problems))
+    messages, rejections = read_event_file(events_path)
+    with tempfile.TemporaryDirectory(prefix="leadflow-sim-") as folder:
+        url = database_url or f"sqlite:///{folder}/simulation.db"
+        engine = open_engine(url)
+        try:
+            start = messages[0].timestamp if messages else None
+            clock = VirtualClock(start or _epoch())
+            with engine.begin() as connection:
+                deploy(connection, validation.workflows, clock.now())
+            runner = Runner(engine, clock, TemplateCatalog.near(paths))
+            if rejections:
+                runner.ingest(rejections, source=str(events_path))
+            run_clock(runner, clock, messages, until, progress, source=str(events_path))
+            with engine.connect() as connection:
+                result = summary(connection)
+        finally:
+            engine.dispose()
+    return Simulation(result, len(messages), start, clock.now() if messages else None)
+
+
+def run_clock(
+    runner: Runner,
+    clock: VirtualClock,
+    messages: list[Message],
+    until: datetime | None,
+    progress: Progress | None = None,
+    source: str = "-",
+) -> None:
+    """Apply messages in timestamp order, and every timed wake between them at its own
+    moment. Without ``until``, go on after the last message until every wait the messages
+    started has come due (schedules alone do not keep the clock going)."""
+    total = len(messages)
+    index = 0
+    while True:
+        next_event = messages[index].timestamp if index < total else None
+        next_timer = _next_timer(runner, finite_only=next_event is None)
+        candidates = [m for m in (next_event, next_timer) if m is not None]
+        if not candidates:
+            return
+        moment = min(candidates)
+        if until is not None and moment > until:
+            if until > clock.now():
+                clock.advance_to(until)
+                runner.run_timers(until)
+            return
+        if next_timer is not None and next_timer <= moment:
+            clock.advance_to(next_timer)
+            runner.run_timers(next_timer)
+            continue
+        end = index
+        while (
+            end < total
+            and end - index < BATCH_SIZE
+            and (next_timer is None or messages[end].timestamp < next_timer)
+            and (until is None or messages[end].timestamp <= until)
+        ):
+            end += 1
+        clock.advance_to(messages[end - 1].timestamp)
+        runner.resume_due(messages[index].timestamp, limit=10**9)
+        runner.ingest(messages[index:end], source=source, batch_size=BATCH_SIZE)
+        index = end
+        if progress is not None:
+            progress(index, total)
+
+
+def _next_timer(runner: Runner, finite_only: bool) -> datetime | None:
+    """Next quiet spell or schedule; once the messages are used up, only while waits or
+    quiet spells are still pending, so the simulation ends."""
+    due = runner.next_due(include_waits=finite_only)
+    if not finite_only or due is None:
+        return due
+    with runner.engine.connect() as connection:
+        pending = connection.scalar(select(func.count()).select_from(waits)) or 0
+        quiet = connection.scalar(
+            select(func.count()).select_from(quiet_watch).where(quiet_watch.c.fired_at.is_(None))
+        ) or 0
+    if not pending and not (quiet and runner.catalog.quiet):
+        return None
+    return due
+
+
+def _epoch() -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC)

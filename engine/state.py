@@ -1,0 +1,303 @@
+"""One transaction's worth of contacts: loaded together, changed in memory, written back
+together with executemany. The contacts' rows are locked for the whole transaction
+(``FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so a score update is a
+read-modify-write that no other worker can interleave with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
+
+from engine.clock import ensure_utc
+
+from engine.store.sql import chunks, insert_ignore, is_postgres, upsert
+from engine.store.tables import (
+    accounts,
+    audit,
+    contacts,
+    events,
+    list_members,
+    outbox,
+    quiet_watch,
+    runs,
+    scores,
+    waits,
+)
+
+
+@dataclass(slots=True)
+class WaitState:
+    run_id: str
+    due_at: datetime
+    event_name: str | None
+    next_node: str | None
+    timeout_node: str | None
+
+
+@dataclass(slots=True)
+class RunState:
+    id: str
+    workflow_id: str
+    version: int
+    state: str  # active | waiting | completed | exited | failed
+    node: str | None
+    steps: int
+    properties: dict[str, Any]
+    entered_at: datetime
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    error: str | None = None
+    wait: WaitState | None = None
+    new: bool = False
+    dirty: bool = False
+
+
+@dataclass(slots=True)
+class ContactState:
+    id: str
+    attributes: dict[str, Any]
+    grades: dict[str, str]
+    account_id: str | None
+    created_at: datetime
+    scores: dict[str, float] = field(default_factory=dict)
+    peaks: dict[str, float] = field(default_factory=dict)
+    lists: set[str] = field(default_factory=set)
+    runs: list[RunState] = field(default_factory=list)
+    last_entries: dict[str, datetime] = field(default_factory=dict)
+    updated_at: datetime | None = None
+    new: bool = False
+    dirty: bool = False
+    dirty_scores: set[str] = field(default_factory=set)
+    added_lists: dict[str, datetime] = field(default_factory=dict)
+    removed_lists: set[str] = field(default_factory=set)
+
+
+class ContactFacts:
+    """:class:`engine.conditions.Facts` over a loaded contact."""
+
+    __slots__ = ("attributes", "batch", "contact", "grades", "lists", "now", "properties",
+                 "scores")
+
+    def __init__(self, batch: Batch, contact: ContactState, now: datetime,
+                 properties: Mapping[str, Any]) -> None:
+        self.batch = batch
+        self.contact = contact
+        self.now = now
+        self.attributes = contact.attributes
+        self.scores = contact.scores
+        self.grades = contact.grades
+        self.lists = contact.lists
+        self.properties = properties
+
+    def count_events(self, name: str, since: datetime | None) -> int:
+        return self.batch.count_events(self.contact.id, name, since, self.now)
+
+
+class Batch:
+    """Loaded contacts plus every pending write, flushed in one go."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.contacts: dict[str, ContactState] = {}
+        self.audit_rows: list[dict[str, Any]] = []
+        self.outbox_rows: list[dict[str, Any]] = []
+        self.deleted_waits: list[str] = []
+        self.quiet_resets: dict[tuple[str, int, str], datetime] = {}
+        self.quiet_fired: list[dict[str, Any]] = []
+        self.account_rows: dict[str, dict[str, Any]] = {}
+
+    # --- loading ---------------------------------------------------------------------
+
+    def load(self, ids: Iterable[str], now: datetime) -> list[str]:
+        """Create missing contacts, lock and load them; returns the ids that are new."""
+        wanted = [i for i in dict.fromkeys(ids) if i not in self.contacts]
+        if not wanted:
+            return []
+        conn = self.connection
+        new_ids: list[str] = []
+        for part in chunks(wanted):
+            present = set(conn.scalars(select(contacts.c.id).where(contacts.c.id.in_(part))))
+            missing = [i for i in part if i not in present]
+            if missing:
+                insert_ignore(conn, contacts, [
+                    {"id": i, "attributes": {}, "grades": {}, "account_id": None,
+                     "merged_into": None, "created_at": now, "updated_at": now}
+                    for i in missing
+                ])
+                new_ids.extend(missing)
+            query = select(contacts).where(contacts.c.id.in_(part))
+            if is_postgres(conn):
+                query = query.order_by(contacts.c.id).with_for_update()
+            for row in conn.execute(query):
+                self.contacts[row.id] = ContactState(
+                    id=row.id, attributes=dict(row.attributes), grades=dict(row.grades),
+                    account_id=row.account_id, created_at=row.created_at,
+                    updated_at=row.updated_at,
+                )
+            for row in conn.execute(select(scores).where(scores.c.contact_id.in_(part))):
+                state = self.contacts[row.contact_id]
+                state.scores[row.name] = row.value
+                state.peaks[row.name] = row.peak
+            members = select(list_members.c.contact_id, list_members.c.list_name).where(
+                list_members.c.contact_id.in_(part)
+            )
+            for contact_id, list_name in conn.execute(members):
+                self.contacts[contact_id].lists.add(list_name)
+            run_query = select(runs).where(
+                runs.c.contact_id.in_(part), runs.c.state.in_(("active", "waiting"))
+            )
+            by_run: dict[str, RunState] = {}
+            for row in conn.execute(run_query):
+                run = RunState(
+                    id=row.id, workflow_id=row.workflow_id, version=row.version,
+                    state=row.state, node=row.node, steps=row.steps,
+                    properties=dict(row.properties), entered_at=row.entered_at,
+                )
+                by_run[run.id] = run
+                self.contacts[row.contact_id].runs.append(run)
+            for row in conn.execute(select(waits).where(waits.c.contact_id.in_(part))):
+                if row.run_id in by_run:
+                    by_run[row.run_id].wait = WaitState(
+                        row.run_id, row.due_at, row.event_name, row.next_node, row.timeout_node
+                    )
+            entries = (
+                select(runs.c.contact_id, runs.c.workflow_id, func.max(runs.c.entered_at))
+                .where(runs.c.contact_id.in_(part))
+                .group_by(runs.c.contact_id, runs.c.workflow_id)
+            )
+            for contact_id, workflow_id, entered in conn.execute(entries):
+                self.contacts[contact_id].last_entries[workflow_id] = _aware(entered)
+        for contact_id in new_ids:
+            if contact_id in self.contacts:
+                self.contacts[contact_id].new = True
+        return new_ids
+
+    def count_events(self, contact_id: str, name: str, since: datetime | None,
+                     now: datetime) -> int:
+        query = select(func.count()).select_from(events).where(
+            events.c.contact_id == contact_id, events.c.name == name, events.c.timestamp <= now
+        )
+        if since is not None:
+            query = query.where(events.c.timestamp > since)
+        return int(self.connection.scalar(query) or 0)
+
+    # --- writing ---------------------------------------------------------------------
+
+    def flush(self) -> None:
+        conn = self.connection
+        contact_rows, score_rows, list_adds, list_removes = [], [], [], []
+        new_runs, changed_runs, new_waits = [], [], []
+        for state in self.contacts.values():
+            if state.dirty:
+                contact_rows.append({
+                    "b_id": state.id, "attributes": state.attributes, "grades": state.grades,
+                    "account_id": state.account_id, "updated_at": state.updated_at,
+                })
+                state.dirty = False
+            for name in state.dirty_scores:
+                score_rows.append({
+                    "contact_id": state.id, "name": name, "value": state.scores[name],
+                    "peak": state.peaks.get(name, state.scores[name]),
+                    "updated_at": state.updated_at,
+                })
+            state.dirty_scores.clear()
+            list_adds.extend(
+                {"list_name": n, "contact_id": state.id, "added_at": at}
+                for n, at in state.added_lists.items()
+            )
+            list_removes.extend({"b_list": n, "b_contact": state.id} for n in state.removed_lists)
+            state.added_lists.clear()
+            state.removed_lists.clear()
+            for run in state.runs:
+                if run.new:
+                    new_runs.append(_run_row(run, state.id))
+                elif run.dirty:
+                    changed_runs.append({"b_id": run.id, **_run_changes(run)})
+                if (run.new or run.dirty) and run.wait is not None and run.state == "waiting":
+                    new_waits.append(_wait_row(run.wait, state.id))
+                run.new = run.dirty = False
+            state.runs = [r for r in state.runs if r.state in ("active", "waiting")]
+        if contact_rows:
+            conn.execute(
+                update(contacts).where(contacts.c.id == bindparam("b_id")).values(
+                    attributes=bindparam("attributes"), grades=bindparam("grades"),
+                    account_id=bindparam("account_id"), updated_at=bindparam("updated_at"),
+                ),
+                contact_rows,
+            )
+        upsert(conn, scores, score_rows, ("contact_id", "name"), ("value", "peak", "updated_at"))
+        if list_removes:
+            conn.execute(
+                delete(list_members).where(
+                    list_members.c.list_name == bindparam("b_list"),
+                    list_members.c.contact_id == bindparam("b_contact"),
+                ),
+                list_removes,
+            )
+        insert_ignore(conn, list_members, list_adds)
+        if self.deleted_waits:
+            for part in chunks(self.deleted_waits):
+                conn.execute(delete(waits).where(waits.c.run_id.in_(part)))
+            self.deleted_waits.clear()
+        if new_runs:
+            conn.execute(runs.insert(), new_runs)
+        if changed_runs:
+            conn.execute(
+                update(runs).where(runs.c.id == bindparam("b_id")).values(
+                    {k: bindparam(k) for k in changed_runs[0] if k != "b_id"}
+                ),
+                changed_runs,
+            )
+        if new_waits:
+            conn.execute(waits.insert(), new_waits)
+        if self.audit_rows:
+            conn.execute(audit.insert(), self.audit_rows)
+            self.audit_rows.clear()
+        insert_ignore(conn, outbox, self.outbox_rows)
+        self.outbox_rows.clear()
+        if self.account_rows:
+            upsert(conn, accounts, list(self.account_rows.values()), ("id",),
+                   ("traits", "updated_at"))
+            self.account_rows.clear()
+        if self.quiet_resets:
+            upsert(conn, quiet_watch, [
+                {"workflow_id": w, "trigger_index": i, "contact_id": c, "last_at": at,
+                 "fired_at": None}
+                for (w, i, c), at in self.quiet_resets.items()
+            ], ("workflow_id", "trigger_index", "contact_id"), ("last_at", "fired_at"))
+            self.quiet_resets.clear()
+        if self.quiet_fired:
+            conn.execute(
+                update(quiet_watch).where(and_(
+                    quiet_watch.c.workflow_id == bindparam("b_w"),
+                    quiet_watch.c.trigger_index == bindparam("b_i"),
+                    quiet_watch.c.contact_id == bindparam("b_c"),
+                )).values(fired_at=bindparam("fired_at")),
+                self.quiet_fired,
+            )
+            self.quiet_fired.clear()
+
+
+def _aware(moment: datetime) -> datetime:
+    return ensure_utc(moment)
+
+
+def _run_row(run: RunState, contact_id: str) -> dict[str, Any]:
+    return {"id": run.id, "contact_id": contact_id, "workflow_id": run.workflow_id,
+            "version": run.version, "entered_at": run.entered_at, **_run_changes(run)}
+
+
+def _run_changes(run: RunState) -> dict[str, Any]:
+    return {"state": run.state, "node": run.node, "steps": run.steps,
+            "properties": run.properties, "ended_at": run.ended_at,
+            "end_reason": run.end_reason, "error": run.error}
+
+
+def _wait_row(wait: WaitState, contact_id: str) -> dict[str, Any]:
+    return {"run_id": wait.run_id, "contact_id": contact_id, "due_at": wait.due_at,
+            "event_name": wait.event_name, "next_node": wait.next_node,
+            "timeout_node": wait.timeout_node, "lease_owner": None, "lease_until": None}

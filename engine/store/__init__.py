@@ -1,0 +1,1 @@
+"""Storage on SQLAlchemy 2 Core: embedded SQLite by default, PostgreSQL to scale out."""

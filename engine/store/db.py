@@ -1,0 +1,89 @@
+"""Opening a store: the engine, SQLite tuning, and migrations on first use."""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import as_file, files
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.pool import StaticPool
+
+DEFAULT_URL = "sqlite:///leadflow.db"
+
+
+def database_url(url: str | None) -> str:
+    """``--db``, else ``LEADFLOW_DB``, else ``leadflow.db`` in the current folder."""
+    return url or os.environ.get("LEADFLOW_DB") or DEFAULT_URL
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        memory = url in ("sqlite://", "sqlite:///:memory:")
+        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+        if memory:
+            kwargs["poolclass"] = StaticPool
+        engine = create_engine(url, **kwargs)
+        _tune_sqlite(engine, wal=not memory)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _tune_sqlite(engine: Engine, wal: bool) -> None:
+    """WAL for readers beside the writer, and BEGIN IMMEDIATE so a transaction takes the
+    write lock up front: two processes never both read a score and then both write it."""
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if wal:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(files("engine").joinpath("migrations")))
+    if engine is not None:
+        config.attributes["engine"] = engine
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine) -> str | None:
+    """Bring the database to the newest schema; cheap when it is already there."""
+    head = head_revision()
+    if current_revision(engine) == head:
+        return head
+    with as_file(files("engine").joinpath("migrations")):
+        command.upgrade(alembic_config(engine), "head")
+    return head
+
+
+def open_engine(url: str | None = None) -> Engine:
+    """An engine on an up-to-date database: every command creates or upgrades by itself."""
+    engine = make_engine(database_url(url))
+    upgrade(engine)
+    return engine

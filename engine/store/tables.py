@@ -1,0 +1,228 @@
+"""The schema. Alembic migrations in engine/migrations are generated from this metadata."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+
+metadata = MetaData()
+
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC in Python on every backend (SQLite has no time zones: stored as UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+TS = UTCDateTime()
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", String(320), primary_key=True),
+    Column("attributes", JSON, nullable=False),
+    Column("grades", JSON, nullable=False),
+    Column("account_id", String(320), index=True),
+    Column("merged_into", String(320)),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(320), primary_key=True),
+    Column("traits", JSON, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+scores = Table(
+    "scores",
+    metadata,
+    Column("contact_id", String(320), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("value", Float, nullable=False),
+    Column("peak", Float, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Index("ix_scores_name_value", "name", "value"),
+)
+
+list_members = Table(
+    "list_members",
+    metadata,
+    Column("list_name", String(200), primary_key=True),
+    Column("contact_id", String(320), primary_key=True),
+    Column("added_at", TS, nullable=False),
+    Index("ix_list_members_contact", "contact_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", String(200), unique=True),
+    Column("contact_id", String(320), nullable=False),
+    Column("type", String(20), nullable=False),
+    Column("name", String(200)),
+    Column("properties", JSON, nullable=False),
+    Column("timestamp", TS, nullable=False),
+    Column("received_at", TS, nullable=False),
+    Index("ix_events_contact_name_ts", "contact_id", "name", "timestamp"),
+)
+
+workflow_versions = Table(
+    "workflow_versions",
+    metadata,
+    Column("workflow_id", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("name", String(300), nullable=False),
+    Column("notes", Text, nullable=False),
+    Column("document", JSON, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("deployed_at", TS, nullable=False),
+)
+
+workflow_status = Table(
+    "workflow_status",
+    metadata,
+    Column("workflow_id", String(200), primary_key=True),
+    Column("paused", Boolean, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("contact_id", String(320), nullable=False),
+    Column("workflow_id", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("node", String(200)),
+    Column("steps", Integer, nullable=False),
+    Column("properties", JSON, nullable=False),
+    Column("entered_at", TS, nullable=False),
+    Column("ended_at", TS),
+    Column("end_reason", String(40)),
+    Column("error", Text),
+    Index("ix_runs_contact_state", "contact_id", "state"),
+    Index("ix_runs_workflow_state", "workflow_id", "state"),
+)
+
+waits = Table(
+    "waits",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("contact_id", String(320), nullable=False),
+    Column("due_at", TS, nullable=False),
+    Column("event_name", String(200)),
+    Column("next_node", String(200)),
+    Column("timeout_node", String(200)),
+    Column("lease_owner", String(100)),
+    Column("lease_until", TS),
+    Index("ix_waits_due", "due_at"),
+    Index("ix_waits_contact", "contact_id"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("contact_id", String(320), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("subject", String(20), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("old", JSON),
+    Column("new", JSON),
+    Column("workflow_id", String(200)),
+    Column("version", Integer),
+    Column("node", String(200)),
+    Column("cause", String(300)),
+    Index("ix_audit_contact_at", "contact_id", "at"),
+)
+
+rejected = Table(
+    "rejected",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(500), nullable=False),
+    Column("line", Integer),
+    Column("raw", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", TS, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(300), nullable=False, unique=True),
+    Column("run_id", String(32)),
+    Column("contact_id", String(320), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("next_attempt_at", TS),
+    Column("last_error", Text),
+    Index("ix_outbox_status_next", "status", "next_attempt_at"),
+)
+
+quiet_watch = Table(
+    "quiet_watch",
+    metadata,
+    Column("workflow_id", String(200), primary_key=True),
+    Column("trigger_index", Integer, primary_key=True),
+    Column("contact_id", String(320), primary_key=True),
+    Column("last_at", TS, nullable=False),
+    Column("fired_at", TS),
+    Index("ix_quiet_watch_due", "workflow_id", "trigger_index", "fired_at", "last_at"),
+)
+
+schedule_fires = Table(
+    "schedule_fires",
+    metadata,
+    Column("workflow_id", String(200), primary_key=True),
+    Column("trigger_index", Integer, primary_key=True),
+    Column("fire_at", TS, primary_key=True),
+    Column("taken_by", String(100), nullable=False),
+)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", JSON, nullable=False),
+)

@@ -1,0 +1,129 @@
+"""Read models: a contact, an account, the simulation summary, as plain JSON-ready dicts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from engine.clock import format_timestamp
+from engine.errors import UnknownContact
+from engine.store.sql import chunks
+from engine.store.tables import (
+    accounts,
+    audit,
+    contacts,
+    list_members,
+    outbox,
+    rejected,
+    runs,
+    scores,
+)
+
+
+def contact_view(connection: Connection, contact_id: str, history: bool = False) -> dict[str, Any]:
+    """One contact as simulate's ``contacts`` entry; ``history`` adds runs and score changes."""
+    row = connection.execute(select(contacts).where(contacts.c.id == contact_id)).first()
+    if row is None:
+        raise UnknownContact(f"no contact with id {contact_id!r}")
+    if row.merged_into:
+        return contact_view(connection, row.merged_into, history)
+    view = contact_views(connection, [contact_id])[contact_id]
+    view["id"] = contact_id
+    if history:
+        view["runs"] = [
+            {"id": r.id, "workflow": r.workflow_id, "version": r.version, "state": r.state,
+             "node": r.node, "entered_at": format_timestamp(r.entered_at)}
+            for r in connection.execute(
+                select(runs).where(runs.c.contact_id == contact_id,
+                                   runs.c.state.in_(("active", "waiting")))
+                .order_by(runs.c.entered_at)
+            )
+        ]
+        view["score_history"] = [
+            {"at": format_timestamp(a.at), "score": a.name, "old": a.old, "new": a.new,
+             "workflow": a.workflow_id, "version": a.version, "node": a.node, "cause": a.cause,
+             "text": describe_change(a.name, a.old, a.new, a.workflow_id, a.version, a.cause,
+                                     format_timestamp(a.at))}
+            for a in connection.execute(
+                select(audit).where(audit.c.contact_id == contact_id, audit.c.subject == "score")
+                .order_by(audit.c.at, audit.c.id)
+            )
+        ]
+    return view
+
+
+def describe_change(name: str, old: Any, new: Any, workflow: str | None, version: int | None,
+                    cause: str | None, at: str) -> str:
+    """``+30 SCORE by consideration-stage v2 on track Quote Requested, 2026-01-05 10:02``."""
+    delta = (new or 0) - (old or 0)
+    amount = f"{delta:+g} {name} (now {new:g})"
+    by = f" by {workflow} v{version}" if workflow else ""
+    on = f" on {cause}" if cause else ""
+    return f"{amount}{by}{on}, {at.replace('T', ' ').removesuffix('Z')[:16]}"
+
+
+def contact_views(connection: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    ids = list(ids)
+    views: dict[str, dict[str, Any]] = {}
+    for part in chunks(ids):
+        for row in connection.execute(select(contacts).where(contacts.c.id.in_(part))):
+            views[row.id] = {
+                "scores": {}, "grade": row.grades.get("GRADE"), "grades": dict(row.grades),
+                "lists": [], "attributes": dict(row.attributes), "account": row.account_id,
+            }
+        for row in connection.execute(select(scores).where(scores.c.contact_id.in_(part))):
+            views[row.contact_id]["scores"][row.name] = _number(row.value)
+        members = select(list_members.c.contact_id, list_members.c.list_name).where(
+            list_members.c.contact_id.in_(part)
+        )
+        for contact_id, name in connection.execute(members):
+            views[contact_id]["lists"].append(name)
+    for view in views.values():
+        view["lists"].sort()
+        view["scores"] = dict(sorted(view["scores"].items()))
+    return views
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else round(value, 6)
+
+
+def summary(connection: Connection) -> dict[str, Any]:
+    """Everything simulate --json prints."""
+    ids = list(connection.scalars(
+        select(contacts.c.id).where(contacts.c.merged_into.is_(None)).order_by(contacts.c.id)
+    ))
+    contact_map = contact_views(connection, ids)
+    account_scores: dict[str, dict[str, float]] = defaultdict(dict)
+    rollup = (
+        select(contacts.c.account_id, scores.c.name, func.sum(scores.c.value))
+        .join(scores, scores.c.contact_id == contacts.c.id)
+        .where(contacts.c.account_id.is_not(None), contacts.c.merged_into.is_(None))
+        .group_by(contacts.c.account_id, scores.c.name)
+    )
+    for account_id, name, total in connection.execute(rollup):
+        account_scores[account_id][name] = _number(total)
+    account_map = {
+        row.id: {"scores": dict(sorted(account_scores.get(row.id, {}).items())),
+                 "traits": dict(row.traits)}
+        for row in connection.execute(select(accounts).order_by(accounts.c.id))
+    }
+    messages = []
+    for row in connection.execute(select(outbox).order_by(outbox.c.created_at, outbox.c.id)):
+        entry: dict[str, Any] = {"contact": row.contact_id, "channel": row.channel}
+        payload = row.payload
+        for key in ("template", "subject", "text", "url"):
+            if key in payload:
+                entry[key] = payload[key]
+        entry["workflow"] = payload.get("workflow")
+        entry["at"] = format_timestamp(row.created_at)
+        messages.append(entry)
+    rejections = [
+        {"line": row.line, "error": row.reason}
+        for row in connection.execute(select(rejected).order_by(rejected.c.id))
+    ]
+    return {"contacts": contact_map, "accounts": account_map, "messages": messages,
+            "rejected": rejections}
