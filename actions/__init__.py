@@ -1,7 +1,5 @@
 """Node kinds: one module each. Register a new kind by adding one line below."""
 
-from engine.kinds import NodeKind
-
 from actions import (
     add_to_list,
     condition,
@@ -17,6 +15,7 @@ from actions import (
     wait_for_event,
     webhook,
 )
+from engine.kinds import NodeKind
 
 NODE_KINDS: tuple[type[NodeKind], ...] = (
     update_score.UpdateScore,

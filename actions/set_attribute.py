@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
@@ -58,7 +59,7 @@ class SetAttribute(NodeKind):
             return f"{self.attribute} += {self.argument:g}"
         if self.source == "from_property":
             return f"{self.attribute} = event.{self.argument}"
-        return f"{self.attribute} = {self.argument!r}"
+        return f"{self.attribute} = {json.dumps(self.argument, ensure_ascii=False)}"
 
     def execute(self, ctx: NodeContext) -> Step:
         if self.source == "value":

@@ -89,14 +89,29 @@ class Leadflow:
     def ingest_lines(self, lines: Iterable[str | bytes], source: str = "-") -> IngestReport:
         return self.runner.ingest(read_lines(lines, self.clock.now()), source)
 
-    def track(self, user_id: str, event: str, properties: Mapping[str, Any] | None = None,
-              timestamp: datetime | None = None, message_id: str | None = None) -> IngestReport:
-        message: dict[str, Any] = {"type": "track", "userId": user_id, "event": event,
-                                   "properties": dict(properties or {})}
+    def track(
+        self,
+        user_id: str,
+        event: str,
+        properties: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        message_id: str | None = None,
+    ) -> IngestReport:
+        message: dict[str, Any] = {
+            "type": "track",
+            "userId": user_id,
+            "event": event,
+            "properties": dict(properties or {}),
+        }
         return self.send([_stamp(message, timestamp, message_id)])
 
-    def identify(self, user_id: str, traits: Mapping[str, Any], timestamp: datetime | None = None,
-                 message_id: str | None = None) -> IngestReport:
+    def identify(
+        self,
+        user_id: str,
+        traits: Mapping[str, Any],
+        timestamp: datetime | None = None,
+        message_id: str | None = None,
+    ) -> IngestReport:
         message: dict[str, Any] = {"type": "identify", "userId": user_id, "traits": dict(traits)}
         return self.send([_stamp(message, timestamp, message_id)])
 
@@ -114,8 +129,9 @@ class Leadflow:
             return contact_view(connection, contact_id, history)
 
 
-def _stamp(message: dict[str, Any], timestamp: datetime | None,
-           message_id: str | None) -> dict[str, Any]:
+def _stamp(
+    message: dict[str, Any], timestamp: datetime | None, message_id: str | None
+) -> dict[str, Any]:
     if timestamp is not None:
         message["timestamp"] = format_timestamp(timestamp)
     if message_id is not None:

@@ -33,10 +33,9 @@ class Catalog:
     @classmethod
     def load(cls, connection: Connection, registry: Registry | None = None) -> Catalog:
         catalog = cls(registry or default_registry())
-        newest = (
-            select(workflow_versions.c.workflow_id, func.max(workflow_versions.c.version))
-            .group_by(workflow_versions.c.workflow_id)
-        )
+        newest = select(
+            workflow_versions.c.workflow_id, func.max(workflow_versions.c.version)
+        ).group_by(workflow_versions.c.workflow_id)
         for workflow_id, version in connection.execute(newest):
             catalog.latest[workflow_id] = catalog.version(connection, workflow_id, version)
         catalog.paused = set(

@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+from sqlalchemy import Engine, func, select, update
 
+from engine.catalog import deploy as deploy_workflows
+from engine.clock import SystemClock, format_timestamp, parse_timestamp
+from engine.errors import DeployConflict, InvalidWorkflow, LeadflowError, UnknownContact
 from engine.graph import to_dot, to_mermaid
 from engine.registry import default_registry
+from engine.runner import Runner
 from engine.schema import build_schema, render
+from engine.segment import read_lines
+from engine.store.tables import runs, workflow_status, workflow_versions
+from engine.templates import TemplateCatalog
 from engine.validation import validate_paths
+from engine.views import contact_view
 
 EXIT_INPUT = 1
 
@@ -67,3 +82,338 @@ def schema() -> None:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+# --- store-backed commands ------------------------------------------------------------
+
+db_option = click.option(
+    "--db",
+    "db_url",
+    envvar="LEADFLOW_DB",
+    default=None,
+    metavar="URL",
+    help="SQLAlchemy URL of the store [env LEADFLOW_DB; default sqlite:///leadflow.db].",
+)
+
+
+def open_store(db_url: str | None) -> Engine:
+    from engine.store.db import open_engine
+
+    try:
+        return open_engine(db_url)
+    except Exception as exc:  # a bad URL or an unreachable server is input, not a crash
+        raise click.ClickException(f"cannot open the store {db_url or ''}: {exc}") from None
+
+
+def _timestamp(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@db_option
+def db_upgrade(db_url: str | None) -> None:
+    """Create or migrate the store to the newest schema (every command also does this)."""
+    from engine.store.db import current_revision
+
+    engine = open_store(db_url)
+    click.echo(f"database at revision {current_revision(engine)}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@db_option
+def deploy(paths: tuple[Path, ...], db_url: str | None) -> None:
+    """Validate workflows and store them as new versions."""
+    result = validate_paths(paths)
+    if not result.ok:
+        for problem in result.problems:
+            click.echo(str(problem))
+        sys.exit(EXIT_INPUT)
+    engine = open_store(db_url)
+    try:
+        with engine.begin() as connection:
+            results = deploy_workflows(connection, result.workflows, SystemClock().now())
+    except DeployConflict as exc:
+        raise click.ClickException(str(exc)) from None
+    for item in results:
+        click.echo(f"{item.workflow_id} v{item.version}: {item.status}")
+
+
+@main.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def workflows(db_url: str | None, as_json: bool) -> None:
+    """List deployed workflows: newest version, paused or not, active runs."""
+    engine = open_store(db_url)
+    with engine.connect() as connection:
+        newest = dict(
+            connection.execute(
+                select(
+                    workflow_versions.c.workflow_id, func.max(workflow_versions.c.version)
+                ).group_by(workflow_versions.c.workflow_id)
+            ).all()
+        )
+        paused = dict(
+            connection.execute(
+                select(workflow_status.c.workflow_id, workflow_status.c.paused)
+            ).all()
+        )
+        active = dict(
+            connection.execute(
+                select(runs.c.workflow_id, func.count())
+                .where(runs.c.state.in_(("active", "waiting")))
+                .group_by(runs.c.workflow_id)
+            ).all()
+        )
+    rows = [
+        {
+            "id": wid,
+            "version": version,
+            "paused": bool(paused.get(wid)),
+            "active_runs": int(active.get(wid, 0)),
+        }
+        for wid, version in sorted(newest.items())
+    ]
+    if as_json:
+        echo_json(rows)
+        return
+    table = Table("workflow", "version", "state", "active runs")
+    for row in rows:
+        table.add_row(
+            row["id"],
+            str(row["version"]),
+            "paused" if row["paused"] else "live",
+            str(row["active_runs"]),
+        )
+    Console().print(table)
+
+
+def _set_paused(db_url: str | None, workflow_id: str, paused: bool) -> None:
+    engine = open_store(db_url)
+    with engine.begin() as connection:
+        done = connection.execute(
+            update(workflow_status)
+            .where(workflow_status.c.workflow_id == workflow_id)
+            .values(paused=paused, updated_at=SystemClock().now())
+        ).rowcount
+    if not done:
+        raise click.ClickException(f"no deployed workflow has id {workflow_id!r}")
+    click.echo(f"{workflow_id}: {'paused' if paused else 'resumed'}")
+
+
+@main.command()
+@click.argument("workflow_id")
+@db_option
+def pause(workflow_id: str, db_url: str | None) -> None:
+    """Stop new entries and hold due waits of a workflow until it is resumed."""
+    _set_paused(db_url, workflow_id, True)
+
+
+@main.command()
+@click.argument("workflow_id")
+@db_option
+def resume(workflow_id: str, db_url: str | None) -> None:
+    """Let a paused workflow take entries again; held waits resume."""
+    _set_paused(db_url, workflow_id, False)
+
+
+@main.command()
+@click.argument("source", type=click.File("rb"))
+@db_option
+@click.option(
+    "--templates",
+    "template_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Folder of extra email templates (NAME.txt).",
+)
+def ingest(source: Any, db_url: str | None, template_dirs: tuple[Path, ...]) -> None:
+    """Load Segment-spec JSON Lines (FILE or - for stdin) and run triggered workflows."""
+    engine = open_store(db_url)
+    clock = SystemClock()
+    runner = Runner(engine, clock, TemplateCatalog(template_dirs))
+    name = getattr(source, "name", "-")
+    report = runner.ingest(read_lines(source, clock.now()), source=name)
+    for rejection in report.rejections:
+        click.echo(f"{name}: line {rejection.line}: {rejection.reason}", err=True)
+    click.echo(
+        f"{report.taken} taken, {report.duplicates} duplicate(s), {report.rejected} rejected"
+    )
+    sys.exit(EXIT_INPUT if report.rejected else 0)
+
+
+@main.command()
+@db_option
+@click.option("--batch", default=1000, show_default=True, help="Waits resumed per transaction.")
+@click.option("--once", is_flag=True, help="Run everything due now, then exit.")
+def worker(db_url: str | None, batch: int, once: bool) -> None:
+    """Run the scheduler: due waits, inactivity and schedule triggers, lease reaping."""
+    import logging
+
+    from engine.worker import Worker, WorkerSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    engine = open_store(db_url)
+    runner = Runner(engine, SystemClock())
+    if once:
+        click.echo(f"{runner.run_timers(runner.clock.now())} run(s) resumed or entered")
+        return
+    Worker(runner, WorkerSettings(batch=batch)).run()
+
+
+@main.group()
+def contacts() -> None:
+    """Look at contacts."""
+
+
+@contacts.command("show")
+@click.argument("contact_id")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print simulate's contact object.")
+def contacts_show(contact_id: str, db_url: str | None, as_json: bool) -> None:
+    """Attributes, scores, grade, lists, account, active runs and score history."""
+    engine = open_store(db_url)
+    try:
+        with engine.connect() as connection:
+            view = contact_view(connection, contact_id, history=not as_json)
+    except UnknownContact as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        echo_json(view)
+        return
+    console = Console()
+    console.print(
+        f"[bold]{view['id']}[/bold]  account: {view['account'] or '-'}"
+        f"  grade: {view['grade'] or '-'}"
+    )
+    scores = ", ".join(f"{k} {v}" for k, v in view["scores"].items()) or "-"
+    console.print(f"scores: {scores}")
+    console.print(f"lists: {', '.join(view['lists']) or '-'}")
+    table = Table("attribute", "value", show_edge=False)
+    for key, value in sorted(view["attributes"].items()):
+        table.add_row(key, json.dumps(value, ensure_ascii=False))
+    console.print(table)
+    console.print("active runs:" if view["runs"] else "active runs: none")
+    for run in view["runs"]:
+        console.print(
+            f"  {run['workflow']} v{run['version']} {run['state']} at {run['node']}"
+            f" since {run['entered_at']}"
+        )
+    console.print("score history:" if view["score_history"] else "score history: none")
+    for change in view["score_history"]:
+        console.print(f"  {change['text']}", markup=False)
+
+
+@main.command()
+@click.option(
+    "--workflows",
+    "workflow_paths",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Workflow file or folder (repeatable).",
+)
+@click.option(
+    "--events",
+    "events_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Segment-spec JSON Lines file.",
+)
+@click.option("--until", callback=_timestamp, help="Stop the virtual clock here (ISO-8601).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole outcome as JSON.")
+def simulate(
+    workflow_paths: tuple[Path, ...], events_path: Path, until: datetime | None, as_json: bool
+) -> None:
+    """Run workflows over an event history on a throwaway store and a virtual clock."""
+    from engine.simulate import simulate as run_simulation
+
+    with _progress() as report:
+        try:
+            outcome = run_simulation(workflow_paths, events_path, until, report)
+        except InvalidWorkflow as exc:
+            for problem in exc.problems:
+                click.echo(str(problem))
+            sys.exit(EXIT_INPUT)
+    if as_json:
+        echo_json(outcome.result)
+        return
+    _print_summary(outcome.result, outcome.events, outcome.started, outcome.ended)
+
+
+@contextmanager
+def _progress() -> Iterator[Any]:
+    """A progress bar on stderr, shown only when stderr is a terminal."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("simulating"), BarColumn(), TaskProgressColumn(), console=console, transient=True
+    ) as bar:
+        task = bar.add_task("events", total=None)
+
+        def report(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield report
+
+
+def _print_summary(
+    result: dict[str, Any], events: int, started: datetime | None, ended: datetime | None
+) -> None:
+    console = Console()
+    span = ""
+    if started and ended:
+        span = f" from {format_timestamp(started)} to {format_timestamp(ended)}"
+    people = result["contacts"]
+    console.print(f"{events} events, {len(people)} contacts{span}")
+    lists: dict[str, int] = {}
+    for view in people.values():
+        for name in view["lists"]:
+            lists[name] = lists.get(name, 0) + 1
+    table = Table("list", "contacts", title="Contacts per list")
+    for name, count in sorted(lists.items(), key=lambda item: (-item[1], item[0])):
+        table.add_row(name, str(count))
+    console.print(table)
+    bands = [(None, 0), (0, 20), (20, 50), (50, 81), (81, None)]
+    names = ["< 0", "0-19", "20-49", "50-80", "> 80"]
+    counts = [0] * len(bands)
+    for view in people.values():
+        value = view["scores"].get("SCORE", 0)
+        for i, (low, high) in enumerate(bands):
+            if (low is None or value >= low) and (high is None or value < high):
+                counts[i] += 1
+                break
+    dist = Table("SCORE", "contacts", title="Score distribution")
+    for name, count in zip(names, counts, strict=True):
+        dist.add_row(name, str(count))
+    console.print(dist)
+    channels: dict[str, int] = {}
+    for message in result["messages"]:
+        channels[message["channel"]] = channels.get(message["channel"], 0) + 1
+    sent = ", ".join(f"{count} {channel}" for channel, count in sorted(channels.items()))
+    console.print(f"messages: {sent or 'none'}")
+    if result["rejected"]:
+        console.print(f"rejected lines: {len(result['rejected'])}")
+        for item in result["rejected"]:
+            console.print(f"  line {item['line']}: {item['error']}", markup=False)
+
+
+def run() -> None:
+    """Console entry point: Leadflow's own errors become one line and exit 1."""
+    try:
+        main(standalone_mode=True)
+    except LeadflowError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)

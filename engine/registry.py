@@ -22,9 +22,7 @@ class Registry:
     triggers: Mapping[str, type[TriggerKind]]
 
     @classmethod
-    def of(
-        cls, nodes: Iterable[type[NodeKind]], triggers: Iterable[type[TriggerKind]]
-    ) -> Registry:
+    def of(cls, nodes: Iterable[type[NodeKind]], triggers: Iterable[type[TriggerKind]]) -> Registry:
         node_map: dict[str, type[NodeKind]] = {}
         for kind in nodes:
             _add(node_map, kind.type, kind, "node")

@@ -138,10 +138,19 @@ class Runner:
         now = self.clock.now()
         with self.engine.begin() as connection:
             if bad:
-                connection.execute(rejected.insert(), [
-                    {"source": source, "line": r.line, "raw": r.raw, "reason": r.reason, "at": now}
-                    for r in bad
-                ])
+                connection.execute(
+                    rejected.insert(),
+                    [
+                        {
+                            "source": source,
+                            "line": r.line,
+                            "raw": r.raw,
+                            "reason": r.reason,
+                            "at": now,
+                        }
+                        for r in bad
+                    ],
+                )
             if not messages:
                 return report
             redirect = _merged_into(connection, {m.contact_id for m in messages})
@@ -153,12 +162,17 @@ class Runner:
             rows = []
             for message in fresh:
                 contact_id = redirect.get(message.contact_id, message.contact_id)
-                rows.append({
-                    "message_id": message.message_id, "contact_id": contact_id,
-                    "type": message.type, "name": message.event,
-                    "properties": message.properties or message.traits,
-                    "timestamp": message.timestamp, "received_at": now,
-                })
+                rows.append(
+                    {
+                        "message_id": message.message_id,
+                        "contact_id": contact_id,
+                        "type": message.type,
+                        "name": message.event,
+                        "properties": message.properties or message.traits,
+                        "timestamp": message.timestamp,
+                        "received_at": now,
+                    }
+                )
             insert_ignore(connection, events, rows)
             wake = Wake(self, connection)
             first_seen: dict[str, datetime] = {}
@@ -166,8 +180,9 @@ class Runner:
                 first_seen.setdefault(row["contact_id"], row["timestamp"])
             wake.load(first_seen)
             for message, row in zip(fresh, rows, strict=True):
-                wake.handle_message(wake.batch.contacts[row["contact_id"]], message,
-                                    min(message.timestamp, now))
+                wake.handle_message(
+                    wake.batch.contacts[row["contact_id"]], message, min(message.timestamp, now)
+                )
             wake.batch.flush()
         return report
 
@@ -192,8 +207,9 @@ class Runner:
                 target = wake.batch.contacts[target_id]
                 cause = f"merge of {source_id}"
                 for name, value in source.scores.items():
-                    wake.change_score(target, name, target.scores.get(name, 0.0) + value,
-                                      moment, cause)
+                    wake.change_score(
+                        target, name, target.scores.get(name, 0.0) + value, moment, cause
+                    )
                 for name in sorted(source.lists):
                     wake.change_list(target, name, True, moment, cause)
                 for key, value in source.attributes.items():
@@ -211,17 +227,30 @@ class Runner:
                 wake.batch.flush()
                 for table in (events, audit_table, runs, waits):
                     connection.execute(
-                        update(table).where(table.c.contact_id == source_id)
+                        update(table)
+                        .where(table.c.contact_id == source_id)
                         .values(contact_id=target_id)
                     )
                 for table in (scores, list_members, quiet_watch):
                     connection.execute(table.delete().where(table.c.contact_id == source_id))
-            insert_ignore(connection, contacts, [{
-                "id": source_id, "attributes": {}, "grades": {}, "account_id": None,
-                "merged_into": target_id, "created_at": moment, "updated_at": moment,
-            }])
+            insert_ignore(
+                connection,
+                contacts,
+                [
+                    {
+                        "id": source_id,
+                        "attributes": {},
+                        "grades": {},
+                        "account_id": None,
+                        "merged_into": target_id,
+                        "created_at": moment,
+                        "updated_at": moment,
+                    }
+                ],
+            )
             connection.execute(
-                update(contacts).where(contacts.c.id == source_id)
+                update(contacts)
+                .where(contacts.c.id == source_id)
                 .values(merged_into=target_id, updated_at=moment)
             )
             wake.batch.flush()
@@ -266,7 +295,8 @@ class Runner:
         """The lease reaper: forget leases that expired (their worker died)."""
         with self.engine.begin() as connection:
             result = connection.execute(
-                update(waits).where(waits.c.lease_until < now)
+                update(waits)
+                .where(waits.c.lease_until < now)
                 .values(lease_owner=None, lease_until=None)
             )
             return int(result.rowcount or 0)
@@ -311,8 +341,9 @@ class Runner:
                     wake = Wake(self, connection)
                     wake.load({contact_id: now for contact_id in part})
                     rows = connection.execute(
-                        select(quiet_watch.c.contact_id, quiet_watch.c.last_at)
-                        .where(match, quiet_watch.c.contact_id.in_(part))
+                        select(quiet_watch.c.contact_id, quiet_watch.c.last_at).where(
+                            match, quiet_watch.c.contact_id.in_(part)
+                        )
                     )
                     for contact_id, last_at in rows:
                         moment = min(trigger.quiet_for.after(ensure_utc(last_at)), now)
@@ -323,15 +354,21 @@ class Runner:
                             entered += 1
                         wake.drain(state, moment, cause)
                         wake.batch.quiet_fired.append(
-                            {"b_w": workflow.id, "b_i": position, "b_c": contact_id,
-                             "fired_at": moment}
+                            {
+                                "b_w": workflow.id,
+                                "b_i": position,
+                                "b_c": contact_id,
+                                "fired_at": moment,
+                            }
                         )
                     wake.batch.flush()
         return entered
 
     # --- schedules ---------------------------------------------------------------------
 
-    def _schedule_since(self, connection: Connection, workflow: Workflow, position: int) -> datetime:
+    def _schedule_since(
+        self, connection: Connection, workflow: Workflow, position: int
+    ) -> datetime:
         last = connection.scalar(
             select(func.max(schedule_fires.c.fire_at)).where(
                 schedule_fires.c.workflow_id == workflow.id,
@@ -358,8 +395,12 @@ class Runner:
                 with self.engine.begin() as connection:
                     taken = connection.execute(
                         insert_for(connection, schedule_fires).on_conflict_do_nothing(),
-                        {"workflow_id": workflow.id, "trigger_index": position,
-                         "fire_at": fire, "taken_by": self.owner},
+                        {
+                            "workflow_id": workflow.id,
+                            "trigger_index": position,
+                            "fire_at": fire,
+                            "taken_by": self.owner,
+                        },
                     ).rowcount
                 if taken:
                     entered += self._fan_out(workflow, cron.segment, fire)
@@ -368,10 +409,13 @@ class Runner:
 
     def _fan_out(self, workflow: Workflow, segment: Any, moment: datetime) -> int:
         with self.engine.connect() as connection:
-            everyone = list(connection.scalars(
-                select(contacts.c.id).where(contacts.c.merged_into.is_(None))
-                .order_by(contacts.c.id)
-            ))
+            everyone = list(
+                connection.scalars(
+                    select(contacts.c.id)
+                    .where(contacts.c.merged_into.is_(None))
+                    .order_by(contacts.c.id)
+                )
+            )
         entered = 0
         cause = f"schedule {workflow.id}"
         for part in chunks(everyone, BATCH_SIZE):
@@ -453,7 +497,8 @@ class Wake:
                 self.batch.quiet_resets[(workflow.id, position, contact_id)] = state.created_at
         if new_ids:
             self.connection.execute(
-                update(contacts).where(contacts.c.id == bindparam("b_id"))
+                update(contacts)
+                .where(contacts.c.id == bindparam("b_id"))
                 .values(created_at=bindparam("created_at")),
                 [{"b_id": i, "created_at": first_seen[i]} for i in new_ids],
             )
@@ -472,8 +517,9 @@ class Wake:
         elif message.type == "group":
             assert message.group_id is not None
             if state.account_id != message.group_id:
-                self._audit(state, moment, "account", "account", state.account_id,
-                            message.group_id, cause)
+                self._audit(
+                    state, moment, "account", "account", state.account_id, message.group_id, cause
+                )
                 state.account_id = message.group_id
                 state.dirty = True
                 state.updated_at = moment
@@ -493,7 +539,9 @@ class Wake:
                 continue
             wait = run.wait
             if (
-                message.type == "track" and wait is not None and wait.event_name == message.event
+                message.type == "track"
+                and wait is not None
+                and wait.event_name == message.event
                 and self._where_holds(workflow, run, facts)
             ):
                 self._release(run)
@@ -513,12 +561,14 @@ class Wake:
         row = self.batch.account_rows.get(account_id)
         if row is None:
             existing = self.connection.execute(
-                select(accounts.c.traits, accounts.c.created_at)
-                .where(accounts.c.id == account_id)
+                select(accounts.c.traits, accounts.c.created_at).where(accounts.c.id == account_id)
             ).first()
-            row = {"id": account_id, "traits": dict(existing.traits) if existing else {},
-                   "created_at": existing.created_at if existing else moment,
-                   "updated_at": moment}
+            row = {
+                "id": account_id,
+                "traits": dict(existing.traits) if existing else {},
+                "created_at": existing.created_at if existing else moment,
+                "updated_at": moment,
+            }
             self.batch.account_rows[account_id] = row
         row["traits"] = {**row["traits"], **traits}
         row["updated_at"] = moment
@@ -530,9 +580,12 @@ class Wake:
         due moment (so a simulation sees the same order as a live worker)."""
         while True:
             due = [
-                run for run in state.runs
-                if run.state == "waiting" and run.wait is not None
-                and run.wait.due_at <= until and run.workflow_id not in self.catalog.paused
+                run
+                for run in state.runs
+                if run.state == "waiting"
+                and run.wait is not None
+                and run.wait.due_at <= until
+                and run.workflow_id not in self.catalog.paused
             ]
             if not due:
                 return
@@ -544,8 +597,9 @@ class Wake:
             self._release(run)
             self.resumed += 1
             cause = f"timeout waiting for {wait.event_name}" if timed_out else "wait over"
-            self.advance(state, run, wait.timeout_node if timed_out else wait.next_node,
-                         moment, cause)
+            self.advance(
+                state, run, wait.timeout_node if timed_out else wait.next_node, moment, cause
+            )
             self.drain(state, moment, cause)
 
     def _release(self, run: RunState) -> None:
@@ -575,17 +629,30 @@ class Wake:
                     continue
                 entries += 1
                 if entries > MAX_ENTRIES_PER_WAKE:
-                    self._audit(state, moment, "guard", workflow.id, None,
-                                f"more than {MAX_ENTRIES_PER_WAKE} workflow entries in one "
-                                "wake; the rest were dropped (workflows keep triggering "
-                                "each other)", cause)
+                    self._audit(
+                        state,
+                        moment,
+                        "guard",
+                        workflow.id,
+                        None,
+                        f"more than {MAX_ENTRIES_PER_WAKE} workflow entries in one "
+                        "wake; the rest were dropped (workflows keep triggering "
+                        "each other)",
+                        cause,
+                    )
                     self.queue.clear()
                     return
                 if self.enter(state, workflow, moment, signal.properties or {}, cause):
                     entered.add(workflow.id)
 
-    def enter(self, state: ContactState, workflow: Workflow, moment: datetime,
-              properties: Mapping[str, Any], cause: str) -> bool:
+    def enter(
+        self,
+        state: ContactState,
+        workflow: Workflow,
+        moment: datetime,
+        properties: Mapping[str, Any],
+        cause: str,
+    ) -> bool:
         if workflow.id in self.catalog.paused:
             return False
         if not workflow.reentry.allows(state.last_entries.get(workflow.id), moment):
@@ -594,17 +661,24 @@ class Wake:
         if workflow.exit_when is not None and workflow.exit_when(facts):
             return False
         run = RunState(
-            id=uuid.uuid4().hex, workflow_id=workflow.id, version=workflow.version,
-            state="active", node=workflow.start, steps=0, properties=dict(properties),
-            entered_at=moment, new=True,
+            id=uuid.uuid4().hex,
+            workflow_id=workflow.id,
+            version=workflow.version,
+            state="active",
+            node=workflow.start,
+            steps=0,
+            properties=dict(properties),
+            entered_at=moment,
+            new=True,
         )
         state.runs.append(run)
         state.last_entries[workflow.id] = moment
         self.advance(state, run, workflow.start, moment, cause)
         return True
 
-    def advance(self, state: ContactState, run: RunState, node_id: str | None,
-                moment: datetime, cause: str) -> None:
+    def advance(
+        self, state: ContactState, run: RunState, node_id: str | None, moment: datetime, cause: str
+    ) -> None:
         workflow = self._workflow(run)
         context = RunContext(self, state, run, workflow, moment, cause)
         executed = 0
@@ -614,8 +688,14 @@ class Wake:
                 return
             executed += 1
             if executed > MAX_NODES_PER_WAKE:
-                self.end(state, run, moment, "failed", "loop guard",
-                         f"more than {MAX_NODES_PER_WAKE} nodes in one wake (last: {node_id!r})")
+                self.end(
+                    state,
+                    run,
+                    moment,
+                    "failed",
+                    "loop guard",
+                    f"more than {MAX_NODES_PER_WAKE} nodes in one wake (last: {node_id!r})",
+                )
                 return
             node = workflow.nodes[node_id]
             run.node = node_id
@@ -624,12 +704,24 @@ class Wake:
             try:
                 step: Step = node.execute(context)
             except ActionFailed as exc:
-                self.end(state, run, moment, "failed", "action failed",
-                         f"node {node_id!r} ({node.type}): {exc}")
+                self.end(
+                    state,
+                    run,
+                    moment,
+                    "failed",
+                    "action failed",
+                    f"node {node_id!r} ({node.type}): {exc}",
+                )
                 return
             except (ValueError, TypeError, ArithmeticError, KeyError) as exc:
-                self.end(state, run, moment, "failed", "action failed",
-                         f"node {node_id!r} ({node.type}): bad data: {exc!r}")
+                self.end(
+                    state,
+                    run,
+                    moment,
+                    "failed",
+                    "action failed",
+                    f"node {node_id!r} ({node.type}): bad data: {exc!r}",
+                )
                 return
             if isinstance(step, Continue):
                 node_id = step.next
@@ -638,14 +730,22 @@ class Wake:
                 run.state = "waiting"
                 return
             elif isinstance(step, AwaitEvent):
-                run.wait = WaitState(run.id, step.timeout_at, step.event, step.next,
-                                     step.on_timeout)
+                run.wait = WaitState(
+                    run.id, step.timeout_at, step.event, step.next, step.on_timeout
+                )
                 run.state = "waiting"
                 return
         self.end(state, run, moment, "completed", "completed")
 
-    def end(self, state: ContactState, run: RunState, moment: datetime, final: str,
-            reason: str, error: str | None = None) -> None:
+    def end(
+        self,
+        state: ContactState,
+        run: RunState,
+        moment: datetime,
+        final: str,
+        reason: str,
+        error: str | None = None,
+    ) -> None:
         if run.wait is not None:
             self._release(run)
         run.state = final
@@ -659,8 +759,15 @@ class Wake:
 
     # --- changes, each audited and each a signal ---------------------------------------
 
-    def change_score(self, state: ContactState, name: str, value: float, moment: datetime,
-                     cause: str, origin: tuple[str, int, str] | None = None) -> None:
+    def change_score(
+        self,
+        state: ContactState,
+        name: str,
+        value: float,
+        moment: datetime,
+        cause: str,
+        origin: tuple[str, int, str] | None = None,
+    ) -> None:
         old = state.scores.get(name, 0.0)
         if value == old and name in state.scores:
             return
@@ -671,8 +778,15 @@ class Wake:
         self._audit(state, moment, "score", name, old, value, cause, origin)
         self.queue.append(Signal("score_changed", name, old, value))
 
-    def change_attribute(self, state: ContactState, name: str, value: Any, moment: datetime,
-                         cause: str, origin: tuple[str, int, str] | None = None) -> None:
+    def change_attribute(
+        self,
+        state: ContactState,
+        name: str,
+        value: Any,
+        moment: datetime,
+        cause: str,
+        origin: tuple[str, int, str] | None = None,
+    ) -> None:
         old = state.attributes.get(name)
         if old == value and name in state.attributes:
             return
@@ -682,8 +796,15 @@ class Wake:
         self._audit(state, moment, "attribute", name, old, value, cause, origin)
         self.queue.append(Signal("attribute_changed", name, old, value))
 
-    def change_list(self, state: ContactState, name: str, member: bool, moment: datetime,
-                    cause: str, origin: tuple[str, int, str] | None = None) -> None:
+    def change_list(
+        self,
+        state: ContactState,
+        name: str,
+        member: bool,
+        moment: datetime,
+        cause: str,
+        origin: tuple[str, int, str] | None = None,
+    ) -> None:
         if (name in state.lists) == member:
             return
         if member:
@@ -698,22 +819,46 @@ class Wake:
         self._audit(state, moment, "list", name, not member, member, cause, origin)
         self.queue.append(Signal("list_added" if member else "list_removed", name))
 
-    def _audit(self, state: ContactState, moment: datetime, subject: str, name: str,
-               old: Any, new: Any, cause: str,
-               origin: tuple[str, int, str] | None = None) -> None:
+    def _audit(
+        self,
+        state: ContactState,
+        moment: datetime,
+        subject: str,
+        name: str,
+        old: Any,
+        new: Any,
+        cause: str,
+        origin: tuple[str, int, str] | None = None,
+    ) -> None:
         workflow_id, version, node = origin or (None, None, None)
-        self.batch.audit_rows.append({
-            "contact_id": state.id, "at": moment, "subject": subject, "name": name,
-            "old": old, "new": new, "workflow_id": workflow_id, "version": version,
-            "node": node, "cause": cause[:300],
-        })
+        self.batch.audit_rows.append(
+            {
+                "contact_id": state.id,
+                "at": moment,
+                "subject": subject,
+                "name": name,
+                "old": old,
+                "new": new,
+                "workflow_id": workflow_id,
+                "version": version,
+                "node": node,
+                "cause": cause[:300],
+            }
+        )
 
 
 class RunContext:
     """The :class:`engine.kinds.NodeContext` a node sees while it runs."""
 
-    def __init__(self, wake: Wake, state: ContactState, run: RunState, workflow: Workflow,
-                 moment: datetime, cause: str) -> None:
+    def __init__(
+        self,
+        wake: Wake,
+        state: ContactState,
+        run: RunState,
+        workflow: Workflow,
+        moment: datetime,
+        cause: str,
+    ) -> None:
         self.wake = wake
         self.state = state
         self.run = run
@@ -740,8 +885,7 @@ class RunContext:
         return self.state.attributes.get(name)
 
     def set_attribute(self, name: str, value: Any) -> None:
-        self.wake.change_attribute(self.state, name, value, self.moment, self.cause,
-                                   self._origin())
+        self.wake.change_attribute(self.state, name, value, self.moment, self.cause, self._origin())
 
     def add_to_list(self, name: str) -> None:
         self.wake.change_list(self.state, name, True, self.moment, self.cause, self._origin())
@@ -750,15 +894,26 @@ class RunContext:
         self.wake.change_list(self.state, name, False, self.moment, self.cause, self._origin())
 
     def send(self, channel: str, payload: Mapping[str, Any]) -> None:
-        self.wake.batch.outbox_rows.append({
-            "idempotency_key": f"{self.run.id}:{self.node_id}:{self.run.steps}",
-            "run_id": self.run.id, "contact_id": self.state.id, "channel": channel,
-            "payload": {**payload, "workflow": self.workflow.id,
-                        "version": self.workflow.version, "node": self.node_id,
-                        "at": format_timestamp(self.moment)},
-            "status": "pending", "attempts": 0, "created_at": self.moment,
-            "next_attempt_at": self.moment, "last_error": None,
-        })
+        self.wake.batch.outbox_rows.append(
+            {
+                "idempotency_key": f"{self.run.id}:{self.node_id}:{self.run.steps}",
+                "run_id": self.run.id,
+                "contact_id": self.state.id,
+                "channel": channel,
+                "payload": {
+                    **payload,
+                    "workflow": self.workflow.id,
+                    "version": self.workflow.version,
+                    "node": self.node_id,
+                    "at": format_timestamp(self.moment),
+                },
+                "status": "pending",
+                "attempts": 0,
+                "created_at": self.moment,
+                "next_attempt_at": self.moment,
+                "last_error": None,
+            }
+        )
 
     def has_template(self, name: str) -> bool:
         return name in self.wake.runner.templates

@@ -142,9 +142,14 @@ def _next_timer(runner: Runner, finite_only: bool) -> datetime | None:
         return due
     with runner.engine.connect() as connection:
         pending = connection.scalar(select(func.count()).select_from(waits)) or 0
-        quiet = connection.scalar(
-            select(func.count()).select_from(quiet_watch).where(quiet_watch.c.fired_at.is_(None))
-        ) or 0
+        quiet = (
+            connection.scalar(
+                select(func.count())
+                .select_from(quiet_watch)
+                .where(quiet_watch.c.fired_at.is_(None))
+            )
+            or 0
+        )
     if not pending and not (quiet and runner.catalog.quiet):
         return None
     return due

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
 from engine.clock import ensure_utc
-
 from engine.store.sql import chunks, insert_ignore, is_postgres, upsert
 from engine.store.tables import (
     accounts,
@@ -79,11 +78,11 @@ class ContactState:
 class ContactFacts:
     """:class:`engine.conditions.Facts` over a loaded contact."""
 
-    __slots__ = ("attributes", "batch", "contact", "grades", "lists", "now", "properties",
-                 "scores")
+    __slots__ = ("attributes", "batch", "contact", "grades", "lists", "now", "properties", "scores")
 
-    def __init__(self, batch: Batch, contact: ContactState, now: datetime,
-                 properties: Mapping[str, Any]) -> None:
+    def __init__(
+        self, batch: Batch, contact: ContactState, now: datetime, properties: Mapping[str, Any]
+    ) -> None:
         self.batch = batch
         self.contact = contact
         self.now = now
@@ -123,19 +122,33 @@ class Batch:
             present = set(conn.scalars(select(contacts.c.id).where(contacts.c.id.in_(part))))
             missing = [i for i in part if i not in present]
             if missing:
-                insert_ignore(conn, contacts, [
-                    {"id": i, "attributes": {}, "grades": {}, "account_id": None,
-                     "merged_into": None, "created_at": now, "updated_at": now}
-                    for i in missing
-                ])
+                insert_ignore(
+                    conn,
+                    contacts,
+                    [
+                        {
+                            "id": i,
+                            "attributes": {},
+                            "grades": {},
+                            "account_id": None,
+                            "merged_into": None,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for i in missing
+                    ],
+                )
                 new_ids.extend(missing)
             query = select(contacts).where(contacts.c.id.in_(part))
             if is_postgres(conn):
                 query = query.order_by(contacts.c.id).with_for_update()
             for row in conn.execute(query):
                 self.contacts[row.id] = ContactState(
-                    id=row.id, attributes=dict(row.attributes), grades=dict(row.grades),
-                    account_id=row.account_id, created_at=row.created_at,
+                    id=row.id,
+                    attributes=dict(row.attributes),
+                    grades=dict(row.grades),
+                    account_id=row.account_id,
+                    created_at=row.created_at,
                     updated_at=row.updated_at,
                 )
             for row in conn.execute(select(scores).where(scores.c.contact_id.in_(part))):
@@ -153,9 +166,14 @@ class Batch:
             by_run: dict[str, RunState] = {}
             for row in conn.execute(run_query):
                 run = RunState(
-                    id=row.id, workflow_id=row.workflow_id, version=row.version,
-                    state=row.state, node=row.node, steps=row.steps,
-                    properties=dict(row.properties), entered_at=row.entered_at,
+                    id=row.id,
+                    workflow_id=row.workflow_id,
+                    version=row.version,
+                    state=row.state,
+                    node=row.node,
+                    steps=row.steps,
+                    properties=dict(row.properties),
+                    entered_at=row.entered_at,
                 )
                 by_run[run.id] = run
                 self.contacts[row.contact_id].runs.append(run)
@@ -176,10 +194,15 @@ class Batch:
                 self.contacts[contact_id].new = True
         return new_ids
 
-    def count_events(self, contact_id: str, name: str, since: datetime | None,
-                     now: datetime) -> int:
-        query = select(func.count()).select_from(events).where(
-            events.c.contact_id == contact_id, events.c.name == name, events.c.timestamp <= now
+    def count_events(
+        self, contact_id: str, name: str, since: datetime | None, now: datetime
+    ) -> int:
+        query = (
+            select(func.count())
+            .select_from(events)
+            .where(
+                events.c.contact_id == contact_id, events.c.name == name, events.c.timestamp <= now
+            )
         )
         if since is not None:
             query = query.where(events.c.timestamp > since)
@@ -193,17 +216,26 @@ class Batch:
         new_runs, changed_runs, new_waits = [], [], []
         for state in self.contacts.values():
             if state.dirty:
-                contact_rows.append({
-                    "b_id": state.id, "attributes": state.attributes, "grades": state.grades,
-                    "account_id": state.account_id, "updated_at": state.updated_at,
-                })
+                contact_rows.append(
+                    {
+                        "b_id": state.id,
+                        "attributes": state.attributes,
+                        "grades": state.grades,
+                        "account_id": state.account_id,
+                        "updated_at": state.updated_at,
+                    }
+                )
                 state.dirty = False
             for name in state.dirty_scores:
-                score_rows.append({
-                    "contact_id": state.id, "name": name, "value": state.scores[name],
-                    "peak": state.peaks.get(name, state.scores[name]),
-                    "updated_at": state.updated_at,
-                })
+                score_rows.append(
+                    {
+                        "contact_id": state.id,
+                        "name": name,
+                        "value": state.scores[name],
+                        "peak": state.peaks.get(name, state.scores[name]),
+                        "updated_at": state.updated_at,
+                    }
+                )
             state.dirty_scores.clear()
             list_adds.extend(
                 {"list_name": n, "contact_id": state.id, "added_at": at}
@@ -223,9 +255,13 @@ class Batch:
             state.runs = [r for r in state.runs if r.state in ("active", "waiting")]
         if contact_rows:
             conn.execute(
-                update(contacts).where(contacts.c.id == bindparam("b_id")).values(
-                    attributes=bindparam("attributes"), grades=bindparam("grades"),
-                    account_id=bindparam("account_id"), updated_at=bindparam("updated_at"),
+                update(contacts)
+                .where(contacts.c.id == bindparam("b_id"))
+                .values(
+                    attributes=bindparam("attributes"),
+                    grades=bindparam("grades"),
+                    account_id=bindparam("account_id"),
+                    updated_at=bindparam("updated_at"),
                 ),
                 contact_rows,
             )
@@ -247,9 +283,9 @@ class Batch:
             conn.execute(runs.insert(), new_runs)
         if changed_runs:
             conn.execute(
-                update(runs).where(runs.c.id == bindparam("b_id")).values(
-                    {k: bindparam(k) for k in changed_runs[0] if k != "b_id"}
-                ),
+                update(runs)
+                .where(runs.c.id == bindparam("b_id"))
+                .values({k: bindparam(k) for k in changed_runs[0] if k != "b_id"}),
                 changed_runs,
             )
         if new_waits:
@@ -260,23 +296,39 @@ class Batch:
         insert_ignore(conn, outbox, self.outbox_rows)
         self.outbox_rows.clear()
         if self.account_rows:
-            upsert(conn, accounts, list(self.account_rows.values()), ("id",),
-                   ("traits", "updated_at"))
+            upsert(
+                conn, accounts, list(self.account_rows.values()), ("id",), ("traits", "updated_at")
+            )
             self.account_rows.clear()
         if self.quiet_resets:
-            upsert(conn, quiet_watch, [
-                {"workflow_id": w, "trigger_index": i, "contact_id": c, "last_at": at,
-                 "fired_at": None}
-                for (w, i, c), at in self.quiet_resets.items()
-            ], ("workflow_id", "trigger_index", "contact_id"), ("last_at", "fired_at"))
+            upsert(
+                conn,
+                quiet_watch,
+                [
+                    {
+                        "workflow_id": w,
+                        "trigger_index": i,
+                        "contact_id": c,
+                        "last_at": at,
+                        "fired_at": None,
+                    }
+                    for (w, i, c), at in self.quiet_resets.items()
+                ],
+                ("workflow_id", "trigger_index", "contact_id"),
+                ("last_at", "fired_at"),
+            )
             self.quiet_resets.clear()
         if self.quiet_fired:
             conn.execute(
-                update(quiet_watch).where(and_(
-                    quiet_watch.c.workflow_id == bindparam("b_w"),
-                    quiet_watch.c.trigger_index == bindparam("b_i"),
-                    quiet_watch.c.contact_id == bindparam("b_c"),
-                )).values(fired_at=bindparam("fired_at")),
+                update(quiet_watch)
+                .where(
+                    and_(
+                        quiet_watch.c.workflow_id == bindparam("b_w"),
+                        quiet_watch.c.trigger_index == bindparam("b_i"),
+                        quiet_watch.c.contact_id == bindparam("b_c"),
+                    )
+                )
+                .values(fired_at=bindparam("fired_at")),
                 self.quiet_fired,
             )
             self.quiet_fired.clear()
@@ -287,17 +339,36 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _run_row(run: RunState, contact_id: str) -> dict[str, Any]:
-    return {"id": run.id, "contact_id": contact_id, "workflow_id": run.workflow_id,
-            "version": run.version, "entered_at": run.entered_at, **_run_changes(run)}
+    return {
+        "id": run.id,
+        "contact_id": contact_id,
+        "workflow_id": run.workflow_id,
+        "version": run.version,
+        "entered_at": run.entered_at,
+        **_run_changes(run),
+    }
 
 
 def _run_changes(run: RunState) -> dict[str, Any]:
-    return {"state": run.state, "node": run.node, "steps": run.steps,
-            "properties": run.properties, "ended_at": run.ended_at,
-            "end_reason": run.end_reason, "error": run.error}
+    return {
+        "state": run.state,
+        "node": run.node,
+        "steps": run.steps,
+        "properties": run.properties,
+        "ended_at": run.ended_at,
+        "end_reason": run.end_reason,
+        "error": run.error,
+    }
 
 
 def _wait_row(wait: WaitState, contact_id: str) -> dict[str, Any]:
-    return {"run_id": wait.run_id, "contact_id": contact_id, "due_at": wait.due_at,
-            "event_name": wait.event_name, "next_node": wait.next_node,
-            "timeout_node": wait.timeout_node, "lease_owner": None, "lease_until": None}
+    return {
+        "run_id": wait.run_id,
+        "contact_id": contact_id,
+        "due_at": wait.due_at,
+        "event_name": wait.event_name,
+        "next_node": wait.next_node,
+        "timeout_node": wait.timeout_node,
+        "lease_owner": None,
+        "lease_until": None,
+    }

@@ -34,29 +34,52 @@ def contact_view(connection: Connection, contact_id: str, history: bool = False)
     view["id"] = contact_id
     if history:
         view["runs"] = [
-            {"id": r.id, "workflow": r.workflow_id, "version": r.version, "state": r.state,
-             "node": r.node, "entered_at": format_timestamp(r.entered_at)}
+            {
+                "id": r.id,
+                "workflow": r.workflow_id,
+                "version": r.version,
+                "state": r.state,
+                "node": r.node,
+                "entered_at": format_timestamp(r.entered_at),
+            }
             for r in connection.execute(
-                select(runs).where(runs.c.contact_id == contact_id,
-                                   runs.c.state.in_(("active", "waiting")))
+                select(runs)
+                .where(runs.c.contact_id == contact_id, runs.c.state.in_(("active", "waiting")))
                 .order_by(runs.c.entered_at)
             )
         ]
         view["score_history"] = [
-            {"at": format_timestamp(a.at), "score": a.name, "old": a.old, "new": a.new,
-             "workflow": a.workflow_id, "version": a.version, "node": a.node, "cause": a.cause,
-             "text": describe_change(a.name, a.old, a.new, a.workflow_id, a.version, a.cause,
-                                     format_timestamp(a.at))}
+            {
+                "at": format_timestamp(a.at),
+                "score": a.name,
+                "old": a.old,
+                "new": a.new,
+                "workflow": a.workflow_id,
+                "version": a.version,
+                "node": a.node,
+                "cause": a.cause,
+                "text": describe_change(
+                    a.name, a.old, a.new, a.workflow_id, a.version, a.cause, format_timestamp(a.at)
+                ),
+            }
             for a in connection.execute(
-                select(audit).where(audit.c.contact_id == contact_id, audit.c.subject == "score")
+                select(audit)
+                .where(audit.c.contact_id == contact_id, audit.c.subject == "score")
                 .order_by(audit.c.at, audit.c.id)
             )
         ]
     return view
 
 
-def describe_change(name: str, old: Any, new: Any, workflow: str | None, version: int | None,
-                    cause: str | None, at: str) -> str:
+def describe_change(
+    name: str,
+    old: Any,
+    new: Any,
+    workflow: str | None,
+    version: int | None,
+    cause: str | None,
+    at: str,
+) -> str:
     """``+30 SCORE by consideration-stage v2 on track Quote Requested, 2026-01-05 10:02``."""
     delta = (new or 0) - (old or 0)
     amount = f"{delta:+g} {name} (now {new:g})"
@@ -71,8 +94,12 @@ def contact_views(connection: Connection, ids: Iterable[str]) -> dict[str, dict[
     for part in chunks(ids):
         for row in connection.execute(select(contacts).where(contacts.c.id.in_(part))):
             views[row.id] = {
-                "scores": {}, "grade": row.grades.get("GRADE"), "grades": dict(row.grades),
-                "lists": [], "attributes": dict(row.attributes), "account": row.account_id,
+                "scores": {},
+                "grade": row.grades.get("GRADE"),
+                "grades": dict(row.grades),
+                "lists": [],
+                "attributes": dict(row.attributes),
+                "account": row.account_id,
             }
         for row in connection.execute(select(scores).where(scores.c.contact_id.in_(part))):
             views[row.contact_id]["scores"][row.name] = _number(row.value)
@@ -93,9 +120,11 @@ def _number(value: float) -> float | int:
 
 def summary(connection: Connection) -> dict[str, Any]:
     """Everything simulate --json prints."""
-    ids = list(connection.scalars(
-        select(contacts.c.id).where(contacts.c.merged_into.is_(None)).order_by(contacts.c.id)
-    ))
+    ids = list(
+        connection.scalars(
+            select(contacts.c.id).where(contacts.c.merged_into.is_(None)).order_by(contacts.c.id)
+        )
+    )
     contact_map = contact_views(connection, ids)
     account_scores: dict[str, dict[str, float]] = defaultdict(dict)
     rollup = (
@@ -107,8 +136,10 @@ def summary(connection: Connection) -> dict[str, Any]:
     for account_id, name, total in connection.execute(rollup):
         account_scores[account_id][name] = _number(total)
     account_map = {
-        row.id: {"scores": dict(sorted(account_scores.get(row.id, {}).items())),
-                 "traits": dict(row.traits)}
+        row.id: {
+            "scores": dict(sorted(account_scores.get(row.id, {}).items())),
+            "traits": dict(row.traits),
+        }
         for row in connection.execute(select(accounts).order_by(accounts.c.id))
     }
     messages = []
@@ -125,5 +156,9 @@ def summary(connection: Connection) -> dict[str, Any]:
         {"line": row.line, "error": row.reason}
         for row in connection.execute(select(rejected).order_by(rejected.c.id))
     ]
-    return {"contacts": contact_map, "accounts": account_map, "messages": messages,
-            "rejected": rejections}
+    return {
+        "contacts": contact_map,
+        "accounts": account_map,
+        "messages": messages,
+        "rejected": rejections,
+    }

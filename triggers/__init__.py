@@ -1,7 +1,6 @@
 """Trigger kinds: one module each. Register a new kind by adding one line below."""
 
 from engine.kinds import TriggerKind
-
 from triggers import (
     attribute_changed,
     contact_created,

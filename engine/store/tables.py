@@ -24,7 +24,6 @@ from sqlalchemy.engine import Dialect
 metadata = MetaData()
 
 
-
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC in Python on every backend (SQLite has no time zones: stored as UTC)."""
 

@@ -1,0 +1,96 @@
+"""The worker: an APScheduler 3 scheduler with a few fixed jobs, never one job per contact.
+
+Jobs use ``max_instances=1``, ``coalesce=True`` and no misfire grace limit, so a paused or
+overloaded worker catches up instead of skipping. Any number of workers can share one
+PostgreSQL database: waits are leased with ``FOR UPDATE SKIP LOCKED``, each contact is
+locked while it runs, and each cron time is taken by one worker only.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import FrameType
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from engine.runner import Runner
+
+log = logging.getLogger("leadflow.worker")
+
+
+@dataclass
+class WorkerSettings:
+    batch: int = 1000
+    lease: timedelta = timedelta(minutes=5)
+    wait_poll_seconds: float = 1.0
+    timers_poll_seconds: float = 30.0
+    reaper_seconds: float = 60.0
+    catalog_refresh_seconds: float = 15.0
+
+
+@dataclass
+class Worker:
+    runner: Runner
+    settings: WorkerSettings = field(default_factory=WorkerSettings)
+    resumed: int = 0
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def resume_waits(self) -> None:
+        """Drain due waits batch by batch; stop between batches when asked to."""
+        while not self.stopping.is_set():
+            done = self.runner.resume_due(
+                self.runner.clock.now(), self.settings.batch, self.settings.lease
+            )
+            self.resumed += done
+            if not done:
+                return
+
+    def timers(self) -> None:
+        now = self.runner.clock.now()
+        self.runner.fire_quiet(now)
+        self.runner.fire_schedules(now)
+
+    def reap(self) -> None:
+        released = self.runner.release_leases(self.runner.clock.now())
+        if released:
+            log.warning("released %d expired wait lease(s)", released)
+
+    def refresh(self) -> None:
+        self.runner.reload()
+
+    def scheduler(self) -> BlockingScheduler:
+        scheduler = BlockingScheduler(
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+            timezone="UTC",
+        )
+        s = self.settings
+        scheduler.add_job(
+            self.resume_waits, "interval", seconds=s.wait_poll_seconds, id="resume-waits"
+        )
+        scheduler.add_job(self.timers, "interval", seconds=s.timers_poll_seconds, id="timers")
+        scheduler.add_job(self.reap, "interval", seconds=s.reaper_seconds, id="lease-reaper")
+        scheduler.add_job(
+            self.refresh, "interval", seconds=s.catalog_refresh_seconds, id="catalog-refresh"
+        )
+        return scheduler
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT; the batch in hand is finished, then the worker exits."""
+        scheduler = self.scheduler()
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %d: finishing the current batch, then stopping", signum)
+            self.stopping.set()
+            scheduler.shutdown(wait=False)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        self.resume_waits()
+        self.timers()
+        scheduler.start()
