@@ -24,6 +24,7 @@ from engine.errors import InvalidWorkflow
 from engine.runner import IngestReport, Runner
 from engine.segment import Message, Rejection, parse_message, read_lines
 from engine.store.db import open_engine
+from engine.store.db import writer
 from engine.templates import TemplateCatalog
 from engine.validation import validate_documents, validate_paths
 from engine.views import contact_view
@@ -68,7 +69,7 @@ class Leadflow:
             workflows.extend(checked.workflows)
         if problems:
             raise InvalidWorkflow(problems)
-        with self.engine.begin() as connection:
+        with writer(self.engine).begin() as connection:
             results = deploy(connection, workflows, self.clock.now())
         self.runner.reload()
         return results

@@ -29,6 +29,7 @@ from engine.runner import Runner
 from engine.schema import build_schema, render
 from engine.segment import read_lines
 from engine.store.tables import runs, workflow_status, workflow_versions
+from engine.store.db import writer
 from engine.templates import TemplateCatalog
 from engine.validation import validate_paths
 from engine.views import contact_view
@@ -141,7 +142,7 @@ def deploy(paths: tuple[Path, ...], db_url: str | None) -> None:
         sys.exit(EXIT_INPUT)
     engine = open_store(db_url)
     try:
-        with engine.begin() as connection:
+        with writer(engine).begin() as connection:
             results = deploy_workflows(connection, result.workflows, SystemClock().now())
     except DeployConflict as exc:
         raise click.ClickException(str(exc)) from None
@@ -200,7 +201,7 @@ def workflows(db_url: str | None, as_json: bool) -> None:
 
 def _set_paused(db_url: str | None, workflow_id: str, paused: bool) -> None:
     engine = open_store(db_url)
-    with engine.begin() as connection:
+    with writer(engine).begin() as connection:
         done = connection.execute(
             update(workflow_status)
             .where(workflow_status.c.workflow_id == workflow_id)

@@ -41,6 +41,7 @@ from engine.store.tables import (
     workflow_versions,
 )
 from engine.store.tables import audit as audit_table
+from engine.store.db import writer
 from engine.templates import TemplateCatalog
 
 MAX_NODES_PER_WAKE = 1000
@@ -77,6 +78,7 @@ class Runner:
         owner: str | None = None,
     ) -> None:
         self.engine = engine
+        self.writer = writer(engine)
         self.clock = clock
         self.templates = templates or TemplateCatalog()
         self._catalog = catalog
@@ -136,7 +138,7 @@ class Runner:
     ) -> IngestReport:
         report = IngestReport(rejected=len(bad), rejections=list(bad))
         now = self.clock.now()
-        with self.engine.begin() as connection:
+        with self.writer.begin() as connection:
             if bad:
                 connection.execute(
                     rejected.insert(),
@@ -191,7 +193,7 @@ class Runner:
     def merge(self, source_id: str, target_id: str, moment: datetime) -> None:
         """Fold ``source_id`` into ``target_id``: scores added, lists united, attributes
         kept where the target has none, and all history (events, audit, runs) re-pointed."""
-        with self.engine.begin() as connection:
+        with self.writer.begin() as connection:
             redirect = _merged_into(connection, {source_id, target_id})
             target_id = redirect.get(target_id, target_id)
             source_id = redirect.get(source_id, source_id)
@@ -260,7 +262,7 @@ class Runner:
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[str]:
         """Lease due waits; returns the contacts to wake. On PostgreSQL concurrent workers
         skip each other's rows (SKIP LOCKED); on SQLite the write lock serialises them."""
-        with self.engine.begin() as connection:
+        with self.writer.begin() as connection:
             free = and_(
                 waits.c.due_at <= now,
                 (waits.c.lease_until.is_(None)) | (waits.c.lease_until < now),
@@ -283,7 +285,7 @@ class Runner:
         contact_ids = self.claim_due(now, limit, lease)
         if not contact_ids:
             return 0
-        with self.engine.begin() as connection:
+        with self.writer.begin() as connection:
             wake = Wake(self, connection)
             wake.load({contact_id: now for contact_id in contact_ids})
             for contact_id in contact_ids:
@@ -293,7 +295,7 @@ class Runner:
 
     def release_leases(self, now: datetime) -> int:
         """The lease reaper: forget leases that expired (their worker died)."""
-        with self.engine.begin() as connection:
+        with self.writer.begin() as connection:
             result = connection.execute(
                 update(waits)
                 .where(waits.c.lease_until < now)
@@ -337,7 +339,7 @@ class Runner:
             with self.engine.connect() as connection:
                 found = list(connection.scalars(select(quiet_watch.c.contact_id).where(match)))
             for part in chunks(found, BATCH_SIZE):
-                with self.engine.begin() as connection:
+                with self.writer.begin() as connection:
                     wake = Wake(self, connection)
                     wake.load({contact_id: now for contact_id in part})
                     rows = connection.execute(
@@ -392,7 +394,7 @@ class Runner:
                 since = self._schedule_since(connection, workflow, position)
             fire = cron.next_fire_after(since)
             while fire is not None and fire <= now:
-                with self.engine.begin() as connection:
+                with self.writer.begin() as connection:
                     taken = connection.execute(
                         insert_for(connection, schedule_fires).on_conflict_do_nothing(),
                         {
@@ -419,7 +421,7 @@ class Runner:
         entered = 0
         cause = f"schedule {workflow.id}"
         for part in chunks(everyone, BATCH_SIZE):
-            with self.engine.begin() as connection:
+            with self.writer.begin() as connection:
                 wake = Wake(self, connection)
                 wake.load({contact_id: moment for contact_id in part})
                 for contact_id in part:

@@ -19,6 +19,7 @@ from engine.runner import BATCH_SIZE, Runner
 from engine.segment import Message, Rejection, read_lines
 from engine.store.db import open_engine
 from engine.store.tables import quiet_watch, waits
+from engine.store.db import writer
 from engine.templates import TemplateCatalog
 from engine.validation import validate_paths
 from engine.views import summary
@@ -76,7 +77,7 @@ def simulate(
         try:
             start = messages[0].timestamp if messages else None
             clock = VirtualClock(start or _epoch())
-            with engine.begin() as connection:
+            with writer(engine).begin() as connection:
                 deploy(connection, validation.workflows, clock.now())
             runner = Runner(engine, clock, TemplateCatalog.near(paths))
             if rejections:

@@ -36,8 +36,7 @@ def make_engine(url: str) -> Engine:
 
 
 def _tune_sqlite(engine: Engine, wal: bool) -> None:
-    """WAL for readers beside the writer, and BEGIN IMMEDIATE so a transaction takes the
-    write lock up front: two processes never both read a score and then both write it."""
+    """WAL for readers beside the writer; see :func:`writer` for write transactions."""
 
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -52,7 +51,15 @@ def _tune_sqlite(engine: Engine, wal: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine, but its SQLite transactions take the write lock when they begin
+    (``BEGIN IMMEDIATE``), so a read-modify-write never meets a concurrent writer halfway.
+    Reads keep plain deferred transactions and run beside the writer (WAL)."""
+    return engine.execution_options(sqlite_begin="IMMEDIATE")
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
