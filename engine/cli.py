@@ -169,7 +169,7 @@ def workflows(db_url: str | None, as_json: bool) -> None:
                 select(workflow_status.c.workflow_id, workflow_status.c.paused)
             ).all()
         )
-        active = dict(
+        active: dict[str, int] = dict(
             connection.execute(
                 select(runs.c.workflow_id, func.count())
                 .where(runs.c.state.in_(("active", "waiting")))

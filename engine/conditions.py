@@ -20,12 +20,23 @@ from engine.problems import suggest
 class Facts(Protocol):
     """What a condition may look at: one contact, at one moment, woken by one event."""
 
-    now: datetime
-    attributes: Mapping[str, Any]
-    scores: Mapping[str, float]
-    grades: Mapping[str, str]
-    lists: Container[str]
-    properties: Mapping[str, Any]
+    @property
+    def now(self) -> datetime: ...
+
+    @property
+    def attributes(self) -> Mapping[str, Any]: ...
+
+    @property
+    def scores(self) -> Mapping[str, float]: ...
+
+    @property
+    def grades(self) -> Mapping[str, str]: ...
+
+    @property
+    def lists(self) -> Container[str]: ...
+
+    @property
+    def properties(self) -> Mapping[str, Any]: ...
 
     def count_events(self, name: str, since: datetime | None) -> int: ...
 

@@ -1,5 +1,7 @@
 """One exception root, so embedding code catches a single type."""
 
+from collections.abc import Sequence
+
 
 class LeadflowError(Exception):
     """Base of every error Leadflow raises on purpose."""
@@ -8,9 +10,9 @@ class LeadflowError(Exception):
 class InvalidWorkflow(LeadflowError):
     """A workflow document failed validation; ``problems`` says where and why."""
 
-    def __init__(self, problems: list[object]) -> None:
+    def __init__(self, problems: Sequence[object]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
-        self.problems = problems
+        self.problems = list(problems)
 
 
 class ActionFailed(LeadflowError):

@@ -88,9 +88,9 @@ def compile_workflow(
             triggers.append(parsed)
     nodes: dict[str, NodeKind] = {}
     for node_id, spec in document["nodes"].items():
-        kind = registry.nodes[spec["type"]]
+        node_kind = registry.nodes[spec["type"]]
         pointer = pointer_of(("nodes", node_id))
-        parsed = guarded(pointer, lambda k=kind, s=spec: k.parse(s))
+        parsed = guarded(pointer, lambda k=node_kind, s=spec: k.parse(s))
         if parsed is not None:
             nodes[node_id] = parsed
     exit_when = None

@@ -161,7 +161,7 @@ class Runner:
             report.taken = len(fresh)
             if not fresh:
                 return report
-            rows = []
+            rows: list[dict[str, Any]] = []
             for message in fresh:
                 contact_id = redirect.get(message.contact_id, message.contact_id)
                 rows.append(
@@ -178,13 +178,12 @@ class Runner:
             insert_ignore(connection, events, rows)
             wake = Wake(self, connection)
             first_seen: dict[str, datetime] = {}
-            for row in rows:
-                first_seen.setdefault(row["contact_id"], row["timestamp"])
+            for message, row in zip(fresh, rows, strict=True):
+                first_seen.setdefault(row["contact_id"], message.timestamp)
             wake.load(first_seen)
             for message, row in zip(fresh, rows, strict=True):
-                wake.handle_message(
-                    wake.batch.contacts[row["contact_id"]], message, min(message.timestamp, now)
-                )
+                state = wake.batch.contacts[row["contact_id"]]
+                wake.handle_message(state, message, min(message.timestamp, now))
             wake.batch.flush()
         return report
 
@@ -351,7 +350,7 @@ class Runner:
                         moment = min(trigger.quiet_for.after(ensure_utc(last_at)), now)
                         state = wake.batch.contacts[contact_id]
                         wake.resume_due_waits(state, moment)
-                        cause = f"inactivity: {trigger.label()}"
+                        cause = f"inactivity of {', '.join(trigger.events)}"
                         if wake.enter(state, workflow, moment, {}, cause):
                             entered += 1
                         wake.drain(state, moment, cause)

@@ -46,7 +46,10 @@ def read_event_file(path: Path) -> tuple[list[Message], list[Rejection]]:
     messages: list[Message] = []
     rejections: list[Rejection] = []
     for item in read_lines(raw, anchor):
-        (rejections if isinstance(item, Rejection) else messages).append(item)
+        if isinstance(item, Rejection):
+            rejections.append(item)
+        else:
+            messages.append(item)
     messages.sort(key=lambda m: m.timestamp)
     return messages, rejections
 

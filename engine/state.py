@@ -212,8 +212,13 @@ class Batch:
 
     def flush(self) -> None:
         conn = self.connection
-        contact_rows, score_rows, list_adds, list_removes = [], [], [], []
-        new_runs, changed_runs, new_waits = [], [], []
+        contact_rows: list[dict[str, Any]] = []
+        score_rows: list[dict[str, Any]] = []
+        list_adds: list[dict[str, Any]] = []
+        list_removes: list[dict[str, Any]] = []
+        new_runs: list[dict[str, Any]] = []
+        changed_runs: list[dict[str, Any]] = []
+        new_waits: list[dict[str, Any]] = []
         for state in self.contacts.values():
             if state.dirty:
                 contact_rows.append(
