@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from engine.conditions import Predicate, compile_condition, describe_condition
@@ -26,7 +26,7 @@ class Condition(NodeKind):
         "required": ["if", "then", "else"],
     }
 
-    test: Predicate
+    test: Predicate = field(compare=False, repr=False)  # compared through spec
     spec: Any
     then: str
     otherwise: str

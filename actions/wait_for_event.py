@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from engine.conditions import Predicate, compile_condition, describe_condition
@@ -34,7 +34,7 @@ class WaitForEvent(NodeKind):
     }
 
     event: str
-    where: Predicate | None
+    where: Predicate | None = field(compare=False, repr=False)  # compared through where_spec
     where_spec: Any
     timeout: Duration
     next: str

@@ -312,7 +312,7 @@ def contacts_show(contact_id: str, db_url: str | None, as_json: bool) -> None:
         )
     console.print("score history:" if view["score_history"] else "score history: none")
     for change in view["score_history"]:
-        console.print(f"  {change['text']}", markup=False)
+        click.echo(f"  {change['text']}")
 
 
 @main.command()

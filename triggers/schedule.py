@@ -132,7 +132,7 @@ class Schedule(TriggerKind):
     """Format checkers this fragment uses (``format: cron``), added to the schema validator."""
 
     cron: str
-    segment: Predicate | None
+    segment: Predicate | None = field(compare=False, repr=False)  # compared through segment_spec
     segment_spec: Any
     trigger: CronTrigger = field(compare=False, repr=False)
 
