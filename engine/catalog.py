@@ -5,10 +5,10 @@ to the triggers they can fire."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, func, select
 
@@ -16,6 +16,14 @@ from engine.errors import DeployConflict
 from engine.kinds import CronDriven, QuietDriven, SignalKey, TriggerKind
 from engine.model import Workflow, compile_workflow
 from engine.registry import Registry, default_registry
+from engine.scoring.models import (
+    GRADE_MODEL,
+    SCORE_MODEL,
+    GradeModel,
+    ScoreModel,
+    compile_grade_model,
+    compile_score_model,
+)
 from engine.store.sql import insert_ignore
 from engine.store.tables import workflow_status, workflow_versions
 
@@ -29,6 +37,16 @@ class Catalog:
     index: dict[SignalKey, list[tuple[Workflow, TriggerKind]]] = field(default_factory=dict)
     cron: list[tuple[Workflow, int, CronDriven]] = field(default_factory=list)
     quiet: list[tuple[Workflow, int, QuietDriven]] = field(default_factory=list)
+    score_models: dict[str, list[ScoreModel]] = field(default_factory=dict)
+    grade_models: list[GradeModel] = field(default_factory=list)
+
+    def rollup(self, score: str) -> ScoreModel | None:
+        """The model that says how accounts roll this score up (None: plain sum)."""
+        models = self.score_models.get(score)
+        return models[0] if models else None
+
+    def decaying(self) -> list[ScoreModel]:
+        return [m for ms in self.score_models.values() for m in ms if m.decay is not None]
 
     @classmethod
     def load(cls, connection: Connection, registry: Registry | None = None) -> Catalog:
@@ -37,7 +55,23 @@ class Catalog:
             workflow_versions.c.workflow_id, func.max(workflow_versions.c.version)
         ).group_by(workflow_versions.c.workflow_id)
         for workflow_id, version in connection.execute(newest):
-            catalog.latest[workflow_id] = catalog.version(connection, workflow_id, version)
+            document: dict[str, Any] = (
+                connection.scalar(
+                    select(workflow_versions.c.document).where(
+                        workflow_versions.c.workflow_id == workflow_id,
+                        workflow_versions.c.version == version,
+                    )
+                )
+                or {}
+            )
+            kind = document.get("kind", "workflow")
+            if kind == SCORE_MODEL:
+                model = compile_score_model(document)
+                catalog.score_models.setdefault(model.score, []).append(model)
+            elif kind == GRADE_MODEL:
+                catalog.grade_models.append(compile_grade_model(document))
+            else:
+                catalog.latest[workflow_id] = catalog.version(connection, workflow_id, version)
         catalog.paused = set(
             connection.scalars(
                 select(workflow_status.c.workflow_id).where(workflow_status.c.paused.is_(True))
@@ -90,8 +124,25 @@ class DeployResult:
     status: str  # deployed | unchanged
 
 
+class Deployable(Protocol):
+    """A workflow or a model: anything stored as a versioned document."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def notes(self) -> str: ...
+    @property
+    def document(self) -> Mapping[str, Any]: ...
+    @property
+    def digest(self) -> str: ...
+
+
 def deploy(
-    connection: Connection, workflows: Iterable[Workflow], now: datetime
+    connection: Connection, workflows: Iterable[Deployable], now: datetime
 ) -> list[DeployResult]:
     """Store new versions. The same id and version with a different document is refused:
     a run pinned to a version must always find the document it started on."""

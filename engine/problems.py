@@ -15,10 +15,23 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.pointer or '/'}: {self.message}"
+        """One line, ``FILE: /pointer: message``, whatever characters the parts hold."""
+        return _one_line(f"{self.file}: {self.pointer or '/'}: {self.message}")
 
     def as_json(self) -> dict[str, str]:
         return {"file": self.file, "pointer": self.pointer, "message": self.message}
+
+
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a node id may hold a newline) written as escapes."""
+    return text.translate(_CONTROL).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:

@@ -42,11 +42,15 @@ from engine.store.tables import (
 )
 from engine.store.tables import audit as audit_table
 from engine.store.db import writer
+from engine.scoring.accounts import AccountChange, AccountRollup
+from engine.scoring.hooks import ScoringHooks
 from engine.templates import TemplateCatalog
 
 MAX_NODES_PER_WAKE = 1000
 """Loop guard: a run that executes more nodes than this in one wake is failed."""
 MAX_ENTRIES_PER_WAKE = 200
+MAX_ACCOUNT_ROUNDS = 5
+"""Account crossings that enter workflows that change scores that cross again: cut off."""
 """Cascade guard: workflows entering each other without end are cut off here."""
 BATCH_SIZE = 2000
 
@@ -184,7 +188,7 @@ class Runner:
             for message, row in zip(fresh, rows, strict=True):
                 state = wake.batch.contacts[row["contact_id"]]
                 wake.handle_message(state, message, min(message.timestamp, now))
-            wake.batch.flush()
+            wake.finish()
         return report
 
     # --- merging an anonymous contact into a known one ---------------------------------
@@ -225,7 +229,7 @@ class Runner:
                         target.last_entries[name] = entered
                 source.runs = []
                 wake.drain(target, moment, cause)
-                wake.batch.flush()
+                wake.finish()
                 for table in (events, audit_table, runs, waits):
                     connection.execute(
                         update(table)
@@ -254,7 +258,7 @@ class Runner:
                 .where(contacts.c.id == source_id)
                 .values(merged_into=target_id, updated_at=moment)
             )
-            wake.batch.flush()
+            wake.finish()
 
     # --- due waits -------------------------------------------------------------------
 
@@ -289,7 +293,7 @@ class Runner:
             wake.load({contact_id: now for contact_id in contact_ids})
             for contact_id in contact_ids:
                 wake.resume_due_waits(wake.batch.contacts[contact_id], now)
-            wake.batch.flush()
+            wake.finish()
             return wake.resumed
 
     def release_leases(self, now: datetime) -> int:
@@ -362,7 +366,7 @@ class Runner:
                                 "fired_at": moment,
                             }
                         )
-                    wake.batch.flush()
+                    wake.finish()
         return entered
 
     # --- schedules ---------------------------------------------------------------------
@@ -430,7 +434,7 @@ class Runner:
                         if wake.enter(state, workflow, moment, {}, cause):
                             entered += 1
                         wake.drain(state, moment, cause)
-                wake.batch.flush()
+                wake.finish()
         return entered
 
     def run_timers(self, now: datetime) -> int:
@@ -486,6 +490,9 @@ class Wake:
         self.queue: deque[Signal] = deque()
         self.resumed = 0
         self._quiet_by_event = self.catalog.quiet_events()
+        self.scoring = ScoringHooks(self.catalog)
+        self.accounts = AccountRollup(self.catalog)
+        self.last_moment: datetime | None = None
 
     def load(self, first_seen: Mapping[str, datetime]) -> None:
         new_ids = self.batch.load(first_seen, min(first_seen.values()))
@@ -507,6 +514,7 @@ class Wake:
     # --- messages ----------------------------------------------------------------------
 
     def handle_message(self, state: ContactState, message: Message, moment: datetime) -> None:
+        self.seen(moment)
         self.resume_due_waits(state, moment)
         cause = _describe_message(message)
         if state.new:
@@ -521,6 +529,10 @@ class Wake:
                 self._audit(
                     state, moment, "account", "account", state.account_id, message.group_id, cause
                 )
+                for name, value in state.scores.items():
+                    if state.account_id is not None:
+                        self.accounts.member_changed(state.account_id, name, value, 0.0)
+                    self.accounts.member_changed(message.group_id, name, 0.0, value)
                 state.account_id = message.group_id
                 state.dirty = True
                 state.updated_at = moment
@@ -552,6 +564,54 @@ class Wake:
         if message.type == "track":
             self.queue.append(Signal("event", message.event or "", properties=properties))
         self.drain(state, moment, cause)
+
+    def seen(self, moment: datetime) -> None:
+        """Remember the latest moment of this transaction (account roll-ups are stamped
+        with it)."""
+        if self.last_moment is None or moment > self.last_moment:
+            self.last_moment = moment
+
+    def finish(self) -> None:
+        """Write the batch, then the account roll-ups it caused; account crossings may
+        enter member contacts into workflows, whose changes are written in turn."""
+        for _ in range(MAX_ACCOUNT_ROUNDS):
+            self.batch.flush()
+            moment = self.last_moment
+            if moment is None:
+                break
+            changes = self.accounts.apply(self.connection, moment)
+            if not self._account_crossings(changes, moment):
+                break
+        self.batch.flush()
+
+    def _account_crossings(self, changes: list[AccountChange], moment: datetime) -> bool:
+        entered = False
+        for change in changes:
+            signal = Signal("account_score_changed", change.score, change.old, change.new)
+            for workflow, trigger in self.catalog.index.get(signal.key, ()):
+                members = list(
+                    self.connection.scalars(
+                        select(contacts.c.id)
+                        .where(
+                            contacts.c.account_id == change.account_id,
+                            contacts.c.merged_into.is_(None),
+                        )
+                        .order_by(contacts.c.id)
+                    )
+                )
+                if not members:
+                    continue
+                self.batch.load(dict.fromkeys(members, moment), moment)
+                cause = f"account {change.account_id}: {trigger.label()}"
+                first = self.batch.contacts[members[0]]
+                if not trigger.matches(signal, ContactFacts(self.batch, first, moment, {})):
+                    continue
+                for member in members:
+                    state = self.batch.contacts[member]
+                    if self.enter(state, workflow, moment, {"account": change.account_id}, cause):
+                        entered = True
+                    self.drain(state, moment, cause)
+        return entered
 
     def _where_holds(self, workflow: Workflow, run: RunState, facts: ContactFacts) -> bool:
         node = workflow.nodes.get(run.node or "")
@@ -680,6 +740,7 @@ class Wake:
     def advance(
         self, state: ContactState, run: RunState, node_id: str | None, moment: datetime, cause: str
     ) -> None:
+        self.seen(moment)
         workflow = self._workflow(run)
         context = RunContext(self, state, run, workflow, moment, cause)
         executed = 0
@@ -778,6 +839,9 @@ class Wake:
         state.updated_at = moment
         self._audit(state, moment, "score", name, old, value, cause, origin)
         self.queue.append(Signal("score_changed", name, old, value))
+        if value > old:
+            state.increased[name] = moment
+        self.scoring.score_changed(self, state, name, old, value, moment, cause)
 
     def change_attribute(
         self,
@@ -796,6 +860,23 @@ class Wake:
         state.updated_at = moment
         self._audit(state, moment, "attribute", name, old, value, cause, origin)
         self.queue.append(Signal("attribute_changed", name, old, value))
+        self.scoring.regrade(self, state, moment, cause)
+
+    def change_grade(
+        self,
+        state: ContactState,
+        name: str,
+        letter: str,
+        moment: datetime,
+        cause: str,
+        origin: tuple[str, int, str] | None = None,
+    ) -> None:
+        old = state.grades.get(name)
+        state.grades[name] = letter
+        state.dirty = True
+        state.updated_at = moment
+        self._audit(state, moment, "grade", name, old, letter, cause, origin)
+        self.queue.append(Signal("grade_changed", name, old, letter))
 
     def change_list(
         self,

@@ -36,6 +36,11 @@ def build_schema(registry: Registry) -> dict[str, Any]:
                 "description": "Address of this schema, for editors.",
                 "type": "string",
             },
+            "kind": {
+                "title": "Document kind",
+                "description": "Optional; 'workflow' (score and grade models have their own).",
+                "const": "workflow",
+            },
             "id": text(
                 "Id",
                 "Stable id of the workflow: lower case, digits, '-', '_' or '.'.",
@@ -105,7 +110,12 @@ def _dispatch(what: str, kinds: Any) -> dict[str, Any]:
         then: dict[str, Any] = {"properties": properties, "additionalProperties": False}
         if fragment.get("required"):
             then["required"] = list(fragment["required"])
-        branches.append({"if": {"properties": {"type": {"const": name}}}, "then": then})
+        branches.append(
+            {
+                "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+                "then": then,
+            }
+        )
     return {
         "title": what.capitalize(),
         "type": "object",

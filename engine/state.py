@@ -64,6 +64,7 @@ class ContactState:
     created_at: datetime
     scores: dict[str, float] = field(default_factory=dict)
     peaks: dict[str, float] = field(default_factory=dict)
+    increased: dict[str, datetime] = field(default_factory=dict)
     lists: set[str] = field(default_factory=set)
     runs: list[RunState] = field(default_factory=list)
     last_entries: dict[str, datetime] = field(default_factory=dict)
@@ -155,6 +156,8 @@ class Batch:
                 state = self.contacts[row.contact_id]
                 state.scores[row.name] = row.value
                 state.peaks[row.name] = row.peak
+                if row.increased_at is not None:
+                    state.increased[row.name] = row.increased_at
             members = select(list_members.c.contact_id, list_members.c.list_name).where(
                 list_members.c.contact_id.in_(part)
             )
@@ -239,6 +242,7 @@ class Batch:
                         "value": state.scores[name],
                         "peak": state.peaks.get(name, state.scores[name]),
                         "updated_at": state.updated_at,
+                        "increased_at": state.increased.get(name),
                     }
                 )
             state.dirty_scores.clear()
@@ -270,7 +274,13 @@ class Batch:
                 ),
                 contact_rows,
             )
-        upsert(conn, scores, score_rows, ("contact_id", "name"), ("value", "peak", "updated_at"))
+        upsert(
+            conn,
+            scores,
+            score_rows,
+            ("contact_id", "name"),
+            ("value", "peak", "updated_at", "increased_at"),
+        )
         if list_removes:
             conn.execute(
                 delete(list_members).where(

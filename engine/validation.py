@@ -9,19 +9,31 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import ValidationError
+from jsonschema import Draft202012Validator, ValidationError
 
 from engine.errors import InvalidWorkflow
 from engine.graph import check_graph
 from engine.model import Workflow, compile_workflow
 from engine.problems import Problem, pointer_of, suggest
 from engine.registry import Registry, default_registry
-from engine.schema import validator
+from engine.schema import build_schema, format_checker, validator
+from engine.scoring.models import (
+    GRADE_MODEL,
+    GRADE_MODEL_SCHEMA,
+    SCORE_MODEL,
+    SCORE_MODEL_SCHEMA,
+    GradeModel,
+    ModelError,
+    ScoreModel,
+    compile_grade_model,
+    compile_score_model,
+)
 
 
 @dataclass
@@ -29,6 +41,7 @@ class Validation:
     """The outcome of validating a set of documents together."""
 
     workflows: list[Workflow] = field(default_factory=list)
+    models: list[ScoreModel | GradeModel] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     files: int = 0
 
@@ -95,6 +108,13 @@ def validate_documents(
             ids.add(document["id"])
     for file, document in docs:
         result.files += 1
+        kind = document.get("kind", "workflow") if isinstance(document, dict) else "workflow"
+        if kind != "workflow":
+            found, model = check_model(document, file, registry)
+            result.problems.extend(found)
+            if model is not None:
+                result.models.append(model)
+            continue
         problems = check_document(document, file, registry)
         if isinstance(document, dict):
             key = (_hashable(document.get("id")), _hashable(document.get("version")))
@@ -133,6 +153,56 @@ def check_document(document: Any, file: str, registry: Registry) -> list[Problem
         except InvalidWorkflow as exc:
             problems.extend(p for p in exc.problems if isinstance(p, Problem))
     return _unique(problems)
+
+
+MODEL_KINDS: dict[
+    str, tuple[dict[str, Any], Callable[[Mapping[str, Any]], ScoreModel | GradeModel]]
+] = {
+    SCORE_MODEL: (SCORE_MODEL_SCHEMA, compile_score_model),
+    GRADE_MODEL: (GRADE_MODEL_SCHEMA, compile_grade_model),
+}
+DOCUMENT_KINDS = ("workflow", *MODEL_KINDS)
+
+
+@cache
+def _model_validator(kind: str) -> Draft202012Validator:
+    schema = MODEL_KINDS[kind][0]
+    defs = build_schema(default_registry())["$defs"]
+    full = {
+        **schema,
+        "$defs": {
+            **schema.get("$defs", {}),
+            "condition": defs["condition"],
+            "duration": defs["duration"],
+        },
+    }
+    return Draft202012Validator(full, format_checker=format_checker())
+
+
+def check_model(
+    document: dict[str, Any], file: str, registry: Registry
+) -> tuple[list[Problem], ScoreModel | GradeModel | None]:
+    """Score and grade models: the same schema-then-semantics passes as workflows."""
+    kind = document.get("kind")
+    if kind not in MODEL_KINDS:
+        hint = suggest(str(kind), DOCUMENT_KINDS)
+        return [
+            Problem(
+                file,
+                "/kind",
+                f"unknown document kind {kind!r}{hint}"
+                + ("" if hint else f" (expected one of {', '.join(DOCUMENT_KINDS)})"),
+            )
+        ], None
+    errors = list(_model_validator(str(kind)).iter_errors(document))
+    typos = _typos(errors)
+    problems = _unique([p for e in errors for p in _explain(e, file, registry, typos)])
+    if problems:
+        return sorted(problems), None
+    try:
+        return [], MODEL_KINDS[str(kind)][1](document)
+    except ModelError as exc:
+        return [Problem(file, exc.pointer, exc.message)], None
 
 
 def _check_references(document: Mapping[str, Any], file: str, ids: set[str]) -> list[Problem]:
@@ -239,7 +309,7 @@ def _describe(value: Any) -> str:
     shown = json.dumps(value, ensure_ascii=False)
     if len(shown) > 40:
         shown = shown[:37] + "..."
-    return name if isinstance(value, dict | list) else f"{name} {shown}"
+    return name if isinstance(value, dict | list) or value is None else f"{name} {shown}"
 
 
 _TYPE_WORDS = {
@@ -292,12 +362,13 @@ def _explain(
         return
     if validator_name == "enum" and path and path[-1] == "type" and len(path) == 3:
         what = "node" if path[0] == "nodes" else "trigger"
-        yield Problem(
-            file,
-            pointer,
-            f"unknown {what} type {instance!r}{suggest(str(instance), value)}"
-            + ("" if suggest(str(instance), value) else f" (expected one of {', '.join(value)})"),
-        )
+        names = ", ".join(value)
+        if not isinstance(instance, str):
+            message = f"expected a {what} type ({names}), found {_describe(instance)}"
+        else:
+            hint = suggest(instance, value)
+            message = f"unknown {what} type {instance!r}" + (hint or f" (expected one of {names})")
+        yield Problem(file, pointer, message)
         return
     if validator_name == "pattern" and path == ("nodes",):
         pointer = pointer_of((*path, instance))  # the node whose id is wrong

@@ -6,12 +6,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from engine.clock import format_timestamp
 from engine.errors import UnknownContact
 from engine.store.sql import chunks
 from engine.store.tables import (
+    account_scores,
     accounts,
     audit,
     contacts,
@@ -126,18 +127,12 @@ def summary(connection: Connection) -> dict[str, Any]:
         )
     )
     contact_map = contact_views(connection, ids)
-    account_scores: dict[str, dict[str, float]] = defaultdict(dict)
-    rollup = (
-        select(contacts.c.account_id, scores.c.name, func.sum(scores.c.value))
-        .join(scores, scores.c.contact_id == contacts.c.id)
-        .where(contacts.c.account_id.is_not(None), contacts.c.merged_into.is_(None))
-        .group_by(contacts.c.account_id, scores.c.name)
-    )
-    for account_id, name, total in connection.execute(rollup):
-        account_scores[account_id][name] = _number(total)
+    rolled: dict[str, dict[str, float]] = defaultdict(dict)
+    for row in connection.execute(select(account_scores)):
+        rolled[row.account_id][row.name] = _number(row.value)
     account_map = {
         row.id: {
-            "scores": dict(sorted(account_scores.get(row.id, {}).items())),
+            "scores": dict(sorted(rolled.get(row.id, {}).items())),
             "traits": dict(row.traits),
         }
         for row in connection.execute(select(accounts).order_by(accounts.c.id))

@@ -421,12 +421,14 @@ JSON = st.recursive(
 @st.composite
 def leaves(draw: st.DrawFn) -> dict[str, Any]:
     """Leaves of the right shape with arbitrary operands (these mostly compile)."""
+    mostly_right = draw(st.integers(0, 5)) > 0
     subject = draw(st.sampled_from(sorted(SUBJECTS)))
-    leaf: dict[str, Any] = {subject: draw(NAMES | SCALARS)}
+    leaf: dict[str, Any] = {subject: draw(NAMES if mostly_right else SCALARS)}
     if subject != "in_list":
-        leaf[draw(st.sampled_from(sorted(OPERATORS)))] = draw(JSON)
+        operand = SCALARS | st.lists(SCALARS, max_size=3) if mostly_right else JSON
+        leaf[draw(st.sampled_from(sorted(OPERATORS)))] = draw(operand)
     if subject == "event" and draw(st.booleans()):
-        leaf["within"] = draw(SCALARS)
+        leaf["within"] = draw(st.sampled_from(["P1D", "PT1H", "P1M"]) if mostly_right else SCALARS)
     return leaf
 
 

@@ -32,6 +32,13 @@ class ScoreCrossed(TriggerKind):
                 "description": "Fire when the score falls from this or more to under this.",
                 "type": "number",
             },
+            "of": {
+                "title": "Whose score",
+                "description": "'contact' (default) or 'account': an account crossing enters "
+                "every member of the account.",
+                "enum": ["contact", "account"],
+                "default": "contact",
+            },
         },
         "required": [],
     }
@@ -39,16 +46,23 @@ class ScoreCrossed(TriggerKind):
     score: str
     threshold: float
     rising: bool
+    of: str = "contact"
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Self:
         if ("above" in data) == ("below" in data):
             raise ValueError("expected exactly one of above, below")
         rising = "above" in data
-        return cls(data.get("score", "SCORE"), float(data["above" if rising else "below"]), rising)
+        return cls(
+            data.get("score", "SCORE"),
+            float(data["above" if rising else "below"]),
+            rising,
+            data.get("of", "contact"),
+        )
 
     def keys(self) -> tuple[SignalKey, ...]:
-        return (("score_changed", self.score),)
+        kind = "account_score_changed" if self.of == "account" else "score_changed"
+        return ((kind, self.score),)
 
     def crossed(self, old: float, new: float) -> bool:
         if self.rising:
@@ -59,4 +73,6 @@ class ScoreCrossed(TriggerKind):
         return self.crossed(float(signal.old or 0.0), float(signal.new or 0.0))
 
     def label(self) -> str:
-        return f"{self.score} {'reaches' if self.rising else 'falls under'} {self.threshold:g}"
+        whose = "account " if self.of == "account" else ""
+        verb = "reaches" if self.rising else "falls under"
+        return f"{whose}{self.score} {verb} {self.threshold:g}"

@@ -74,7 +74,19 @@ scores = Table(
     Column("value", Float, nullable=False),
     Column("peak", Float, nullable=False),
     Column("updated_at", TS, nullable=False),
+    Column("increased_at", TS),
+    Column("decayed_at", TS),
+    Column("decayed_from", Float),
     Index("ix_scores_name_value", "name", "value"),
+)
+
+account_scores = Table(
+    "account_scores",
+    metadata,
+    Column("account_id", String(320), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("value", Float, nullable=False),
+    Column("updated_at", TS, nullable=False),
 )
 
 list_members = Table(

@@ -1,0 +1,515 @@
+"""The worker across real OS processes: every due wait is resumed exactly once with two
+workers on PostgreSQL and on SQLite, a SIGKILLed worker loses nothing (its leases expire and
+another worker takes over), SIGTERM finishes the batch in hand and exits 0; plus the
+scheduler's job settings.
+
+The multi-process tests start ``tests/worker_child.py`` (the real Worker job in a loop, with a
+start barrier so two children really race) or the real ``leadflow worker`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from apscheduler.executors.pool import ThreadPoolExecutor
+from sqlalchemy import func, select, text
+
+from engine.api import Leadflow
+from engine.clock import VirtualClock, format_timestamp
+from engine.runner import Runner
+from engine.store.db import make_engine, open_engine
+from engine.store.tables import audit, metadata, runs, scores, waits
+from engine.worker import Worker, WorkerSettings
+
+CHILD = Path(__file__).with_name("worker_child.py")
+LEADFLOW = Path(sys.executable).with_name("leadflow")
+
+WORKFLOW = {
+    "id": "resume-once",
+    "version": 1,
+    "name": "Resume once",
+    "triggers": [{"type": "event", "event": "Go"}],
+    "start": "w",
+    "nodes": {
+        "w": {"type": "wait", "for": "PT1M", "next": "mark"},
+        "mark": {"type": "update_score", "score": "RESUMED", "add": 1},
+    },
+}
+
+
+# --- set-up and bookkeeping --------------------------------------------------------------
+
+
+@pytest.fixture
+def pg(pg_url: str) -> str:
+    """The session's PostgreSQL database, emptied."""
+    engine = make_engine(pg_url)
+    with engine.begin() as connection:
+        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+    engine.dispose()
+    return pg_url
+
+
+def populate(url: str, count: int, now: datetime, first: int = 0) -> None:
+    """Deploy the workflow and send one Go an hour before ``now`` for each of ``count``
+    contacts, so every run waits on a wait that is already due."""
+    past = format_timestamp(now - timedelta(hours=1))
+    with Leadflow(url, VirtualClock(now)) as flow:
+        flow.deploy([WORKFLOW])
+        if not count:
+            return
+        report = flow.send(
+            {
+                "type": "track",
+                "userId": f"c{i:05d}",
+                "event": "Go",
+                "messageId": f"go-{i}",
+                "timestamp": past,
+            }
+            for i in range(first, first + count)
+        )
+    assert (report.taken, report.rejected) == (count, 0)
+
+
+def tally(url: str) -> dict[str, int]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as c:
+
+            def count(table: Any, *where: Any) -> int:
+                return int(c.scalar(select(func.count()).select_from(table).where(*where)) or 0)
+
+            return {
+                "waits": count(waits),
+                "leased": count(waits, waits.c.lease_owner.is_not(None)),
+                "waiting": count(runs, runs.c.state == "waiting"),
+                "completed": count(runs, runs.c.state == "completed"),
+                "other_runs": count(runs, runs.c.state.not_in(("waiting", "completed"))),
+                "scored_once": count(scores, scores.c.name == "RESUMED", scores.c.value == 1),
+                "scored_otherwise": count(scores, scores.c.name == "RESUMED", scores.c.value != 1),
+                "audited": count(audit, audit.c.subject == "score", audit.c.name == "RESUMED"),
+            }
+    finally:
+        engine.dispose()
+
+
+def assert_consistent(t: dict[str, int], total: int) -> None:
+    """Every contact is either still waiting (wait row, waiting run, no score) or resumed
+    exactly once (completed run, RESUMED 1, one audit row): nothing half done, nothing twice."""
+    assert t["waits"] == t["waiting"], t
+    assert t["waiting"] + t["completed"] == total, t
+    assert t["scored_once"] == t["audited"] == t["completed"], t
+    assert t["scored_otherwise"] == t["other_runs"] == 0, t
+
+
+def assert_exactly_once(url: str, total: int) -> None:
+    t = tally(url)
+    assert t == {
+        "waits": 0,
+        "leased": 0,
+        "waiting": 0,
+        "completed": total,
+        "other_runs": 0,
+        "scored_once": total,
+        "scored_otherwise": 0,
+        "audited": total,
+    }
+
+
+def waits_left(url: str) -> tuple[int, int]:
+    """(waits, leased waits), read without blocking on anyone's locks."""
+    t = tally(url)
+    return t["waits"], t["leased"]
+
+
+# --- child processes ---------------------------------------------------------------------
+
+
+class Child:
+    """A child process whose stdout lines are read with a timeout (stderr goes to a file)."""
+
+    def __init__(self, args: list[str], log: Path, stdin: bool = False) -> None:
+        self.log = log
+        self._err: IO[bytes] = log.open("wb")
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def line(self, timeout: float) -> str:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no output from {self.proc.args} in {timeout} s:\n{self.stderr()}")
+        if line is None:
+            pytest.fail(f"{self.proc.args} ended (rc {self.proc.wait()}):\n{self.stderr()}")
+        return line
+
+    def tell(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def stderr(self) -> str:
+        self._err.flush()
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{self.proc.args} still running after {timeout} s:\n{self.stderr()}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._err.close()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Any]:
+    """Start children; the ones still running at the end are killed (by their own pid)."""
+    children: list[Child] = []
+
+    def start(*args: str, stdin: bool = False) -> Child:
+        child = Child(list(args), tmp_path / f"child-{len(children)}.err", stdin)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.close()
+
+
+def leadflow(*args: str) -> list[str]:
+    assert LEADFLOW.exists(), f"the leadflow console script is not installed at {LEADFLOW}"
+    return [str(LEADFLOW), *args]
+
+
+def is_stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def freeze(pid: int) -> None:
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while not is_stopped(pid):
+        assert time.monotonic() < deadline, "SIGSTOP did not stop the worker"
+        time.sleep(0.001)
+
+
+def wait_for_progress(child: Child, url: str, total: int, done: int, timeout: float = 60) -> int:
+    """Poll until at least ``done`` of ``total`` waits are gone; returns the waits left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left, _ = waits_left(url)
+        if total - left >= done:
+            return left
+        if child.proc.poll() is not None:
+            pytest.fail(f"the worker ended early (rc {child.proc.returncode}):\n{child.stderr()}")
+        assert time.monotonic() < deadline, f"no progress: {left} of {total} waits left"
+        time.sleep(0.01)
+
+
+def freeze_mid_batch(child: Child, url: str, total: int, batch: int) -> int:
+    """SIGSTOP the worker at a moment it holds leases it has not committed the resumption of
+    (claimed, not yet done), after it committed at least one batch. Returns its lease count."""
+    deadline = time.monotonic() + 60
+    wait_for_progress(child, url, total, batch)
+    while True:
+        freeze(child.pid)
+        _, leased = waits_left(url)
+        if leased:
+            return leased
+        os.kill(child.pid, signal.SIGCONT)  # between two batches: let it claim the next
+        assert child.proc.poll() is None, child.stderr()
+        assert time.monotonic() < deadline, "never caught the worker mid-batch"
+        time.sleep(0.003)
+
+
+def finish(url: str, now: datetime) -> int:
+    """Another worker, in this process, with a clock ``now``: the reaper, then the drain."""
+    engine = make_engine(url)
+    try:
+        worker = Worker(Runner(engine, VirtualClock(now)), WorkerSettings(batch=1000))
+        worker.reap()
+        worker.resume_waits()
+        return worker.resumed
+    finally:
+        engine.dispose()
+
+
+def once(spawn: Any, url: str) -> int:
+    """``leadflow worker --once`` in its own process; returns the runs it resumed."""
+    child = spawn(*leadflow("worker", "--db", url, "--once"))
+    line = child.line(60)
+    assert child.wait(30) == 0, child.stderr()
+    assert line.endswith(" run(s) resumed or entered"), line
+    return int(line.split()[0])
+
+
+# --- exactly once with two processes -----------------------------------------------------
+
+
+def race(spawn: Any, url: str, batch: int) -> list[dict[str, Any]]:
+    """Two worker_child drains started together; returns their reports."""
+    children = [
+        spawn(sys.executable, str(CHILD), "drain", url, str(batch), stdin=True) for _ in range(2)
+    ]
+    for child in children:
+        assert child.line(60) == "ready"
+    for child in children:
+        child.tell("go")
+    reports = [json.loads(child.line(120)) for child in children]
+    for child in children:
+        assert child.wait(30) == 0, child.stderr()
+    return reports
+
+
+@pytest.mark.slow
+def test_two_postgresql_workers_resume_10000_waits_exactly_once(
+    pg: str, spawn: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    total = 10_000
+    populate(pg, total, datetime.now(UTC))
+    assert tally(pg)["waits"] == total
+
+    reports = race(spawn, pg, batch=250)
+
+    assert_exactly_once(pg, total)
+    assert sum(r["resumed"] for r in reports) == total, reports
+    assert len({r["owner"] for r in reports}) == 2
+    # Both started at the same moment on 40 batches of 250: SKIP LOCKED shares the work.
+    assert all(r["resumed"] > 0 for r in reports), reports
+    with capsys.disabled():
+        print(f"\nPostgreSQL split of {total} waits: {reports}")
+
+
+@pytest.mark.slow
+def test_two_sqlite_workers_resume_2000_waits_exactly_once(
+    tmp_path: Path, spawn: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'leadflow.db'}"
+    total = 2_000
+    populate(url, total, datetime.now(UTC))
+    assert tally(url)["waits"] == total
+
+    reports = race(spawn, url, batch=100)
+
+    assert_exactly_once(url, total)
+    # SQLite's write lock is not fair (busy-timeout polling), so one worker may do it all.
+    assert sum(r["resumed"] for r in reports) == total, reports
+    with capsys.disabled():
+        print(f"\nSQLite split of {total} waits: {reports}")
+
+
+# --- SIGKILL -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigkill_before_commit_loses_nothing_and_doubles_nothing(pg: str, spawn: Any) -> None:
+    total, claimed = 1_000, 400
+    now = datetime.now(UTC)
+    populate(pg, total, now)
+    child = spawn(sys.executable, str(CHILD), "hang", pg, str(claimed), now.isoformat())
+    assert child.line(60) == "flushed"
+    # Every change of the batch is written but not committed: nobody sees any of it.
+    during = tally(pg)
+    assert (during["waits"], during["leased"], during["audited"]) == (total, claimed, 0), during
+
+    child.proc.send_signal(signal.SIGKILL)
+    assert child.wait(10) == -signal.SIGKILL
+    after = tally(pg)
+    assert (after["waits"], after["leased"], after["completed"]) == (total, claimed, 0), after
+
+    # Another worker at the same moment leaves the dead worker's leases alone ...
+    assert finish(pg, now) == total - claimed
+    t = tally(pg)
+    assert (t["waits"], t["leased"], t["completed"]) == (claimed, claimed, total - claimed), t
+    assert_consistent(t, total)
+    # ... and once they expired, the reaper frees them and they are resumed, once.
+    assert finish(pg, now + timedelta(minutes=11)) == claimed
+    assert_exactly_once(pg, total)
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_leadflow_worker_mid_batch(pg: str, spawn: Any) -> None:
+    total, batch = 8_000, 250
+    populate(pg, total, datetime.now(UTC))
+    worker = spawn(*leadflow("worker", "--db", pg, "--batch", str(batch)))
+    leased = freeze_mid_batch(worker, pg, total, batch)
+    worker.proc.send_signal(signal.SIGKILL)
+    assert worker.wait(10) == -signal.SIGKILL
+
+    after = tally(pg)
+    assert 0 < after["leased"] == leased <= batch, after
+    assert 0 < after["completed"] < total, after
+    assert_consistent(after, total)
+
+    # A second real worker takes everything but the dead worker's unexpired leases ...
+    assert once(spawn, pg) == after["waits"] - leased
+    t = tally(pg)
+    assert (t["waits"], t["leased"]) == (leased, leased), t
+    assert_consistent(t, total)
+    # ... which expire after 5 minutes: then they are resumed exactly once.
+    assert finish(pg, datetime.now(UTC) + timedelta(minutes=6)) == leased
+    assert_exactly_once(pg, total)
+
+
+# --- SIGTERM -----------------------------------------------------------------------------
+
+
+def sigterm(worker: Child, url: str, total: int) -> tuple[dict[str, int], float]:
+    """SIGTERM the worker; it must exit 0 soon with no batch half done."""
+    worker.proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    rc = worker.wait(20)
+    took = time.monotonic() - sent
+    assert rc == 0, worker.stderr()
+    assert took < 10, f"{took:.1f} s to stop"
+    assert "finishing the current batch" in worker.stderr()
+    t = tally(url)
+    assert t["leased"] == 0, t  # the claimed batch was finished, none was claimed after
+    assert_consistent(t, total)
+    return t, took
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_first_drain_finishes_the_batch_and_exits_0(
+    pg: str, spawn: Any
+) -> None:
+    total, batch = 8_000, 250
+    populate(pg, total, datetime.now(UTC))
+    worker = spawn(*leadflow("worker", "--db", pg, "--batch", str(batch)))
+    wait_for_progress(worker, pg, total, batch)
+    t, _ = sigterm(worker, pg, total)
+    assert 0 < t["waits"] < total, t  # it stopped early rather than draining everything
+
+    assert once(spawn, pg) == t["waits"]
+    assert_exactly_once(pg, total)
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_scheduled_job_finishes_the_batch_and_exits_0(
+    pg: str, spawn: Any
+) -> None:
+    total, batch = 8_000, 250
+    populate(pg, 0, datetime.now(UTC))
+    worker = spawn(*leadflow("worker", "--db", pg, "--batch", str(batch)))
+    deadline = time.monotonic() + 60
+    while "Scheduler started" not in worker.stderr():
+        assert worker.proc.poll() is None and time.monotonic() < deadline, worker.stderr()
+        time.sleep(0.02)
+    # Paused while the waits arrive; on SIGCONT the overdue job runs (no misfire limit).
+    freeze(worker.pid)
+    populate(pg, total, datetime.now(UTC))
+    os.kill(worker.pid, signal.SIGCONT)
+    wait_for_progress(worker, pg, total, batch)
+    t, _ = sigterm(worker, pg, total)
+    assert 0 < t["waits"] < total, t
+
+    assert once(spawn, pg) == t["waits"]
+    assert_exactly_once(pg, total)
+
+
+# --- the scheduler -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_worker(tmp_path: Path) -> Iterator[Worker]:
+    engine = open_engine(f"sqlite:///{tmp_path / 'leadflow.db'}")
+    settings = WorkerSettings(
+        wait_poll_seconds=2, timers_poll_seconds=3, reaper_seconds=5, catalog_refresh_seconds=7
+    )
+    yield Worker(Runner(engine, VirtualClock(datetime(2026, 1, 5, tzinfo=UTC))), settings)
+    engine.dispose()
+
+
+def test_scheduler_has_fixed_jobs_that_never_skip(sqlite_worker: Worker) -> None:
+    scheduler = sqlite_worker.scheduler()
+    # Job defaults are applied when the scheduler starts: start it paused so nothing runs.
+    thread = threading.Thread(target=scheduler.start, kwargs={"paused": True}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not scheduler.running:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        jobs = {job.id: job for job in scheduler.get_jobs()}
+    finally:
+        scheduler.shutdown(wait=False)
+        thread.join(10)
+    assert not thread.is_alive()
+    assert set(jobs) == {"resume-waits", "timers", "lease-reaper", "catalog-refresh"}
+    for job in jobs.values():
+        assert job.max_instances == 1, job
+        assert job.coalesce is True, job
+        assert job.misfire_grace_time is None, job
+    intervals = {i: job.trigger.interval.total_seconds() for i, job in jobs.items()}
+    assert intervals == {
+        "resume-waits": 2,
+        "timers": 3,
+        "lease-reaper": 5,
+        "catalog-refresh": 7,
+    }
+    funcs = {i: job.func.__name__ for i, job in jobs.items()}
+    assert funcs == {
+        "resume-waits": "resume_waits",
+        "timers": "timers",
+        "lease-reaper": "reap",
+        "catalog-refresh": "refresh",
+    }
+    executor = scheduler._lookup_executor("default")
+    assert isinstance(executor, ThreadPoolExecutor)
+
+
+def test_resume_waits_stops_between_batches(sqlite_worker: Worker) -> None:
+    sqlite_worker.stopping.set()
+    sqlite_worker.resume_waits()
+    assert sqlite_worker.resumed == 0
+
+
+def test_a_stop_asked_before_the_scheduler_starts_still_stops_it(sqlite_worker: Worker) -> None:
+    """SIGTERM while the worker drains at start-up: run() returns instead of scheduling."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    sqlite_worker.stopping.set()
+    # If run() blocked in the scheduler, this SIGINT (handled by the worker) would end it.
+    timer = threading.Timer(5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    try:
+        sqlite_worker.run()
+    finally:
+        timer.cancel()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert time.monotonic() - started < 3
