@@ -55,7 +55,10 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
         for problem in result.problems:
             click.echo(str(problem))
         if result.ok:
-            click.echo(f"{len(result.workflows)} workflow(s) valid", err=True)
+            click.echo(
+                f"{len(result.workflows)} workflow(s) and {len(result.models)} model(s) valid",
+                err=True,
+            )
     sys.exit(0 if result.ok else EXIT_INPUT)
 
 
@@ -143,7 +146,9 @@ def deploy(paths: tuple[Path, ...], db_url: str | None) -> None:
     engine = open_store(db_url)
     try:
         with writer(engine).begin() as connection:
-            results = deploy_workflows(connection, result.workflows, SystemClock().now())
+            results = deploy_workflows(
+                connection, [*result.workflows, *result.models], SystemClock().now()
+            )
     except DeployConflict as exc:
         raise click.ClickException(str(exc)) from None
     for item in results:

@@ -24,8 +24,13 @@ from engine.clock import Clock, ensure_utc, format_timestamp
 from engine.errors import ActionFailed
 from engine.kinds import AwaitEvent, Continue, Signal, Sleep, Step
 from engine.model import Workflow
+from engine.scoring.accounts import AccountChange, AccountRollup
+from engine.scoring.decay import decay_once
+from engine.scoring.hooks import ScoringHooks
+from engine.scoring.models import ScoreModel
 from engine.segment import Message, Rejection
 from engine.state import Batch, ContactFacts, ContactState, RunState, WaitState
+from engine.store.db import writer
 from engine.store.sql import chunks, insert_for, insert_ignore, is_postgres
 from engine.store.tables import (
     accounts,
@@ -41,9 +46,6 @@ from engine.store.tables import (
     workflow_versions,
 )
 from engine.store.tables import audit as audit_table
-from engine.store.db import writer
-from engine.scoring.accounts import AccountChange, AccountRollup
-from engine.scoring.hooks import ScoringHooks
 from engine.templates import TemplateCatalog
 
 MAX_NODES_PER_WAKE = 1000
@@ -323,6 +325,9 @@ class Runner:
             for workflow, position, cron in self.catalog.cron:
                 since = self._schedule_since(connection, workflow, position)
                 moments.append(cron.next_fire_after(since))
+            for model in self.catalog.decaying():
+                assert model.decay is not None
+                moments.append(model.decay.every.after(self._decay_since(connection, model)))
         present = [ensure_utc(m) for m in moments if m is not None]
         return min(present) if present else None
 
@@ -437,6 +442,48 @@ class Runner:
                 wake.finish()
         return entered
 
+    # --- decay ------------------------------------------------------------------------
+
+    def _decay_key(self, model: ScoreModel) -> str:
+        return f"decay:{model.id}"
+
+    def _decay_since(self, connection: Connection, model: ScoreModel) -> datetime:
+        last = connection.scalar(
+            select(func.max(schedule_fires.c.fire_at)).where(
+                schedule_fires.c.workflow_id == self._decay_key(model)
+            )
+        )
+        if last is None:
+            last = connection.scalar(
+                select(func.min(workflow_versions.c.deployed_at)).where(
+                    workflow_versions.c.workflow_id == model.id
+                )
+            )
+        return ensure_utc(last) if last is not None else self.clock.now()
+
+    def fire_decay(self, now: datetime) -> int:
+        """Every decay tick due by ``now``, each taken by one worker, each at its moment."""
+        fallen = 0
+        for model in self.catalog.decaying():
+            assert model.decay is not None
+            with self.engine.connect() as connection:
+                tick = model.decay.every.after(self._decay_since(connection, model))
+            while tick <= now:
+                with self.writer.begin() as connection:
+                    taken = connection.execute(
+                        insert_for(connection, schedule_fires).on_conflict_do_nothing(),
+                        {
+                            "workflow_id": self._decay_key(model),
+                            "trigger_index": 0,
+                            "fire_at": tick,
+                            "taken_by": self.owner,
+                        },
+                    ).rowcount
+                if taken:
+                    fallen += decay_once(self, model, tick)
+                tick = model.decay.every.after(tick)
+        return fallen
+
     def run_timers(self, now: datetime) -> int:
         """Everything timed that is due at ``now``: waits, quiet spells, schedules."""
         done = 0
@@ -447,6 +494,7 @@ class Runner:
                 break
         done += self.fire_quiet(now)
         done += self.fire_schedules(now)
+        done += self.fire_decay(now)
         return done
 
 
@@ -674,6 +722,8 @@ class Wake:
 
     def drain(self, state: ContactState, moment: datetime, cause: str) -> None:
         """Let queued signals enter workflows until none are left (or the guard trips)."""
+        if not self.queue:
+            return
         entries = 0
         while self.queue:
             signal = self.queue.popleft()
@@ -702,9 +752,21 @@ class Wake:
                         cause,
                     )
                     self.queue.clear()
-                    return
+                    break
                 if self.enter(state, workflow, moment, signal.properties or {}, cause):
                     entered.add(workflow.id)
+        self._reach_goals(state, moment)
+
+    def _reach_goals(self, state: ContactState, moment: datetime) -> None:
+        """End waiting runs whose ``exit_when`` now holds: a goal reached by another run's
+        change ends the run at once, not when its wait comes due."""
+        for run in state.runs:
+            if run.state != "waiting":
+                continue
+            workflow = self._workflow(run)
+            facts = ContactFacts(self.batch, state, moment, run.properties)
+            if workflow.exit_when is not None and workflow.exit_when(facts):
+                self.end(state, run, moment, "exited", "goal")
 
     def enter(
         self,

@@ -81,7 +81,7 @@ def simulate(
             start = messages[0].timestamp if messages else None
             clock = VirtualClock(start or _epoch())
             with writer(engine).begin() as connection:
-                deploy(connection, validation.workflows, clock.now())
+                deploy(connection, [*validation.workflows, *validation.models], clock.now())
             runner = Runner(engine, clock, TemplateCatalog.near(paths))
             if rejections:
                 runner.ingest(rejections, source=str(events_path))
@@ -108,7 +108,11 @@ def run_clock(
     index = 0
     while True:
         next_event = messages[index].timestamp if index < total else None
-        next_timer = _next_timer(runner, finite_only=next_event is None)
+        if next_event is None and until is not None:
+            # with --until the clock goes on to it: schedules fire on the way
+            next_timer = runner.next_due(include_waits=True)
+        else:
+            next_timer = _next_timer(runner, finite_only=next_event is None)
         candidates = [m for m in (next_event, next_timer) if m is not None]
         if not candidates:
             return
@@ -123,10 +127,16 @@ def run_clock(
             runner.run_timers(next_timer)
             continue
         end = index
+        # a quiet spell started by a message of this batch must not come due inside it
+        horizon = min(
+            (t.quiet_for.after(messages[index].timestamp) for _, _, t in runner.catalog.quiet),
+            default=None,
+        )
         while (
             end < total
             and end - index < BATCH_SIZE
             and (next_timer is None or messages[end].timestamp < next_timer)
+            and (end == index or horizon is None or messages[end].timestamp < horizon)
             and (until is None or messages[end].timestamp <= until)
         ):
             end += 1

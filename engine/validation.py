@@ -56,7 +56,7 @@ def workflow_files(paths: Iterable[str | Path]) -> Iterator[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*.json") if not p.name.endswith("schema.json"))
+            yield from sorted(p for p in path.glob("*.json") if not p.name.endswith("schema.json"))
         else:
             yield path
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from types import FrameType
 
+from apscheduler.events import EVENT_SCHEDULER_START
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -54,6 +55,7 @@ class Worker:
         now = self.runner.clock.now()
         self.runner.fire_quiet(now)
         self.runner.fire_schedules(now)
+        self.runner.fire_decay(now)
 
     def reap(self) -> None:
         released = self.runner.release_leases(self.runner.clock.now())
@@ -87,10 +89,17 @@ class Worker:
         def stop(signum: int, _frame: FrameType | None) -> None:
             log.info("signal %d: finishing the current batch, then stopping", signum)
             self.stopping.set()
-            scheduler.shutdown(wait=False)
+            if scheduler.running:  # not yet during the start-up drain below
+                scheduler.shutdown(wait=False)
 
+        def started(_event: object) -> None:
+            if self.stopping.is_set() and scheduler.running:  # asked before start()
+                scheduler.shutdown(wait=False)
+
+        scheduler.add_listener(started, EVENT_SCHEDULER_START)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         self.resume_waits()
-        self.timers()
+        if not self.stopping.is_set():
+            self.timers()
         scheduler.start()

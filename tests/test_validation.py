@@ -36,8 +36,8 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
         ("/triggers/0/type", "unknown trigger type 'evnt'; did you mean 'event'?")
     ],
     "unknown-key.json": [
-        ("/exit_wehn", "unknown key 'exit_wehn' in workflow (expected $schema, id, version, "),
-        ("/exit_wehn", "; did you mean 'exit_when'?"),
+        ("/exit_wehn", "unknown key 'exit_wehn' in workflow (expected $schema, "),
+        ("/exit_wehn", "exit_when, start, nodes); did you mean 'exit_when'?"),
     ],
     "missing-required-key.json": [
         ("/nodes/done/list", "missing required key 'list': an add_to_list node needs list")

@@ -151,7 +151,8 @@ class Child:
             text=True,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -190,8 +191,11 @@ class Child:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(10)
-        self._err.close()
+        self.proc.wait(10)
+        self._reader.join(10)
+        for stream in (self.proc.stdin, self.proc.stdout, self._err):
+            if stream is not None:
+                stream.close()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import datetime
 
 from sqlalchemy import Connection, desc, func, select, update
@@ -98,6 +99,7 @@ def recompute(
         total = connection.scalar(select(func.coalesce(func.sum(ranked.c.value), 0.0)))
     else:
         sub = members.subquery()
+        combined: Any
         if method == "max":
             combined = func.max(sub.c.value)
         elif method == "average":
