@@ -62,9 +62,7 @@ class Leadflow:
         paths = [Path(s) for s in items if not isinstance(s, Mapping)]
         validation = validate_paths(paths) if paths else None
         problems = list(validation.problems) if validation else []
-        workflows: list[Any] = (
-            [*validation.workflows, *validation.models] if validation else []
-        )
+        workflows: list[Any] = [*validation.workflows, *validation.models] if validation else []
         if documents:
             checked = validate_documents((f"<document {i}>", d) for i, d in enumerate(documents))
             problems.extend(checked.problems)

@@ -18,9 +18,10 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import func, select, update
 
 from engine.catalog import deploy as deploy_workflows
+from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
 from engine.clock import SystemClock, format_timestamp, parse_timestamp
 from engine.errors import DeployConflict, InvalidWorkflow, LeadflowError, UnknownContact
 from engine.graph import to_dot, to_mermaid
@@ -28,13 +29,11 @@ from engine.registry import default_registry
 from engine.runner import Runner
 from engine.schema import build_schema, render
 from engine.segment import read_lines
-from engine.store.tables import runs, workflow_status, workflow_versions
 from engine.store.db import writer
+from engine.store.tables import runs, workflow_status, workflow_versions
 from engine.templates import TemplateCatalog
 from engine.validation import validate_paths
 from engine.views import contact_view
-
-EXIT_INPUT = 1
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,31 +81,6 @@ def graph(file: Path, fmt: str) -> None:
 def schema() -> None:
     """Print the workflow JSON Schema (draft 2020-12) for editors and other tools."""
     click.echo(render(build_schema(default_registry())), nl=False)
-
-
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-
-
-# --- store-backed commands ------------------------------------------------------------
-
-db_option = click.option(
-    "--db",
-    "db_url",
-    envvar="LEADFLOW_DB",
-    default=None,
-    metavar="URL",
-    help="SQLAlchemy URL of the store [env LEADFLOW_DB; default sqlite:///leadflow.db].",
-)
-
-
-def open_store(db_url: str | None) -> Engine:
-    from engine.store.db import open_engine
-
-    try:
-        return open_engine(db_url)
-    except Exception as exc:  # a bad URL or an unreachable server is input, not a crash
-        raise click.ClickException(f"cannot open the store {db_url or ''}: {exc}") from None
 
 
 def _timestamp(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
@@ -414,6 +388,9 @@ def _print_summary(
         console.print(f"rejected lines: {len(result['rejected'])}")
         for item in result["rejected"]:
             console.print(f"  line {item['line']}: {item['error']}", markup=False)
+
+
+# Commands that live in their own modules register here, one line each.
 
 
 def run() -> None:

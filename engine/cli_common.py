@@ -1,0 +1,35 @@
+"""Pieces every command module shares: the --db option, opening a store, JSON output."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from sqlalchemy import Engine
+
+EXIT_INPUT = 1
+"""Exit code for a problem with the input or data (click uses 2 for wrong usage)."""
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+db_option = click.option(
+    "--db",
+    "db_url",
+    envvar="LEADFLOW_DB",
+    default=None,
+    metavar="URL",
+    help="SQLAlchemy URL of the store [env LEADFLOW_DB; default sqlite:///leadflow.db].",
+)
+
+
+def open_store(db_url: str | None) -> Engine:
+    from engine.store.db import open_engine
+
+    try:
+        return open_engine(db_url)
+    except Exception as exc:  # a bad URL or an unreachable server is input, not a crash
+        raise click.ClickException(f"cannot open the store {db_url or ''}: {exc}") from None
