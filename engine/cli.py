@@ -68,10 +68,13 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
 )
 def graph(file: Path, fmt: str) -> None:
     """Print the workflow graph, with node labels that say what each node does."""
-    result = validate_paths([file])
+    result = validate_paths([file], check_references=False)
     if not result.ok:
         for problem in result.problems:
             click.echo(str(problem), err=True)
+        sys.exit(EXIT_INPUT)
+    if len(result.workflows) != 1:
+        click.echo(f"{file}: /kind: expected a workflow to draw, found a model", err=True)
         sys.exit(EXIT_INPUT)
     (workflow,) = result.workflows
     click.echo(to_mermaid(workflow) if fmt == "mermaid" else to_dot(workflow), nl=False)

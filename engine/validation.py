@@ -51,14 +51,20 @@ class Validation:
 
 
 def workflow_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Files as given; folders expanded to their ``*.json`` files, except JSON Schemas
-    (``*schema.json``), so ``leadflow validate workflows/`` checks the playbooks only."""
+    """Files as given; folders expanded to their own ``*.json`` files (not sub-folders),
+    except JSON Schemas (``*schema.json``), so ``leadflow validate workflows/`` checks the
+    playbooks only. A file named twice (directly and through its folder) counts once."""
+    seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from sorted(p for p in path.glob("*.json") if not p.name.endswith("schema.json"))
+            found = sorted(p for p in path.glob("*.json") if not p.name.endswith("schema.json"))
         else:
-            yield path
+            found = [path]
+        for item in found:
+            if item.resolve() not in seen:
+                seen.add(item.resolve())
+                yield item
 
 
 def read_document(path: Path) -> tuple[Any, list[Problem]]:
@@ -80,7 +86,9 @@ def parse_json(text: str, name: str) -> tuple[Any, list[Problem]]:
         return None, [Problem(name, where, f"invalid JSON: {exc.msg}")]
 
 
-def validate_paths(paths: Iterable[str | Path], registry: Registry | None = None) -> Validation:
+def validate_paths(
+    paths: Iterable[str | Path], registry: Registry | None = None, check_references: bool = True
+) -> Validation:
     documents: list[tuple[str, Any]] = []
     problems: list[Problem] = []
     for path in workflow_files(paths):
@@ -88,16 +96,19 @@ def validate_paths(paths: Iterable[str | Path], registry: Registry | None = None
         problems.extend(found)
         if document is not None or not found:
             documents.append((str(path), document))
-    result = validate_documents(documents, registry)
+    result = validate_documents(documents, registry, check_references)
     result.problems[:0] = problems
     result.files += len([p for p in problems if p.pointer.startswith("line") or not p.pointer])
     return result
 
 
 def validate_documents(
-    documents: Iterable[tuple[str, Any]], registry: Registry | None = None
+    documents: Iterable[tuple[str, Any]],
+    registry: Registry | None = None,
+    check_references: bool = True,
 ) -> Validation:
-    """Validate documents that belong together (cross references, duplicate versions)."""
+    """Validate documents that belong together (cross references, duplicate versions).
+    ``check_references=False`` lets one file be checked or drawn on its own."""
     registry = registry or default_registry()
     result = Validation()
     seen: dict[tuple[Any, Any], str] = {}
@@ -128,7 +139,8 @@ def validate_documents(
                     )
                 )
             seen.setdefault(key, file)
-            problems.extend(_check_references(document, file, ids))
+            if check_references:
+                problems.extend(_check_references(document, file, ids))
         if problems:
             result.problems.extend(sorted(problems))
         else:

@@ -38,7 +38,9 @@ class Facts:
 
     def count_events(self, name: str, since: datetime | None) -> int:
         self.asked.append((name, since))
-        return sum(1 for event, at in self.events if event == name and (since is None or at >= since))
+        return sum(
+            1 for event, at in self.events if event == name and (since is None or at >= since)
+        )
 
 
 def holds(spec: Any, facts: Facts) -> bool:
@@ -412,8 +414,10 @@ SCALARS = st.one_of(
 )
 JSON = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(CONDITION_KEYS | st.text(max_size=4), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(CONDITION_KEYS | st.text(max_size=4), inner, max_size=4)
+    ),
     max_leaves=24,
 )
 
@@ -434,9 +438,11 @@ def leaves(draw: st.DrawFn) -> dict[str, Any]:
 
 CONDITIONS = st.recursive(
     leaves(),
-    lambda inner: st.builds(lambda c: {"not": c}, inner)
-    | st.builds(lambda items: {"all": items}, st.lists(inner, min_size=1, max_size=4))
-    | st.builds(lambda items: {"any": items}, st.lists(inner, min_size=1, max_size=4)),
+    lambda inner: (
+        st.builds(lambda c: {"not": c}, inner)
+        | st.builds(lambda items: {"all": items}, st.lists(inner, min_size=1, max_size=4))
+        | st.builds(lambda items: {"any": items}, st.lists(inner, min_size=1, max_size=4))
+    ),
     max_leaves=8,
 )
 
@@ -450,7 +456,9 @@ def any_facts(draw: st.DrawFn) -> Facts:
     return Facts(
         now=draw(
             st.datetimes(
-                min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+                min_value=datetime(2000, 1, 1),
+                max_value=datetime(2100, 1, 1),
+                timezones=st.just(UTC),
             )
         ),
         attributes=draw(st.dictionaries(keys, FACT_VALUES, max_size=4)),

@@ -56,7 +56,12 @@ NODE_EXAMPLES: dict[str, dict[str, Any]] = {
         "next": "b",
         "on_timeout": "c",
     },
-    "condition": {"type": "condition", "if": {"score": "SCORE", "gt": 80}, "then": "b", "else": "c"},
+    "condition": {
+        "type": "condition",
+        "if": {"score": "SCORE", "gt": 80},
+        "then": "b",
+        "else": "c",
+    },
     "split": {
         "type": "split",
         "branches": [{"weight": 50, "next": "b"}, {"weight": 50, "next": "c"}],
@@ -411,7 +416,10 @@ def test_update_score_label(spec: dict[str, Any], label: str) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"add": 1, "set": 5}, "expected exactly one of add, subtract, set, percent; found add, set"),
+        (
+            {"add": 1, "set": 5},
+            "expected exactly one of add, subtract, set, percent; found add, set",
+        ),
         ({}, "expected exactly one of add, subtract, set, percent; found none"),
         ({"add": 1, "min": 10, "max": 5}, "min (10) is greater than max (5)"),
     ],
@@ -710,7 +718,10 @@ def test_condition_bad_if_points_at_it() -> None:
 
 
 def split_of(*weights: float) -> Split:
-    spec = {"type": "split", "branches": [{"weight": w, "next": f"b{i}"} for i, w in enumerate(weights)]}
+    spec = {
+        "type": "split",
+        "branches": [{"weight": w, "next": f"b{i}"} for i, w in enumerate(weights)],
+    }
     kind = node(spec)
     assert isinstance(kind, Split)
     return kind
@@ -762,7 +773,11 @@ def trigger(spec: dict[str, Any]) -> Any:
 
 def test_event_trigger_with_where() -> None:
     on_pricing = trigger(
-        {"type": "event", "event": "Page Viewed", "where": {"property": "url", "matches": "/pricing*"}}
+        {
+            "type": "event",
+            "event": "Page Viewed",
+            "where": {"property": "url", "matches": "/pricing*"},
+        }
     )
     signal = Signal("event", "Page Viewed", properties={"url": "/pricing"})
     assert on_pricing.keys() == (("event", "Page Viewed"),)

@@ -50,7 +50,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
         )
     ],
     "bad-date-time.json": [
-        ("/nodes/pause/until", 'expected an RFC 3339 date-time such as 2026-03-01T09:00:00Z, found')
+        ("/nodes/pause/until", "expected an RFC 3339 date-time such as 2026-03-01T09:00:00Z, found")
     ],
     "bad-reentry.json": [
         ("/reentry", "expected 'never', 'always' or an ISO-8601 cooldown such as P30D, found text")
@@ -335,7 +335,10 @@ def test_unreachable_is_still_reported_when_the_broken_node_is_unreachable_too()
     document["nodes"]["orphan"] = {"type": "add_to_list", "lisst": "X", "nxt": "done"}
     problems = check_document(document, "w.json", REGISTRY)
     assert sorted((p.pointer, p.message) for p in problems) == [
-        ("/nodes/orphan", "node 'orphan' is not reachable from start 'points': no edge leads to it"),
+        (
+            "/nodes/orphan",
+            "node 'orphan' is not reachable from start 'points': no edge leads to it",
+        ),
         (
             "/nodes/orphan/lisst",
             "unknown key 'lisst' in add_to_list node (expected type, list, next); "
@@ -434,7 +437,9 @@ def test_start_workflow_names_a_workflow_validated_together() -> None:
 def test_a_near_miss_workflow_name_gets_a_suggestion() -> None:
     caller = base()
     caller["nodes"]["to-sql"] = {"type": "start_workflow", "workflow": "calee", "next": "done"}
-    result = validate_documents([("caller.json", caller), ("callee.json", {**base(), "id": "callee"})])
+    result = validate_documents(
+        [("caller.json", caller), ("callee.json", {**base(), "id": "callee"})]
+    )
     assert [p.message[-24:] for p in result.problems] == ["; did you mean 'callee'?"]
 
 
@@ -620,6 +625,8 @@ def test_mutated_playbooks_never_crash_validate(document: dict[str, Any], tmp_pa
     assert run.exception is None or isinstance(run.exception, SystemExit), run.exception
     assert "Traceback" not in run.output
     lines = run.stdout.splitlines()
-    assert lines == [str(problem).replace("mutated.json", str(path), 1) for problem in result.problems]
+    assert lines == [
+        str(problem).replace("mutated.json", str(path), 1) for problem in result.problems
+    ]
     for line in lines:
         assert line.startswith(f"{path}: /"), line

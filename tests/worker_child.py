@@ -1,9 +1,11 @@
 """Child process for tests/test_worker.py (a script, not a test module).
 
-    python worker_child.py drain URL BATCH
+    python worker_child.py drain URL BATCH [PAUSE_MS]
         The real :class:`engine.worker.Worker` job (``resume_waits``) in a loop until no wait
         is left. Prints ``ready`` once connected, waits for a line on stdin (so two children
         start together), then prints one JSON line: owner, resumed, batches, seconds.
+        PAUSE_MS: a pause after each batch, outside any transaction, so that on SQLite (whose
+        busy wait is not fair) the other process gets the write lock now and then.
 
     python worker_child.py hang URL LIMIT NOW_ISO
         Test-only crash point: claims LIMIT due waits with a 10-minute lease at NOW_ISO,
@@ -29,9 +31,10 @@ from engine.worker import Worker, WorkerSettings
 
 
 class CountingRunner(Runner):
-    """A Runner that counts its non-empty batches."""
+    """A Runner that counts its non-empty batches and pauses after each."""
 
     batches = 0
+    pause = 0.0
 
     def resume_due(
         self, now: datetime, limit: int = 1000, lease: timedelta = timedelta(minutes=5)
@@ -39,12 +42,14 @@ class CountingRunner(Runner):
         done = super().resume_due(now, limit, lease)
         if done:
             self.batches += 1
+            time.sleep(self.pause)
         return done
 
 
-def drain(url: str, batch: int) -> None:
+def drain(url: str, batch: int, pause: float) -> None:
     engine = open_engine(url)
     runner = CountingRunner(engine, SystemClock())
+    runner.pause = pause
     worker = Worker(runner, WorkerSettings(batch=batch))
     runner.catalog  # noqa: B018 - load the catalog before the start line
     with engine.connect() as connection:
@@ -92,7 +97,7 @@ def hang(url: str, limit: int, now: datetime) -> None:
 if __name__ == "__main__":
     mode, url, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode == "drain":
-        drain(url, count)
+        drain(url, count, int(sys.argv[4]) / 1000 if len(sys.argv) > 4 else 0.0)
     elif mode == "hang":
         hang(url, count, datetime.fromisoformat(sys.argv[4]))
     else:
