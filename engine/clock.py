@@ -48,7 +48,7 @@ def parse_timestamp(text: str) -> datetime:
         raise ValueError(f"expected an ISO-8601 timestamp string, found {text!r}")
     try:
         return ensure_utc(datetime.fromisoformat(text))
-    except ValueError:
+    except (ValueError, OverflowError):  # overflow: a year 1 or 9999 moment moved to UTC
         raise ValueError(f"expected an ISO-8601 timestamp, found {text!r}") from None
 
 

@@ -64,7 +64,8 @@ def check_graph(
     problems: list[Problem] = []
     known = [n for n, known in graph.nodes(data="known") if known]
     unsure = set(unsure)
-    for source, target, key in graph.edges(data="key"):
+    for source, target, data in graph.edges(data=True):
+        key = str(data["key"])
         if not graph.nodes[target]["known"]:
             unsure.add(source)
             problems.append(
@@ -97,7 +98,7 @@ def check_graph(
                         )
                     )
     instant = graph.subgraph(
-        n for n, kind in graph.nodes(data="kind") if kind is not None and not kind.pauses
+        n for n in graph if (kind := graph.nodes[n]["kind"]) is not None and not kind.pauses
     )
     for component in nx.strongly_connected_components(instant):
         first = min(component)

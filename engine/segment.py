@@ -56,7 +56,9 @@ def parse_message(data: Any, now: datetime, line: int | None = None) -> Message:
     stamp = data.get("timestamp")
     timestamp = now if stamp is None else parse_timestamp(stamp)
     message_id = data.get("messageId")
-    if message_id is not None and not isinstance(message_id, str | int):
+    if message_id is not None and (
+        isinstance(message_id, bool) or not isinstance(message_id, str | int)
+    ):
         raise ValueError(f"'messageId' must be text, found {message_id!r}")
     common: dict[str, Any] = {
         "type": kind,
@@ -79,10 +81,10 @@ def parse_message(data: Any, now: datetime, line: int | None = None) -> Message:
         if isinstance(data.get("name"), str):
             properties.setdefault("name", data["name"])
         event = "Page Viewed" if kind == "page" else "Screen Viewed"
-        return Message(**common, type="track", event=event, properties=properties)
+        return Message(**{**common, "type": "track"}, event=event, properties=properties)
     if kind == "group":
         group = data.get("groupId")
-        if not isinstance(group, str | int) or group == "":
+        if isinstance(group, bool) or not isinstance(group, str | int) or group == "":
             raise ValueError("group message needs 'groupId'")
         return Message(**common, group_id=str(group), traits=_object(data, "traits"))
     previous = _identifier(data, "previousId")

@@ -114,7 +114,9 @@ class Batch:
 
     def load(self, ids: Iterable[str], now: datetime) -> list[str]:
         """Create missing contacts, lock and load them; returns the ids that are new."""
-        wanted = [i for i in dict.fromkeys(ids) if i not in self.contacts]
+        # One lock order for everyone (by id, across chunks too): batches that share
+        # contacts (a contact waking in two workers' batches) never deadlock.
+        wanted = sorted({i for i in ids if i not in self.contacts})
         if not wanted:
             return []
         conn = self.connection

@@ -394,7 +394,7 @@ def _sentence(error: ValidationError) -> str:
     match error.validator:
         case "type":
             kinds = value if isinstance(value, list) else [value]
-            expected = " or ".join(_TYPE_WORDS.get(k, k) for k in kinds)
+            expected = " or ".join(str(_TYPE_WORDS.get(k, k)) for k in kinds)
             return f"expected {expected}, found {found}"
         case "format":
             reason = f" ({error.cause})" if error.cause is not None else ""

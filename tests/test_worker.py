@@ -518,3 +518,54 @@ def test_a_stop_asked_before_the_scheduler_starts_still_stops_it(sqlite_worker: 
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     assert time.monotonic() - started < 3
+
+
+# --- lock order --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["existing", "new"])
+def test_overlapping_batches_lock_contacts_without_deadlock(
+    pg: str, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    """Two workers whose batches share contacts (a contact with waits in both) must lock
+    them in one global order: with chunks of 500, A = [x, 499 others, y] and B = [y, 499
+    others, x] would otherwise deadlock (PostgreSQL then aborts one of the batches)."""
+    import engine.state
+
+    orders = {
+        "a": ["c-x", *(f"a-{i:03d}" for i in range(499)), "c-y"],
+        "b": ["c-y", *(f"b-{i:03d}" for i in range(499)), "c-x"],
+    }
+    store = make_engine(pg)
+    if existing:  # the worker's case: contacts exist, FOR UPDATE; else the INSERT's locks
+        with store.begin() as connection:
+            engine.state.Batch(connection).load(orders["a"] + orders["b"], datetime.now(UTC))
+    gate = threading.Barrier(2, timeout=1)
+    plain = engine.state.chunks
+
+    def chunks_meeting_between(items: Any, size: int = 500) -> Iterator[Any]:
+        for number, part in enumerate(plain(items, size)):
+            if number == 1:  # both hold their first chunk's locks before taking the second
+                try:
+                    gate.wait()
+                except threading.BrokenBarrierError:
+                    pass  # the other one is waiting for our locks: fine
+            yield part
+
+    monkeypatch.setattr(engine.state, "chunks", chunks_meeting_between)
+    errors: list[BaseException] = []
+
+    def load(ids: list[str]) -> None:
+        try:
+            with store.begin() as connection:
+                engine.state.Batch(connection).load(ids, datetime.now(UTC))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=(ids,)) for ids in orders.values()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    store.dispose()
+    assert not errors, errors
