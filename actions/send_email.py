@@ -16,7 +16,8 @@ class SendEmail(NodeKind):
     type: ClassVar[str] = "send_email"
     title: ClassVar[str] = "Send an email"
     description: ClassVar[str] = (
-        "Send an email built from a template. The message is written to the outbox in the "
+        "Send an email built from a template, rendered for the contact when the node runs "
+        "(a missing variable fails the run). The message is written to the outbox in the "
         "same transaction as the step, so a retry never sends it twice."
     )
     schema: ClassVar[dict[str, Any]] = {
@@ -47,5 +48,6 @@ class SendEmail(NodeKind):
         payload: dict[str, Any] = {"template": self.template}
         if self.subject is not None:
             payload["subject"] = self.subject
+        payload["rendered"] = ctx.render_email(self.template, self.subject)
         ctx.send("email", payload)
         return Continue(self.next)

@@ -1,4 +1,4 @@
-"""Queue a text message; its text is a template rendered at delivery."""
+"""Queue a text message; its text is a template rendered when the node runs."""
 
 from __future__ import annotations
 
@@ -39,5 +39,6 @@ class SendSms(NodeKind):
         return f"SMS “{short}”"
 
     def execute(self, ctx: NodeContext) -> Step:
-        ctx.send("sms", {"text": self.text})
+        rendered = ctx.render_text(self.text, "SMS text")
+        ctx.send("sms", {"text": self.text, "rendered": {"text": rendered}})
         return Continue(self.next)

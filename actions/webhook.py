@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from engine.fragments import NEXT
 from engine.kinds import Continue, NodeContext, NodeKind, Step
+from engine.messaging.values import render_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,5 +47,8 @@ class Webhook(NodeKind):
         return f"webhook {urlsplit(self.url).netloc}"
 
     def execute(self, ctx: NodeContext) -> Step:
-        ctx.send("webhook", {"url": self.url, "body": self.body})
+        body = render_json(
+            self.body, lambda text, where: ctx.render_text(text, f"webhook body at {where}")
+        )
+        ctx.send("webhook", {"url": self.url, "body": self.body, "rendered": {"body": body}})
         return Continue(self.next)

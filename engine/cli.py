@@ -20,15 +20,19 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 from sqlalchemy import func, select, update
 
+from engine.accounts_view import accounts_group
+from engine.calibrate import calibrate_command
 from engine.catalog import deploy as deploy_workflows
 from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
 from engine.clock import SystemClock, format_timestamp, parse_timestamp
 from engine.errors import DeployConflict, InvalidWorkflow, LeadflowError, UnknownContact
+from engine.explain import explain_command
 from engine.graph import to_dot, to_mermaid
 from engine.registry import default_registry
 from engine.runner import Runner
 from engine.schema import build_schema, render
 from engine.segment import read_lines
+from engine.segments import segment_command
 from engine.store.db import writer
 from engine.store.tables import runs, workflow_status, workflow_versions
 from engine.templates import TemplateCatalog
@@ -394,6 +398,10 @@ def _print_summary(
 
 
 # Commands that live in their own modules register here, one line each.
+contacts.add_command(explain_command)
+main.add_command(accounts_group)
+main.add_command(segment_command)
+main.add_command(calibrate_command)
 
 
 def run() -> None:

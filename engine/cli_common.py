@@ -30,6 +30,10 @@ def open_store(db_url: str | None) -> Engine:
     from engine.store.db import open_engine
 
     try:
-        return open_engine(db_url)
+        engine = open_engine(db_url)
     except Exception as exc:  # a bad URL or an unreachable server is input, not a crash
         raise click.ClickException(f"cannot open the store {db_url or ''}: {exc}") from None
+    context = click.get_current_context(silent=True)
+    if context is not None:  # close the pool's connections when the command ends
+        context.call_on_close(engine.dispose)
+    return engine

@@ -77,6 +77,16 @@ class NodeContext(Protocol):
 
     def has_template(self, name: str) -> bool: ...
 
+    def render_email(self, template: str, subject: str | None) -> dict[str, Any]:
+        """The email for this contact: ``subject``, ``text``, optional ``html``,
+        ``category``, ``unsubscribe_url``. Raises ActionFailed for a missing template or
+        variable (engine/messaging/render.py says what a template sees)."""
+        ...
+
+    def render_text(self, text: str, what: str) -> str:
+        """``text`` rendered as a template for this contact; ActionFailed names ``what``."""
+        ...
+
     def start_workflow(self, workflow_id: str) -> None: ...
 
     def split_point(self) -> float:

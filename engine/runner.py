@@ -71,6 +71,16 @@ class IngestReport:
         self.rejections.extend(other.rejections)
 
 
+@dataclass
+class ContactUpdate:
+    """A direct change to one contact (the Brevo API's contact calls): attributes to set,
+    lists to join and to leave. Applied by :meth:`Runner.update_contacts`."""
+
+    attributes: dict[str, Any] = field(default_factory=dict)
+    add_lists: tuple[str, ...] = ()
+    remove_lists: tuple[str, ...] = ()
+
+
 class Runner:
     """Runs deployed workflows against a store. Thread-compatible, not thread-safe: give
     each thread or process its own Runner (they coordinate through the database)."""
@@ -181,7 +191,26 @@ class Runner:
                         "received_at": now,
                     }
                 )
-            insert_ignore(connection, events, rows)
+            # a concurrent worker may have taken the same messageId since _deduplicate looked:
+            # only the events this transaction really inserted are run
+            inserted = connection.execute(
+                insert_for(connection, events)
+                .on_conflict_do_nothing()
+                .returning(events.c.message_id),
+                rows,
+            )
+            taken = set(inserted.scalars())
+            if len(taken) < len({m.message_id for m in fresh}):
+                kept = [
+                    (m, r)
+                    for m, r in zip(fresh, rows, strict=True)
+                    if m.message_id is None or m.message_id in taken
+                ]
+                report.duplicates += len(fresh) - len(kept)
+                report.taken = len(kept)
+                fresh, rows = [m for m, _ in kept], [r for _, r in kept]
+                if not fresh:
+                    return report
             wake = Wake(self, connection)
             first_seen: dict[str, datetime] = {}
             for message, row in zip(fresh, rows, strict=True):
@@ -262,6 +291,39 @@ class Runner:
             )
             wake.finish()
 
+    # --- direct contact changes (the HTTP service's contact calls) ---------------------
+
+    def update_contacts(
+        self, changes: Mapping[str, ContactUpdate], moment: datetime, cause: str
+    ) -> set[str]:
+        """Apply attribute and list changes to contacts (created when missing) in one
+        transaction, each change audited and each a signal, so triggers fire as for a
+        message. Returns the ids that were created."""
+        if not changes:
+            return set()
+        with self.writer.begin() as connection:
+            redirect = _merged_into(connection, set(changes))
+            wake = Wake(self, connection)
+            wake.load({redirect.get(i, i): moment for i in changes})
+            created: set[str] = set()
+            for contact_id, change in changes.items():
+                state = wake.batch.contacts[redirect.get(contact_id, contact_id)]
+                wake.seen(moment)
+                wake.resume_due_waits(state, moment)
+                if state.new:
+                    state.new = False
+                    created.add(contact_id)
+                    wake.queue.append(Signal("contact_created"))
+                for key, value in change.attributes.items():
+                    wake.change_attribute(state, key, value, moment, cause)
+                for name in change.add_lists:
+                    wake.change_list(state, name, True, moment, cause)
+                for name in change.remove_lists:
+                    wake.change_list(state, name, False, moment, cause)
+                wake.drain(state, moment, cause)
+            wake.finish()
+            return created
+
     # --- due waits -------------------------------------------------------------------
 
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[str]:
@@ -272,6 +334,11 @@ class Runner:
                 waits.c.due_at <= now,
                 (waits.c.lease_until.is_(None)) | (waits.c.lease_until < now),
             )
+            if self.catalog.paused:  # held waits are not leased, so resume frees them at once
+                held = select(runs.c.id).where(
+                    runs.c.workflow_id.in_(sorted(self.catalog.paused)), runs.c.state == "waiting"
+                )
+                free = and_(free, waits.c.run_id.not_in(held))
             pick = select(waits.c.run_id).where(free).order_by(waits.c.due_at).limit(limit)
             if is_postgres(connection):
                 pick = pick.with_for_update(skip_locked=True)
@@ -569,8 +636,12 @@ class Wake:
             state.new = False
             self.queue.append(Signal("contact_created"))
         if message.type == "identify":
+            # grades are recomputed once, on all the traits: no passing grade in between
+            before = dict(state.attributes)
             for key, value in message.traits.items():
-                self.change_attribute(state, key, value, moment, cause)
+                self.change_attribute(state, key, value, moment, cause, regrade=False)
+            if state.attributes != before:
+                self.scoring.regrade(self, state, moment, cause)
         elif message.type == "group":
             assert message.group_id is not None
             if state.account_id != message.group_id:
@@ -913,6 +984,7 @@ class Wake:
         moment: datetime,
         cause: str,
         origin: tuple[str, int, str] | None = None,
+        regrade: bool = True,
     ) -> None:
         old = state.attributes.get(name)
         if old == value and name in state.attributes:
@@ -922,7 +994,8 @@ class Wake:
         state.updated_at = moment
         self._audit(state, moment, "attribute", name, old, value, cause, origin)
         self.queue.append(Signal("attribute_changed", name, old, value))
-        self.scoring.regrade(self, state, moment, cause)
+        if regrade:
+            self.scoring.regrade(self, state, moment, cause)
 
     def change_grade(
         self,
@@ -1061,6 +1134,16 @@ class RunContext:
 
     def has_template(self, name: str) -> bool:
         return name in self.wake.runner.templates
+
+    def render_email(self, template: str, subject: str | None) -> dict[str, Any]:
+        from engine.messaging.render import render_email
+
+        return render_email(self, template, subject)
+
+    def render_text(self, text: str, what: str) -> str:
+        from engine.messaging.render import render_text
+
+        return render_text(self, text, what)
 
     def start_workflow(self, workflow_id: str) -> None:
         self.wake.queue.append(Signal("start", workflow_id, properties=self.run.properties))

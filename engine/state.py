@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
 from engine.clock import ensure_utc
-from engine.store.sql import chunks, insert_ignore, is_postgres, upsert
+from engine.store.sql import chunks, insert_for, insert_ignore, is_postgres, upsert
 from engine.store.tables import (
     accounts,
     audit,
@@ -125,9 +125,10 @@ class Batch:
             present = set(conn.scalars(select(contacts.c.id).where(contacts.c.id.in_(part))))
             missing = [i for i in part if i not in present]
             if missing:
-                insert_ignore(
-                    conn,
-                    contacts,
+                # only the rows this transaction really inserted are new: a concurrent
+                # worker may have created the same contact a moment ago
+                inserted = conn.execute(
+                    insert_for(conn, contacts).on_conflict_do_nothing().returning(contacts.c.id),
                     [
                         {
                             "id": i,
@@ -141,7 +142,7 @@ class Batch:
                         for i in missing
                     ],
                 )
-                new_ids.extend(missing)
+                new_ids.extend(inserted.scalars())
             query = select(contacts).where(contacts.c.id.in_(part))
             if is_postgres(conn):
                 query = query.order_by(contacts.c.id).with_for_update()

@@ -8,18 +8,23 @@ from pathlib import Path
 
 
 class TemplateCatalog:
-    """Email templates by name (``NAME.txt``). Rendering comes with delivery; the runner
-    only needs to know a template exists, so a typo fails the run instead of sending junk."""
+    """Email templates by name (``NAME.txt``, and ``NAME.html`` for an HTML part). The run
+    renders them (engine/messaging/render.py), so a typo fails the run instead of sending
+    junk."""
 
     def __init__(self, folders: Iterable[Path] = (), shipped: bool = True) -> None:
         self.sources: dict[str, str] = {}
+        self.html: dict[str, str] = {}
+        found = {".txt": self.sources, ".html": self.html}
         if shipped:
             for entry in files("workflows").joinpath("templates").iterdir():
-                if entry.name.endswith(".txt"):
-                    self.sources[entry.name.removesuffix(".txt")] = entry.read_text("utf-8")
+                for suffix, into in found.items():
+                    if entry.name.endswith(suffix):
+                        into[entry.name.removesuffix(suffix)] = entry.read_text("utf-8")
         for folder in folders:
-            for path in sorted(Path(folder).glob("*.txt")):
-                self.sources[path.stem] = path.read_text("utf-8")
+            for suffix, into in found.items():
+                for path in sorted(Path(folder).glob(f"*{suffix}")):
+                    into[path.stem] = path.read_text("utf-8")
 
     def __contains__(self, name: object) -> bool:
         return name in self.sources

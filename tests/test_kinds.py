@@ -326,6 +326,12 @@ class FakeContext:
     def has_template(self, name: str) -> bool:
         return name in self.templates
 
+    def render_email(self, template: str, subject: str | None) -> dict[str, Any]:
+        return {"subject": subject or f"<{template}>", "text": f"<{template} body>"}
+
+    def render_text(self, text: str, what: str) -> str:
+        return text.replace("{{ contact.id }}", "ann")
+
     def start_workflow(self, workflow_id: str) -> None:
         self.started.append(workflow_id)
 
@@ -530,13 +536,15 @@ def test_send_email() -> None:
     ctx = FakeContext()
     step = node({"type": "send_email", "template": "welcome-a", "next": "wait"}).execute(ctx)
     assert step == Continue("wait")
-    assert ctx.sent == [("email", {"template": "welcome-a"})]
+    rendered = {"subject": "<welcome-a>", "text": "<welcome-a body>"}
+    assert ctx.sent == [("email", {"template": "welcome-a", "rendered": rendered})]
 
 
 def test_send_email_with_subject() -> None:
     ctx = FakeContext()
     node({"type": "send_email", "template": "welcome-b", "subject": "Hi"}).execute(ctx)
-    assert ctx.sent == [("email", {"template": "welcome-b", "subject": "Hi"})]
+    rendered = {"subject": "Hi", "text": "<welcome-b body>"}
+    assert ctx.sent == [("email", {"template": "welcome-b", "subject": "Hi", "rendered": rendered})]
 
 
 def test_send_email_with_an_unknown_template_fails() -> None:
@@ -551,7 +559,7 @@ def test_send_sms() -> None:
     ctx = FakeContext()
     text = "Hi {{ contact.attributes.FIRSTNAME }}, welcome!"
     assert node({"type": "send_sms", "text": text, "next": "n"}).execute(ctx) == Continue("n")
-    assert ctx.sent == [("sms", {"text": text})]
+    assert ctx.sent == [("sms", {"text": text, "rendered": {"text": text}})]
 
 
 def test_send_sms_label_is_shortened() -> None:
@@ -567,11 +575,15 @@ def test_webhook() -> None:
     spec = {"type": "webhook", "url": "https://crm.example.com:8443/hook?x=1", "body": body}
     webhook = node({**spec, "next": "n"})
     assert webhook.execute(ctx) == Continue("n")
-    assert ctx.sent == [("webhook", {"url": "https://crm.example.com:8443/hook?x=1", "body": body})]
+    url = "https://crm.example.com:8443/hook?x=1"
+    rendered = {"body": {"contact": "ann", "score": 90}}
+    assert ctx.sent == [("webhook", {"url": url, "body": body, "rendered": rendered})]
     assert webhook.label() == "webhook crm.example.com:8443"
     ctx = FakeContext()
     node({"type": "webhook", "url": "http://h.example/"}).execute(ctx)
-    assert ctx.sent == [("webhook", {"url": "http://h.example/", "body": None})]
+    assert ctx.sent == [
+        ("webhook", {"url": "http://h.example/", "body": None, "rendered": {"body": None}})
+    ]
 
 
 def test_start_workflow() -> None:

@@ -469,7 +469,10 @@ def test_send_sms_and_webhook_reach_the_outbox(tmp_path: Path) -> None:
             [on("Quote Requested")],
         ),
     ]
-    events = [track("ann", "Quote Requested", "2026-01-05 10:00:30")]
+    events = [
+        identify("ann", "2026-01-05 10:00", name="Ann"),  # the SMS text needs it
+        track("ann", "Quote Requested", "2026-01-05 10:00:30"),
+    ]
     out = run_scenario(tmp_path, flows, events)
     assert out.messages == [
         {
@@ -489,6 +492,8 @@ def test_send_sms_and_webhook_reach_the_outbox(tmp_path: Path) -> None:
     ]
     sms, hook = out.outbox()
     assert hook.payload["body"] == {"who": "{{ contact.id }}", "n": 1}
+    assert hook.payload["rendered"] == {"body": {"who": "ann", "n": 1}}
+    assert sms.payload["rendered"] == {"text": "Hi Ann"}
     assert (hook.payload["workflow"], hook.payload["version"], hook.payload["node"]) == (
         "notify",
         1,

@@ -8,6 +8,7 @@ start barrier so two children really race) or the real ``leadflow worker`` comma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -29,6 +30,7 @@ from engine.api import Leadflow
 from engine.clock import VirtualClock, format_timestamp
 from engine.runner import Runner
 from engine.store.db import make_engine, open_engine
+from engine.store.sql import chunks
 from engine.store.tables import audit, metadata, runs, scores, waits
 from engine.worker import Worker, WorkerSettings
 
@@ -142,6 +144,7 @@ class Child:
 
     def __init__(self, args: list[str], log: Path, stdin: bool = False) -> None:
         self.log = log
+        self.args = " ".join(args)
         self._err: IO[bytes] = log.open("wb")
         self.proc = subprocess.Popen(
             args,
@@ -168,9 +171,9 @@ class Child:
         try:
             line = self.lines.get(timeout=timeout)
         except queue.Empty:
-            pytest.fail(f"no output from {self.proc.args} in {timeout} s:\n{self.stderr()}")
+            pytest.fail(f"no output from {self.args} in {timeout} s:\n{self.stderr()}")
         if line is None:
-            pytest.fail(f"{self.proc.args} ended (rc {self.proc.wait()}):\n{self.stderr()}")
+            pytest.fail(f"{self.args} ended (rc {self.proc.wait()}):\n{self.stderr()}")
         return line
 
     def tell(self, line: str) -> None:
@@ -186,7 +189,7 @@ class Child:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{self.proc.args} still running after {timeout} s:\n{self.stderr()}")
+            pytest.fail(f"{self.args} still running after {timeout} s:\n{self.stderr()}")
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -409,9 +412,7 @@ def sigterm(worker: Child, url: str, total: int) -> tuple[dict[str, int], float]
 
 
 @pytest.mark.slow
-def test_sigterm_during_the_first_drain_finishes_the_batch_and_exits_0(
-    pg: str, spawn: Any
-) -> None:
+def test_sigterm_during_the_first_drain_finishes_the_batch_and_exits_0(pg: str, spawn: Any) -> None:
     total, batch = 5_000, 250
     populate(pg, total, datetime.now(UTC))
     worker = spawn(*leadflow("worker", "--db", pg, "--batch", str(batch)))
@@ -424,9 +425,7 @@ def test_sigterm_during_the_first_drain_finishes_the_batch_and_exits_0(
 
 
 @pytest.mark.slow
-def test_sigterm_during_a_scheduled_job_finishes_the_batch_and_exits_0(
-    pg: str, spawn: Any
-) -> None:
+def test_sigterm_during_a_scheduled_job_finishes_the_batch_and_exits_0(pg: str, spawn: Any) -> None:
     total, batch = 5_000, 250
     populate(pg, 0, datetime.now(UTC))
     worker = spawn(*leadflow("worker", "--db", pg, "--batch", str(batch)))
@@ -541,15 +540,13 @@ def test_overlapping_batches_lock_contacts_without_deadlock(
         with store.begin() as connection:
             engine.state.Batch(connection).load(orders["a"] + orders["b"], datetime.now(UTC))
     gate = threading.Barrier(2, timeout=1)
-    plain = engine.state.chunks
 
     def chunks_meeting_between(items: Any, size: int = 500) -> Iterator[Any]:
-        for number, part in enumerate(plain(items, size)):
+        for number, part in enumerate(chunks(items, size)):
             if number == 1:  # both hold their first chunk's locks before taking the second
-                try:
+                # a broken barrier: the other one is waiting for our locks, fine
+                with contextlib.suppress(threading.BrokenBarrierError):
                     gate.wait()
-                except threading.BrokenBarrierError:
-                    pass  # the other one is waiting for our locks: fine
             yield part
 
     monkeypatch.setattr(engine.state, "chunks", chunks_meeting_between)

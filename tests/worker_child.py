@@ -1,16 +1,16 @@
 """Child process for tests/test_worker.py (a script, not a test module).
 
-    python worker_child.py drain URL BATCH [PAUSE_MS]
-        The real :class:`engine.worker.Worker` job (``resume_waits``) in a loop until no wait
-        is left. Prints ``ready`` once connected, waits for a line on stdin (so two children
-        start together), then prints one JSON line: owner, resumed, batches, seconds.
-        PAUSE_MS: a pause after each batch, outside any transaction, so that on SQLite (whose
-        busy wait is not fair) the other process gets the write lock now and then.
+python worker_child.py drain URL BATCH [PAUSE_MS]
+    The real :class:`engine.worker.Worker` job (``resume_waits``) in a loop until no wait
+    is left. Prints ``ready`` once connected, waits for a line on stdin (so two children
+    start together), then prints one JSON line: owner, resumed, batches, seconds.
+    PAUSE_MS: a pause after each batch, outside any transaction, so that on SQLite (whose
+    busy wait is not fair) the other process gets the write lock now and then.
 
-    python worker_child.py hang URL LIMIT NOW_ISO
-        Test-only crash point: claims LIMIT due waits with a 10-minute lease at NOW_ISO,
-        resumes them in one transaction, writes every change, then prints ``flushed`` and
-        sleeps before the COMMIT, waiting to be SIGKILLed mid-batch.
+python worker_child.py hang URL LIMIT NOW_ISO
+    Test-only crash point: claims LIMIT due waits with a 10-minute lease at NOW_ISO,
+    resumes them in one transaction, writes every change, then prints ``flushed`` and
+    sleeps before the COMMIT, waiting to be SIGKILLed mid-batch.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 
@@ -208,7 +209,45 @@ outbox = Table(
     Column("created_at", TS, nullable=False),
     Column("next_attempt_at", TS),
     Column("last_error", Text),
+    # delivery (engine/messaging): who holds the row while it is being sent, and until
+    # when; when it was sent; why it waits or was suppressed; attempts made before the
+    # last hand re-queue (the dead-letter limit counts from there)
+    Column("lease_owner", String(100)),
+    Column("lease_until", TS),
+    Column("sent_at", TS),
+    Column("note", Text),
+    Column("retry_from", Integer),
     Index("ix_outbox_status_next", "status", "next_attempt_at"),
+    Index("ix_outbox_contact_channel_sent", "contact_id", "channel", "sent_at"),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("outbox_id", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", TS, nullable=False),
+    Column("ok", Boolean),
+    Column("error", Text),
+    Column("response", Text),
+    UniqueConstraint("outbox_id", "attempt", name="uq_delivery_attempts_outbox_attempt"),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("contact_id", String(320), nullable=False),
+    Column("action", String(20), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("source", String(300), nullable=False),
+    Column("ip", String(64)),
+    Column("user_agent", Text),
+    Column("ref", String(100), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Index("ix_consents_contact_at", "contact_id", "at"),
+    UniqueConstraint("action", "ref", name="uq_consents_action_ref"),
 )
 
 quiet_watch = Table(
@@ -236,4 +275,58 @@ settings = Table(
     metadata,
     Column("key", String(100), primary_key=True),
     Column("value", JSON, nullable=False),
+)
+
+# --- the HTTP service (engine/service) ---------------------------------------------------
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("scope", String(20), nullable=False),
+    # the key's public part, to find the row; the secret part is kept only as
+    # sha256(salt + secret)
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("salt", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("last_used_at", TS),
+    Column("revoked_at", TS),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    # accepted HTTP messages (Segment and Brevo events), durable before the 200 and
+    # applied by Runner.ingest shortly after; a row is deleted once applied
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", TS, nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("claimed_by", String(100)),
+    Column("claimed_until", TS),
+    Column("last_error", Text),
+)
+
+contact_numbers = Table(
+    "contact_numbers",
+    metadata,
+    # the numeric id the Brevo API shows for a contact, allocated on first need
+    Column("number", Integer, primary_key=True, autoincrement=True),
+    Column("contact_id", String(320), nullable=False, unique=True),
+    Column("ext_id", String(320), unique=True),
+    Column("created_at", TS, nullable=False),
+)
+
+lists = Table(
+    "lists",
+    metadata,
+    # numeric ids for list names (the Brevo API names lists by number)
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("folder_id", Integer, nullable=False),
+    Column("created_at", TS, nullable=False),
 )

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 17:12:28.758880
+Create Date: 2026-11-25 17:24:11.714863
 
 """
 from typing import Sequence, Union
@@ -35,6 +35,19 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
+    op.create_table('api_keys',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('scope', sa.String(length=20), nullable=False),
+    sa.Column('prefix', sa.String(length=32), nullable=False),
+    sa.Column('salt', sa.String(length=64), nullable=False),
+    sa.Column('digest', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_used_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('prefix')
+    )
     op.create_table('audit',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('contact_id', sa.String(length=320), nullable=False),
@@ -52,6 +65,31 @@ def upgrade() -> None:
     with op.batch_alter_table('audit', schema=None) as batch_op:
         batch_op.create_index('ix_audit_contact_at', ['contact_id', 'at'], unique=False)
 
+    op.create_table('consents',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('contact_id', sa.String(length=320), nullable=False),
+    sa.Column('action', sa.String(length=20), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('source', sa.String(length=300), nullable=False),
+    sa.Column('ip', sa.String(length=64), nullable=True),
+    sa.Column('user_agent', sa.Text(), nullable=True),
+    sa.Column('ref', sa.String(length=100), nullable=False),
+    sa.Column('detail', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('action', 'ref', name='uq_consents_action_ref')
+    )
+    with op.batch_alter_table('consents', schema=None) as batch_op:
+        batch_op.create_index('ix_consents_contact_at', ['contact_id', 'at'], unique=False)
+
+    op.create_table('contact_numbers',
+    sa.Column('number', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('contact_id', sa.String(length=320), nullable=False),
+    sa.Column('ext_id', sa.String(length=320), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('number'),
+    sa.UniqueConstraint('contact_id'),
+    sa.UniqueConstraint('ext_id')
+    )
     op.create_table('contacts',
     sa.Column('id', sa.String(length=320), nullable=False),
     sa.Column('attributes', sa.JSON(), nullable=False),
@@ -65,6 +103,17 @@ def upgrade() -> None:
     with op.batch_alter_table('contacts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_contacts_account_id'), ['account_id'], unique=False)
 
+    op.create_table('delivery_attempts',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('outbox_id', sa.Integer(), nullable=False),
+    sa.Column('attempt', sa.Integer(), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('ok', sa.Boolean(), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('response', sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('outbox_id', 'attempt', name='uq_delivery_attempts_outbox_attempt')
+    )
     op.create_table('events',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('message_id', sa.String(length=200), nullable=True),
@@ -80,6 +129,18 @@ def upgrade() -> None:
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.create_index('ix_events_contact_name_ts', ['contact_id', 'name', 'timestamp'], unique=False)
 
+    op.create_table('inbox',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('source', sa.String(length=200), nullable=False),
+    sa.Column('count', sa.Integer(), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('claimed_by', sa.String(length=100), nullable=True),
+    sa.Column('claimed_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint('id')
+    )
     op.create_table('list_members',
     sa.Column('list_name', sa.String(length=200), nullable=False),
     sa.Column('contact_id', sa.String(length=320), nullable=False),
@@ -89,6 +150,14 @@ def upgrade() -> None:
     with op.batch_alter_table('list_members', schema=None) as batch_op:
         batch_op.create_index('ix_list_members_contact', ['contact_id'], unique=False)
 
+    op.create_table('lists',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('folder_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('name')
+    )
     op.create_table('outbox',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('idempotency_key', sa.String(length=300), nullable=False),
@@ -101,10 +170,16 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('lease_owner', sa.String(length=100), nullable=True),
+    sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('retry_from', sa.Integer(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('idempotency_key')
     )
     with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.create_index('ix_outbox_contact_channel_sent', ['contact_id', 'channel', 'sent_at'], unique=False)
         batch_op.create_index('ix_outbox_status_next', ['status', 'next_attempt_at'], unique=False)
 
     op.create_table('quiet_watch',
@@ -234,24 +309,34 @@ def downgrade() -> None:
     op.drop_table('quiet_watch')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_status_next')
+        batch_op.drop_index('ix_outbox_contact_channel_sent')
 
     op.drop_table('outbox')
+    op.drop_table('lists')
     with op.batch_alter_table('list_members', schema=None) as batch_op:
         batch_op.drop_index('ix_list_members_contact')
 
     op.drop_table('list_members')
+    op.drop_table('inbox')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_contact_name_ts')
 
     op.drop_table('events')
+    op.drop_table('delivery_attempts')
     with op.batch_alter_table('contacts', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_contacts_account_id'))
 
     op.drop_table('contacts')
+    op.drop_table('contact_numbers')
+    with op.batch_alter_table('consents', schema=None) as batch_op:
+        batch_op.drop_index('ix_consents_contact_at')
+
+    op.drop_table('consents')
     with op.batch_alter_table('audit', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_contact_at')
 
     op.drop_table('audit')
+    op.drop_table('api_keys')
     op.drop_table('accounts')
     op.drop_table('account_scores')
     # ### end Alembic commands ###

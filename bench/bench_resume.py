@@ -1,0 +1,343 @@
+"""Resume 1,000,000 due waits, on SQLite and on PostgreSQL, as the worker does.
+
+Setup (not timed): a store with one deployed workflow (wait a day, +5 SCORE, exit) and
+1,000,000 contacts, each with one run parked on that wait, due at a random moment of the
+past 30 days. The rows are bulk-inserted with the plain driver (executemany on SQLite, COPY
+on PostgreSQL) in one transaction; a second, identical store is made for the baseline (a
+file copy on SQLite, ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL).
+
+Measured: ``Runner.resume_due(now, WorkerSettings.batch)`` called until it returns 0, which
+is what ``Worker.resume_waits`` does: lease a batch of due waits, load and lock their
+contacts, run the rest of each run (+5 SCORE with its audit row, then exit) and write it
+all back, one transaction per step. Baseline, in the same run and on the identical copy:
+the least that resuming needs, batch by batch in one transaction each with the plain driver:
+select the next batch of due waits, ``DELETE`` those waits and ``UPDATE`` their runs to
+completed. Goal (issue 4): at least 20,000 waits/s on SQLite and 50,000/s on PostgreSQL.
+
+    python bench/bench_resume.py                      # 1,000,000 waits, both backends
+    python bench/bench_resume.py --quick              # 100,000 waits
+    python bench/bench_resume.py --backend sqlite     # or postgresql
+
+PostgreSQL: the server in LEADFLOW_BENCH_PG (default postgresql://postgres@127.0.0.1:5432/test);
+the script creates its own databases (leadflow_bench_<pid>...) and drops them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy import Engine, func, select
+
+from engine.catalog import deploy
+from engine.clock import VirtualClock
+from engine.model import compile_workflow
+from engine.runner import Runner
+from engine.store.db import open_engine, writer
+from engine.store.tables import audit, runs, scores, waits
+from engine.worker import WorkerSettings
+
+SEED = 20260105
+NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+ENTERED = NOW - timedelta(days=31)
+PG_SERVER = os.environ.get("LEADFLOW_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+GOALS = {"sqlite": 20_000, "postgresql": 50_000}
+WORKFLOW: dict[str, Any] = {
+    "id": "bench-resume",
+    "version": 1,
+    "name": "Bench: wait, then score",
+    "triggers": [{"type": "event", "event": "Bench Started"}],
+    "reentry": "always",
+    "start": "wait",
+    "nodes": {
+        "wait": {"type": "wait", "for": "P1D", "next": "points"},
+        "points": {"type": "update_score", "score": "SCORE", "add": 5, "next": "done"},
+        "done": {"type": "exit"},
+    },
+}
+
+
+@dataclass
+class Rows:
+    """The setup rows as plain tuples: (contact id, run id, due moment) per wait."""
+
+    contacts: list[str]
+    run_ids: list[str]
+    due: list[datetime]
+
+
+def make_rows(count: int) -> Rows:
+    rng = random.Random(SEED)
+    span = 30 * 86_400
+    contacts = [f"c{i:07d}@bench.test" for i in range(count)]
+    run_ids = [uuid.UUID(int=rng.getrandbits(128), version=4).hex for _ in range(count)]
+    due = [NOW - timedelta(seconds=rng.randrange(1, span)) for _ in range(count)]
+    return Rows(contacts, run_ids, due)
+
+
+def _sqlite_ts(moment: datetime) -> str:
+    """SQLAlchemy's SQLite storage format for the UTC moment."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def deploy_workflow(engine: Engine) -> None:
+    with writer(engine).begin() as connection:
+        deploy(connection, [compile_workflow(WORKFLOW)], ENTERED)
+
+
+def fill_sqlite(path: Path, rows: Rows) -> None:
+    engine = open_engine(f"sqlite:///{path}")
+    deploy_workflow(engine)
+    engine.dispose()
+    db = sqlite3.connect(path, isolation_level=None)
+    entered = _sqlite_ts(ENTERED)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("BEGIN")
+    db.executemany(
+        "INSERT INTO contacts (id, attributes, grades, created_at, updated_at) "
+        "VALUES (?, '{}', '{}', ?, ?)",
+        ((c, entered, entered) for c in rows.contacts),
+    )
+    db.executemany(
+        "INSERT INTO runs (id, contact_id, workflow_id, version, state, node, steps, "
+        "properties, entered_at) VALUES (?, ?, 'bench-resume', 1, 'waiting', 'wait', 1, '{}', ?)",
+        ((r, c, entered) for r, c in zip(rows.run_ids, rows.contacts, strict=True)),
+    )
+    db.executemany(
+        "INSERT INTO waits (run_id, contact_id, due_at, next_node) VALUES (?, ?, ?, 'points')",
+        (
+            (r, c, _sqlite_ts(d))
+            for r, c, d in zip(rows.run_ids, rows.contacts, rows.due, strict=True)
+        ),
+    )
+    db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def fill_postgres(url: str, rows: Rows) -> None:
+    engine = open_engine(url)
+    deploy_workflow(engine)
+    engine.dispose()
+    entered = ENTERED.isoformat()
+    with psycopg.connect(_plain(url)) as db, db.cursor() as cursor:
+        with cursor.copy(
+            "COPY contacts (id, attributes, grades, created_at, updated_at) FROM STDIN"
+        ) as copy:
+            for contact in rows.contacts:
+                copy.write_row((contact, "{}", "{}", entered, entered))
+        with cursor.copy(
+            "COPY runs (id, contact_id, workflow_id, version, state, node, steps, properties, "
+            "entered_at) FROM STDIN"
+        ) as copy:
+            for run_id, contact in zip(rows.run_ids, rows.contacts, strict=True):
+                copy.write_row(
+                    (run_id, contact, "bench-resume", 1, "waiting", "wait", 1, "{}", entered)
+                )
+        with cursor.copy("COPY waits (run_id, contact_id, due_at, next_node) FROM STDIN") as copy:
+            for run_id, contact, due in zip(rows.run_ids, rows.contacts, rows.due, strict=True):
+                copy.write_row((run_id, contact, due, "points"))
+        cursor.execute("ANALYZE")
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+@dataclass
+class Measured:
+    seconds: float
+    resumed: int
+    batches: int
+
+
+def run_engine(url: str, expected: int) -> Measured:
+    engine = open_engine(url)
+    try:
+        runner = Runner(engine, VirtualClock(NOW))
+        runner.catalog  # noqa: B018 - compiled before timing, as a running worker has it
+        settings = WorkerSettings()
+        resumed = batches = 0
+        start = time.perf_counter()
+        while True:
+            done = runner.resume_due(NOW, settings.batch, settings.lease)
+            if not done:
+                break
+            resumed += done
+            batches += 1
+        seconds = time.perf_counter() - start
+        with engine.connect() as connection:
+            left = connection.scalar(select(func.count()).select_from(waits))
+            completed = connection.scalar(
+                select(func.count()).select_from(runs).where(runs.c.state == "completed")
+            )
+            fives = connection.scalar(
+                select(func.count()).select_from(scores).where(scores.c.value == 5.0)
+            )
+            audited = connection.scalar(select(func.count()).select_from(audit))
+        counts = {"left": left, "completed": completed, "scored": fives, "audited": audited}
+        wanted = {"left": 0, "completed": expected, "scored": expected, "audited": expected}
+        if resumed != expected or counts != wanted:
+            raise SystemExit(f"FAIL: resumed {resumed} of {expected}; store holds {counts}")
+        return Measured(seconds, resumed, batches)
+    finally:
+        engine.dispose()
+
+
+def baseline_sqlite(path: Path, batch: int, expected: int) -> Measured:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    now, ended = _sqlite_ts(NOW), _sqlite_ts(NOW)
+    done = batches = 0
+    start = time.perf_counter()
+    while True:
+        db.execute("BEGIN IMMEDIATE")
+        ids = [
+            r
+            for (r,) in db.execute(
+                "SELECT run_id FROM waits WHERE due_at <= ? ORDER BY due_at LIMIT ?", (now, batch)
+            )
+        ]
+        if not ids:
+            db.execute("COMMIT")
+            break
+        marks = ", ".join("?" * len(ids))
+        db.execute(f"DELETE FROM waits WHERE run_id IN ({marks})", ids)
+        db.execute(
+            "UPDATE runs SET state = 'completed', node = 'done', steps = 3, ended_at = ?, "
+            f"end_reason = 'completed' WHERE id IN ({marks})",
+            [ended, *ids],
+        )
+        db.execute("COMMIT")
+        done += len(ids)
+        batches += 1
+    seconds = time.perf_counter() - start
+    db.close()
+    if done != expected:
+        raise SystemExit(f"FAIL: baseline resumed {done} of {expected}")
+    return Measured(seconds, done, batches)
+
+
+def baseline_postgres(url: str, batch: int, expected: int) -> Measured:
+    done = batches = 0
+    with psycopg.connect(_plain(url)) as db:
+        start = time.perf_counter()
+        while True:
+            with db.transaction():
+                ids = [
+                    r
+                    for (r,) in db.execute(
+                        "SELECT run_id FROM waits WHERE due_at <= %s ORDER BY due_at LIMIT %s "
+                        "FOR UPDATE SKIP LOCKED",
+                        (NOW, batch),
+                    )
+                ]
+                if not ids:
+                    break
+                db.execute("DELETE FROM waits WHERE run_id = ANY(%s)", (ids,))
+                db.execute(
+                    "UPDATE runs SET state = 'completed', node = 'done', steps = 3, "
+                    "ended_at = %s, end_reason = 'completed' WHERE id = ANY(%s)",
+                    (NOW, ids),
+                )
+            done += len(ids)
+            batches += 1
+        seconds = time.perf_counter() - start
+    if done != expected:
+        raise SystemExit(f"FAIL: baseline resumed {done} of {expected}")
+    return Measured(seconds, done, batches)
+
+
+@contextmanager
+def sqlite_stores(rows: Rows) -> Iterator[tuple[str, Path]]:
+    with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as name:
+        folder = Path(name)
+        fill_sqlite(folder / "engine.db", rows)
+        shutil.copyfile(folder / "engine.db", folder / "baseline.db")
+        yield f"sqlite:///{folder}/engine.db", folder / "baseline.db"
+
+
+@contextmanager
+def postgres_stores(rows: Rows) -> Iterator[tuple[str, str]]:
+    name = f"leadflow_bench_{os.getpid()}"
+    base = PG_SERVER.rsplit("/", 1)[0]
+    with psycopg.connect(PG_SERVER, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}_base" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        fill_postgres(f"{base}/{name}", rows)
+        with psycopg.connect(PG_SERVER, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}_base" TEMPLATE "{name}"')
+        yield f"{base}/{name}", f"{base}/{name}_base"
+    finally:
+        with psycopg.connect(PG_SERVER, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}_base" WITH (FORCE)')
+
+
+def report(backend: str, count: int, setup: float, ours: Measured, base: Measured) -> bool:
+    rate, base_rate = ours.resumed / ours.seconds, base.resumed / base.seconds
+    goal = GOALS[backend]
+    print(f"{backend}: setup {setup:.1f} s (not timed)")
+    print(
+        f"{backend}: engine resumed {ours.resumed:,} waits in {ours.seconds:.2f} s "
+        f"({ours.batches:,} batches of {WorkerSettings().batch:,}): {rate:,.0f} waits/s"
+    )
+    print(
+        f"{backend}: baseline (plain DELETE waits + UPDATE runs): {base.seconds:.2f} s, "
+        f"{base_rate:,.0f} waits/s"
+    )
+    print(f"{backend}: ratio: engine is {ours.seconds / base.seconds:.2f}x slower than baseline")
+    met = rate >= goal
+    print(f"{backend}: goal (>= {goal:,} waits/s): " + ("met" if met else "NOT met"))
+    return met
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100,000 waits")
+    parser.add_argument("--waits", type=int, help="number of due waits (default 1,000,000)")
+    parser.add_argument(
+        "--backend", choices=("sqlite", "postgresql", "both"), default="both"
+    )
+    args = parser.parse_args()
+    count = args.waits or (100_000 if args.quick else 1_000_000)
+    rows = make_rows(count)
+    batch = WorkerSettings().batch
+    print(f"inputs: {count:,} due waits, one per contact, worker batch {batch:,}")
+    if args.backend in ("sqlite", "both"):
+        start = time.perf_counter()
+        with sqlite_stores(rows) as (url, copy):
+            setup = time.perf_counter() - start
+            ours = run_engine(url, count)
+            base = baseline_sqlite(copy, batch, count)
+        report("sqlite", count, setup, ours, base)
+    if args.backend in ("postgresql", "both"):
+        start = time.perf_counter()
+        with postgres_stores(rows) as (url, copy):
+            setup = time.perf_counter() - start
+            ours = run_engine(url, count)
+            base = baseline_postgres(copy, batch, count)
+        report("postgresql", count, setup, ours, base)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""The inbox: messages accepted over HTTP, durable before the client hears 200, applied by
+:meth:`engine.runner.Runner.ingest` (the path ``leadflow ingest`` takes: dedupe by
+``messageId``, rejected input kept in ``rejected``) moments later, in large batches.
+
+Accepting is one INSERT per request, so collection keeps up with bursts while workflows
+run at their own pace. Every accepted message carries a ``messageId`` (one is assigned
+when the client sent none), so applying a row twice, after a crash between applying and
+deleting it, changes nothing. Rows are claimed with a lease: several server processes on
+one PostgreSQL store share the work, and a dead process's rows are taken over when its
+lease runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, delete, func, select, update
+
+from engine.clock import Clock
+from engine.runner import IngestReport, Runner
+from engine.segment import Message, Rejection, parse_message
+from engine.store.db import writer
+from engine.store.sql import is_postgres
+from engine.store.tables import inbox
+
+log = logging.getLogger("leadflow.service")
+
+CHUNK_MESSAGES = 500
+"""Messages applied per transaction round: large enough to be efficient, small enough that
+an accept waiting for the SQLite write lock waits briefly."""
+LEASE = timedelta(minutes=5)
+MAX_ATTEMPTS = 5
+"""A row whose application failed this often is moved to ``rejected`` with the reason."""
+
+
+class WriteGate:
+    """SQLite takes one writer at a time. Within a process, writers queue on this lock
+    instead of polling SQLite's busy timeout, and accepts (short) go before the next round
+    of applying (long). On PostgreSQL it does nothing."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.active = engine.dialect.name == "sqlite"
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._count_lock = threading.Lock()
+
+    @contextmanager
+    def short(self) -> Iterator[None]:
+        if not self.active:
+            yield
+            return
+        with self._count_lock:
+            self._waiting += 1
+        try:
+            with self._lock:
+                yield
+        finally:
+            with self._count_lock:
+                self._waiting -= 1
+
+    @contextmanager
+    def long(self) -> Iterator[None]:
+        if not self.active:
+            yield
+            return
+        while True:
+            self._lock.acquire()
+            if self._waiting == 0:
+                break
+            self._lock.release()
+            threading.Event().wait(0.0005)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+
+def with_message_id(message: Any) -> Any:
+    """The message, given a ``messageId`` when it has none (applying twice is harmless)."""
+    if isinstance(message, dict) and message.get("messageId") in (None, ""):
+        return {**message, "messageId": f"lf-{uuid.uuid4().hex}"}
+    return message
+
+
+@dataclass
+class Inbox:
+    engine: Engine
+    clock: Clock
+    gate: WriteGate
+
+    def put(self, messages: list[Any], source: str) -> int:
+        """Store accepted messages durably (one row); returns the row id."""
+        with self.gate.short(), writer(self.engine).begin() as connection:
+            result = connection.execute(
+                inbox.insert().values(
+                    received_at=self.clock.now(),
+                    source=source[:200],
+                    count=len(messages),
+                    body=orjson.dumps(messages).decode(),
+                    attempts=0,
+                )
+            )
+            key = result.inserted_primary_key
+            return int(key[0]) if key else 0
+
+    def pending(self) -> tuple[int, int]:
+        """(rows, messages) waiting to be applied."""
+        with self.engine.connect() as connection:
+            rows, messages = connection.execute(
+                select(func.count(), func.coalesce(func.sum(inbox.c.count), 0))
+            ).one()
+        return int(rows), int(messages)
+
+    def _claim(self, owner: str, limit: int) -> list[Any]:
+        now = self.clock.now()
+        with writer(self.engine).begin() as connection:
+            free = (inbox.c.claimed_until.is_(None)) | (inbox.c.claimed_until < now)
+            pick = select(inbox.c.id, inbox.c.count).where(free).order_by(inbox.c.id).limit(200)
+            if is_postgres(connection):
+                pick = pick.with_for_update(skip_locked=True)
+            ids: list[int] = []
+            total = 0
+            for row in connection.execute(pick):
+                if ids and total + row.count > limit:
+                    break
+                ids.append(row.id)
+                total += row.count
+            if not ids:
+                return []
+            connection.execute(
+                update(inbox)
+                .where(inbox.c.id.in_(ids))
+                .values(
+                    claimed_by=owner,
+                    claimed_until=now + LEASE,
+                    attempts=inbox.c.attempts + 1,
+                )
+            )
+            return list(
+                connection.execute(select(inbox).where(inbox.c.id.in_(ids)).order_by(inbox.c.id))
+            )
+
+    def apply_once(self, runner: Runner, limit: int = CHUNK_MESSAGES) -> IngestReport:
+        """Claim up to ``limit`` messages' rows, apply them, delete them."""
+        report = IngestReport()
+        with self.gate.long():
+            rows = self._claim(runner.owner, limit)
+            if not rows:
+                return report
+            items: list[Message | Rejection] = []
+            for row in rows:
+                if row.attempts > MAX_ATTEMPTS:
+                    items.extend(_give_up(row))
+                else:
+                    items.extend(_parse_row(row))
+            ids = [row.id for row in rows]
+            try:
+                report = runner.ingest(items, "http")
+            except Exception as exc:
+                log.exception("applying inbox rows %s failed", ids)
+                with writer(self.engine).begin() as connection:
+                    connection.execute(
+                        update(inbox)
+                        .where(inbox.c.id.in_(ids))
+                        .values(claimed_until=None, last_error=repr(exc)[:2000])
+                    )
+                raise
+            with writer(self.engine).begin() as connection:
+                connection.execute(delete(inbox).where(inbox.c.id.in_(ids)))
+        return report
+
+    def apply_all(self, runner: Runner) -> IngestReport:
+        """Apply until nothing is left that this process may claim."""
+        total = IngestReport()
+        while True:
+            report = self.apply_once(runner)
+            if not (report.taken or report.duplicates or report.rejected):
+                return total
+            total.add(report)
+
+
+def _parse_row(row: Any) -> Iterator[Message | Rejection]:
+    received: datetime = row.received_at
+    for index, data in enumerate(orjson.loads(row.body)):
+        line = index + 1
+        try:
+            yield parse_message(data, received, line)
+        except ValueError as exc:
+            raw = orjson.dumps(data).decode()
+            yield Rejection(line, raw, f"{row.source} #{line}: {exc}")
+
+
+def _give_up(row: Any) -> Iterator[Rejection]:
+    reason = f"{row.source}: not applied after {MAX_ATTEMPTS} attempts: {row.last_error}"
+    for index, data in enumerate(orjson.loads(row.body)):
+        yield Rejection(index + 1, orjson.dumps(data).decode(), reason)
+
+
+class Applier:
+    """The background thread that applies the inbox: woken by each accept, and every
+    second anyway (rows left by another process, leases that ran out)."""
+
+    def __init__(self, inbox: Inbox, runner: Runner) -> None:
+        self.inbox = inbox
+        self.runner = runner
+        self.wake = threading.Event()
+        self.idle = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="leadflow-inbox", daemon=True)
+        self.applied = IngestReport()
+        self.failures = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self.wake.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.wake.wait(1.0)
+            self.wake.clear()
+            while not self._stop.is_set():
+                self.idle.clear()
+                try:
+                    report = self.inbox.apply_once(self.runner)
+                except Exception:
+                    self.failures += 1
+                    self._stop.wait(1.0)
+                    break
+                if not (report.taken or report.duplicates or report.rejected):
+                    break
+                self.applied.add(report)
+                self.applied.rejections.clear()
+            self.runner.reload()
+            self.idle.set()

@@ -1,0 +1,379 @@
+"""The store on both backends: deploys and versions, pause/resume, concurrent score updates,
+audit and outbox rows, migrations."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from helpers import at
+from sqlalchemy import Engine, func, select, update
+
+from engine.api import Leadflow
+from engine.clock import VirtualClock
+from engine.errors import DeployConflict
+from engine.state import Batch
+from engine.store.db import current_revision, head_revision, make_engine, upgrade, writer
+from engine.store.tables import audit, contacts, events, outbox, runs, waits, workflow_status
+
+
+def doc(workflow_id: str, nodes: dict[str, Any], triggers: list[Any], **extra: Any) -> Any:
+    return {
+        "id": workflow_id,
+        "version": extra.pop("version", 1),
+        "triggers": triggers,
+        "start": extra.pop("start", next(iter(nodes))),
+        "nodes": nodes,
+        **extra,
+    }
+
+
+def on(event: str) -> list[dict[str, str]]:
+    return [{"type": "event", "event": event}]
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(at("2026-01-05 10:00"))
+
+
+@pytest.fixture
+def flow(store_url: str, clock: VirtualClock) -> Any:
+    engine = Leadflow(store_url, clock)
+    yield engine
+    engine.close()
+
+
+def rows(engine: Engine, query: Any) -> list[Any]:
+    with engine.connect() as connection:
+        return list(connection.execute(query))
+
+
+def set_paused(flow: Leadflow, workflow_id: str, paused: bool) -> None:
+    with flow.engine.begin() as connection:
+        connection.execute(
+            update(workflow_status)
+            .where(workflow_status.c.workflow_id == workflow_id)
+            .values(paused=paused)
+        )
+    flow.runner.reload()
+
+
+# --- deploys and versions -----------------------------------------------------------------
+
+DRIP_V1 = doc(
+    "drip",
+    {
+        "pause": {"type": "wait", "for": "P1D", "next": "tag"},
+        "tag": {"type": "add_to_list", "list": "Done v1"},
+    },
+    on("Start"),
+    reentry="always",
+)
+DRIP_V2 = doc(
+    "drip",
+    {
+        "hold": {"type": "wait", "for": "PT2H", "next": "mark"},
+        "mark": {"type": "add_to_list", "list": "Done v2"},
+    },
+    on("Start"),
+    version=2,
+    reentry="always",
+)
+
+
+def test_deploy_same_document_is_unchanged_a_different_one_conflicts(flow: Leadflow) -> None:
+    (first,) = flow.deploy([DRIP_V1])
+    assert (first.workflow_id, first.version, first.status) == ("drip", 1, "deployed")
+    (again,) = flow.deploy([dict(DRIP_V1)])
+    assert again.status == "unchanged"
+    changed = {**DRIP_V1, "name": "Drip, renamed"}
+    with pytest.raises(DeployConflict, match="bump 'version'"):
+        flow.deploy([changed])
+    assert [r.status for r in flow.deploy([DRIP_V1, DRIP_V2])] == ["unchanged", "deployed"]
+
+
+def test_runs_stay_on_their_version(flow: Leadflow, clock: VirtualClock) -> None:
+    flow.deploy([DRIP_V1])
+    flow.track("ann", "Start", timestamp=at("2026-01-05 10:00"), message_id="e-1")
+    clock.advance_to(at("2026-01-05 11:00"))
+    flow.deploy([DRIP_V2])
+    flow.track("bob", "Start", timestamp=at("2026-01-05 11:00"), message_id="e-2")
+    waiting = rows(flow.engine, select(runs.c.contact_id, runs.c.version, runs.c.node))
+    assert sorted(waiting) == [("ann", 1, "pause"), ("bob", 2, "hold")]
+    clock.advance_to(at("2026-01-05 13:30"))
+    assert flow.run_due() == 1  # bob's two hours are over, ann's day is not
+    assert flow.contact("bob")["lists"] == ["Done v2"]
+    assert flow.contact("ann")["lists"] == []
+    clock.advance_to(at("2026-01-06 10:00"))
+    assert flow.run_due() == 1
+    assert flow.contact("ann")["lists"] == ["Done v1"]  # v1's nodes, though v2 is newest
+    done = rows(flow.engine, select(runs.c.contact_id, runs.c.version, runs.c.state))
+    assert sorted(done) == [("ann", 1, "completed"), ("bob", 2, "completed")]
+
+
+def test_pause_blocks_entries_and_holds_waits_resume_releases_them(
+    flow: Leadflow, clock: VirtualClock
+) -> None:
+    flow.deploy([DRIP_V1])
+    flow.track("ann", "Start", timestamp=at("2026-01-05 10:00"), message_id="p-1")
+    set_paused(flow, "drip", True)
+    clock.advance_to(at("2026-01-05 12:00"))
+    flow.track("bob", "Start", timestamp=at("2026-01-05 12:00"), message_id="p-2")
+    assert rows(flow.engine, select(runs.c.contact_id)) == [("ann",)]
+    clock.advance_to(at("2026-01-06 12:00"))  # ann's wait is due, but held
+    assert flow.run_due() == 0
+    assert flow.contact("ann")["lists"] == []
+    set_paused(flow, "drip", False)
+    clock.advance_to(at("2026-01-06 12:01"))
+    assert flow.run_due() == 1
+    assert flow.contact("ann")["lists"] == ["Done v1"]
+    assert rows(flow.engine, select(func.count()).select_from(waits)) == [(0,)]
+    clock.advance_to(at("2026-01-06 12:02"))
+    flow.track("bob", "Start", timestamp=at("2026-01-06 12:02"), message_id="p-3")
+    assert sorted(rows(flow.engine, select(runs.c.contact_id, runs.c.state))) == [
+        ("ann", "completed"),
+        ("bob", "waiting"),
+    ]
+
+
+# --- concurrency --------------------------------------------------------------------------
+
+POINTS = doc("points", {"add": {"type": "update_score", "add": 1}}, on("Act"), reentry="always")
+CREATED = doc(
+    "created",
+    {"add": {"type": "update_score", "score": "CREATED", "add": 1}},
+    [{"type": "contact_created"}],
+)
+
+
+def test_two_engines_never_lose_a_score_update(store_url: str) -> None:
+    clock = VirtualClock(at("2026-01-06 00:00"))
+    with Leadflow(store_url, clock) as setup:
+        setup.deploy([POINTS, CREATED])
+        setup.track("ann", "Hello", timestamp=at("2026-01-05 09:00"), message_id="hello")
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def feed(tag: str) -> None:
+        try:
+            with Leadflow(store_url, clock) as flow:
+                start.wait()
+                for first in range(0, 200, 5):
+                    flow.send(
+                        {
+                            "type": "track",
+                            "userId": "ann",
+                            "event": "Act",
+                            "messageId": f"{tag}-{i}",
+                            "timestamp": "2026-01-05T10:00:00Z",
+                        }
+                        for i in range(first, first + 5)
+                    )
+        except BaseException as exc:  # reported below, in the test's own thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=feed, args=(tag,)) for tag in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    with Leadflow(store_url, clock) as flow:
+        assert flow.contact("ann")["scores"] == {"CREATED": 1, "SCORE": 400}
+        changes = rows(
+            flow.engine,
+            select(audit.c.old, audit.c.new).where(audit.c.name == "SCORE").order_by(audit.c.id),
+        )
+    assert len(changes) == 400
+    assert sorted(new for _, new in changes) == list(range(1, 401))
+    assert all(new == old + 1 for old, new in changes)
+
+
+def _while_another_transaction_holds(engine: Engine, hold: Any, then: Any) -> Any:
+    """Run ``hold(connection)`` in an open write transaction, start ``then()`` in a thread,
+    give it time to reach the rows ``hold`` wrote, commit, and return what ``then`` gave."""
+    out: dict[str, Any] = {}
+    connection = writer(engine).connect()
+    transaction = connection.begin()
+    hold(connection)
+
+    def other() -> None:
+        try:
+            out["value"] = then()
+        except BaseException as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join(timeout=0.5)  # blocked on the held rows (PostgreSQL) or the lock (SQLite)
+    transaction.commit()
+    connection.close()
+    thread.join(timeout=30)
+    assert "error" not in out, out
+    return out["value"]
+
+
+def test_a_contact_created_by_a_concurrent_transaction_is_not_new_again(store: Engine) -> None:
+    now = at("2026-01-05 10:00")
+
+    def load_elsewhere() -> list[str]:
+        with writer(store).begin() as connection:
+            return Batch(connection).load(["ann", "bob"], now)
+
+    new = _while_another_transaction_holds(
+        store, lambda connection: Batch(connection).load(["ann"], now), load_elsewhere
+    )
+    assert new == ["bob"]
+
+
+def test_a_message_taken_by_a_concurrent_transaction_is_not_run_twice(
+    store_url: str, clock: VirtualClock
+) -> None:
+    with Leadflow(store_url, clock) as flow:
+        flow.deploy([POINTS, CREATED])
+
+        def hold(connection: Any) -> None:  # another worker is ingesting message "dup"
+            Batch(connection).load(["ann"], at("2026-01-05 10:00"))
+            connection.execute(
+                events.insert(),
+                {
+                    "message_id": "dup",
+                    "contact_id": "ann",
+                    "type": "track",
+                    "name": "Act",
+                    "properties": {},
+                    "timestamp": at("2026-01-05 10:00"),
+                    "received_at": at("2026-01-05 10:00"),
+                },
+            )
+
+        report = _while_another_transaction_holds(
+            flow.engine,
+            hold,
+            lambda: flow.track("ann", "Act", timestamp=at("2026-01-05 10:00"), message_id="dup"),
+        )
+        assert (report.taken, report.duplicates) == (0, 1)
+        assert flow.contact("ann")["scores"] == {}  # neither 'Act' nor 'created' ran here
+
+
+# --- audit and outbox ---------------------------------------------------------------------
+
+
+def test_every_score_change_is_audited_with_its_origin(flow: Leadflow, clock: VirtualClock) -> None:
+    flow.deploy(
+        [
+            doc(
+                "stage",
+                {
+                    "pts": {"type": "update_score", "add": 30, "next": "cap"},
+                    "cap": {"type": "update_score", "score": "FIT", "set": 7},
+                },
+                on("Quote Requested"),
+                reentry="always",
+            ),
+            doc(
+                "decay",
+                {"cut": {"type": "update_score", "percent": -50}},
+                on("Idle"),
+                version=3,
+            ),
+        ]
+    )
+    flow.track("ann", "Quote Requested", timestamp=at("2026-01-05 10:00"), message_id="q-1")
+    clock.advance_to(at("2026-01-05 10:05"))
+    flow.track("ann", "Quote Requested", timestamp=at("2026-01-05 10:05"), message_id="q-2")
+    flow.track("ann", "Idle", timestamp=at("2026-01-05 10:05"))
+    found = rows(
+        flow.engine,
+        select(
+            audit.c.name,
+            audit.c.old,
+            audit.c.new,
+            audit.c.workflow_id,
+            audit.c.version,
+            audit.c.node,
+            audit.c.cause,
+        )
+        .where(audit.c.subject == "score")
+        .order_by(audit.c.id),
+    )
+    assert [tuple(r) for r in found] == [
+        ("SCORE", 0, 30, "stage", 1, "pts", "track Quote Requested (q-1)"),
+        ("FIT", 0, 7, "stage", 1, "cap", "track Quote Requested (q-1)"),
+        ("SCORE", 30, 60, "stage", 1, "pts", "track Quote Requested (q-2)"),
+        ("SCORE", 60, 30, "decay", 3, "cut", "track Idle"),
+    ]
+    history = flow.contact("ann", history=True)["score_history"]
+    assert [h["text"] for h in history][:1] == [
+        "+30 SCORE (now 30) by stage v1 on track Quote Requested (q-1), 2026-01-05 10:00"
+    ]
+
+
+def test_outbox_rows_have_unique_idempotency_keys(flow: Leadflow, clock: VirtualClock) -> None:
+    flow.deploy(
+        [
+            doc(
+                "thrice",
+                {
+                    "mail": {"type": "send_email", "template": "nurture-1", "next": "count"},
+                    "count": {
+                        "type": "set_attribute",
+                        "attribute": "sent",
+                        "increment": 1,
+                        "next": "more",
+                    },
+                    "more": {
+                        "type": "condition",
+                        "if": {"attribute": "sent", "lt": 3},
+                        "then": "pause",
+                        "else": "end",
+                    },
+                    "pause": {"type": "wait", "for": "P1D", "next": "mail"},
+                    "end": {"type": "exit"},
+                },
+                on("Start"),
+            )
+        ]
+    )
+    flow.track("ann", "Start", timestamp=at("2026-01-05 10:00"))
+    flow.track("bob", "Start", timestamp=at("2026-01-05 10:00"))
+    clock.advance_to(at("2026-01-10 00:00"))
+    assert flow.run_due() == 4
+    sent = rows(
+        flow.engine, select(outbox.c.idempotency_key, outbox.c.contact_id, outbox.c.payload)
+    )
+    assert len(sent) == 6
+    assert len({key for key, _, _ in sent}) == 6
+    moments = sorted((c, p["at"]) for _, c, p in sent)
+    assert moments == [
+        ("ann", "2026-01-05T10:00:00Z"),
+        ("ann", "2026-01-06T10:00:00Z"),
+        ("ann", "2026-01-07T10:00:00Z"),
+        ("bob", "2026-01-05T10:00:00Z"),
+        ("bob", "2026-01-06T10:00:00Z"),
+        ("bob", "2026-01-07T10:00:00Z"),
+    ]
+
+
+# --- migrations ---------------------------------------------------------------------------
+
+
+def test_upgrade_is_idempotent_and_keeps_data(store_url: str) -> None:
+    engine = make_engine(store_url)
+    try:
+        head = head_revision()
+        assert head is not None
+        assert upgrade(engine) == head
+        assert current_revision(engine) == head
+        with Leadflow(engine=engine) as flow:
+            flow.identify("ann", {"plan": "pro"})
+        assert upgrade(engine) == head
+        assert upgrade(engine) == head
+        assert current_revision(engine) == head
+        assert rows(engine, select(contacts.c.id, contacts.c.attributes)) == [
+            ("ann", {"plan": "pro"})
+        ]
+    finally:
+        engine.dispose()
