@@ -16,8 +16,7 @@ class SendEmail(NodeKind):
     type: ClassVar[str] = "send_email"
     title: ClassVar[str] = "Send an email"
     description: ClassVar[str] = (
-        "Send an email built from a template, rendered for the contact when the node runs "
-        "(a missing variable fails the run). The message is written to the outbox in the "
+        "Send an email built from a template. The message is written to the outbox in the "
         "same transaction as the step, so a retry never sends it twice."
     )
     schema: ClassVar[dict[str, Any]] = {

@@ -28,15 +28,20 @@ from engine.clock import SystemClock, format_timestamp, parse_timestamp
 from engine.errors import DeployConflict, InvalidWorkflow, LeadflowError, UnknownContact
 from engine.explain import explain_command
 from engine.graph import to_dot, to_mermaid
+from engine.importer import import_group
+from engine.messaging.cli import outbox as outbox_group
 from engine.registry import default_registry
+from engine.review import review_group
 from engine.runner import Runner
 from engine.schema import build_schema, render
 from engine.segment import read_lines
 from engine.segments import segment_command
+from engine.service.cli import keys_group, serve_command
 from engine.store.db import writer
 from engine.store.tables import runs, workflow_status, workflow_versions
 from engine.templates import TemplateCatalog
 from engine.validation import validate_paths
+from engine.versions import diff_command, history_command
 from engine.views import contact_view
 
 
@@ -402,6 +407,13 @@ contacts.add_command(explain_command)
 main.add_command(accounts_group)
 main.add_command(segment_command)
 main.add_command(calibrate_command)
+main.add_command(history_command)
+main.add_command(diff_command)
+main.add_command(review_group)
+main.add_command(import_group)
+main.add_command(outbox_group)
+main.add_command(serve_command)
+main.add_command(keys_group)
 
 
 def run() -> None:

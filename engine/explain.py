@@ -29,9 +29,7 @@ from engine.scoring.models import SCORE_MODEL, ScoreModel, compile_score_model
 from engine.store.tables import audit, contacts, scores, workflow_versions
 
 MESSAGE_TYPES = ("track", "identify", "group", "alias", "page", "screen")
-_CAUSE = re.compile(
-    r"^(?P<type>" + "|".join(MESSAGE_TYPES) + r")(?: (?P<event>.*?))?(?: \((?P<id>[^()]*)\))?$"
-)
+_MESSAGE_ID = re.compile(r"^(?P<what>.*) \((?P<id>[^()]*)\)$")
 TOLERANCE = 1e-6
 TIMES = "\u00d7"
 MINUS = "\u2212"
@@ -103,13 +101,14 @@ def reason_of(cause: str | None) -> tuple[str, str | None]:
     ``track Quote Requested (m-2)`` -> (``track Quote Requested``, ``Quote Requested``)."""
     if not cause:
         return "an unrecorded cause", None
-    match = _CAUSE.match(cause)
-    if match is None:
+    match = _MESSAGE_ID.match(cause)
+    what = match["what"] if match else cause
+    kind, _, event = what.partition(" ")
+    if kind not in MESSAGE_TYPES:
         return cause, None
-    kind, event = match["type"], match["event"]
     if kind == "track" and event:
-        return f"track {event}", event
-    return (f"{kind} {event}" if event else kind), (event if event else kind)
+        return what, event
+    return what, (event or kind)
 
 
 def score_models(connection: Connection, score: str | None = None) -> list[ScoreModel]:

@@ -219,6 +219,7 @@ class Runner:
             for message, row in zip(fresh, rows, strict=True):
                 state = wake.batch.contacts[row["contact_id"]]
                 wake.handle_message(state, message, min(message.timestamp, now))
+                wake.settle_accounts()
             wake.finish()
         return report
 
@@ -702,6 +703,16 @@ class Wake:
             if not self._account_crossings(changes, moment):
                 break
         self.batch.flush()
+
+    def settle_accounts(self) -> None:
+        """Roll up now the account scores that workflows watch, so an account crossing
+        enters the members at the moment of the change that caused it, not at the end of
+        the batch (in a simulation one batch may span days)."""
+        if any(
+            ("account_score_changed", name) in self.catalog.index
+            for _, name in self.accounts.touched
+        ):
+            self.finish()
 
     def _account_crossings(self, changes: list[AccountChange], moment: datetime) -> bool:
         entered = False

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,10 +28,10 @@ from engine.cli_common import EXIT_INPUT, db_option, open_store
 from engine.clock import SystemClock, parse_timestamp
 from engine.conditions import Predicate, compile_condition
 from engine.durations import Duration
+from engine.explain import number
 from engine.scoring.models import GRADE_MODEL
 from engine.store.sql import chunks
-from engine.store.tables import contacts, events, scores, workflow_versions
-from engine.views import contact_views
+from engine.store.tables import contacts, events, list_members, scores, workflow_versions
 
 CHUNK = 1000
 """Contacts looked at together (one detail query per table per chunk)."""
@@ -150,9 +150,12 @@ class SegmentFacts:
         return self.counts.count(self.contact_id, name, since)
 
 
-def _ordered_ids(query: SegmentQuery, now: datetime) -> Any:
-    """The ids of the candidates in output order (cold test and sort done in SQL)."""
-    statement = select(contacts.c.id).where(contacts.c.merged_into.is_(None))
+def _ordered(query: SegmentQuery, now: datetime) -> Any:
+    """The candidates in output order (cold test and sort done in SQL), with the columns
+    of their own row."""
+    statement = select(
+        contacts.c.id, contacts.c.attributes, contacts.c.grades, contacts.c.account_id
+    ).where(contacts.c.merged_into.is_(None))
     if query.cold is not None:
         threshold = query.cold.before(now)
         increased = exists().where(
@@ -180,6 +183,35 @@ def _ordered_ids(query: SegmentQuery, now: datetime) -> Any:
     return statement
 
 
+def _views(connection: Connection, rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """Scores and lists of one chunk of contacts, beside their own columns."""
+    views: dict[str, dict[str, Any]] = {
+        row.id: {
+            "attributes": row.attributes or {},
+            "grades": row.grades or {},
+            "scores": {},
+            "lists": [],
+            "account": row.account_id,
+        }
+        for row in rows
+    }
+    for part in chunks(list(views)):
+        held = select(scores.c.contact_id, scores.c.name, scores.c.value).where(
+            scores.c.contact_id.in_(part)
+        )
+        for contact_id, name, value in connection.execute(held):
+            views[contact_id]["scores"][name] = number(value)
+        members = select(list_members.c.contact_id, list_members.c.list_name).where(
+            list_members.c.contact_id.in_(part)
+        )
+        for contact_id, name in connection.execute(members):
+            views[contact_id]["lists"].append(name)
+    for view in views.values():
+        view["lists"].sort()
+        view["scores"] = dict(sorted(view["scores"].items()))
+    return views
+
+
 def select_contacts(
     connection: Connection, query: SegmentQuery, now: datetime
 ) -> Iterator[dict[str, Any]]:
@@ -188,21 +220,18 @@ def select_contacts(
     if query.limit == 0:
         return
     given = 0
-    result = connection.execution_options(yield_per=CHUNK).execute(_ordered_ids(query, now))
+    result = connection.execution_options(yield_per=CHUNK).execute(_ordered(query, now))
     try:
         for rows in result.partitions(CHUNK):
-            ids = [row[0] for row in rows]
-            views = contact_views(connection, ids)
-            counts = _EventCounts(connection, ids, now)
-            for contact_id in ids:
-                view = views.get(contact_id)
-                if view is None:
-                    continue
+            views = _views(connection, rows)
+            counts = _EventCounts(connection, list(views), now)
+            for row in rows:
+                view = views[row.id]
                 if query.where is not None and not query.where(
-                    SegmentFacts(contact_id, view, counts, now)
+                    SegmentFacts(row.id, view, counts, now)
                 ):
                     continue
-                yield _record(contact_id, view, query.hashed)
+                yield _record(row.id, view, query.hashed)
                 given += 1
                 if query.limit is not None and given >= query.limit:
                     return

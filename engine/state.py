@@ -13,7 +13,16 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
 from engine.clock import ensure_utc
-from engine.store.sql import chunks, insert_for, insert_ignore, is_postgres, upsert
+from engine.store.sql import (
+    bulk_delete,
+    bulk_insert,
+    bulk_update,
+    bulk_upsert,
+    chunks,
+    in_values,
+    insert_for,
+    is_postgres,
+)
 from engine.store.tables import (
     accounts,
     audit,
@@ -229,7 +238,7 @@ class Batch:
             if state.dirty:
                 contact_rows.append(
                     {
-                        "b_id": state.id,
+                        "id": state.id,
                         "attributes": state.attributes,
                         "grades": state.grades,
                         "account_id": state.account_id,
@@ -253,73 +262,48 @@ class Batch:
                 {"list_name": n, "contact_id": state.id, "added_at": at}
                 for n, at in state.added_lists.items()
             )
-            list_removes.extend({"b_list": n, "b_contact": state.id} for n in state.removed_lists)
+            list_removes.extend(
+                {"list_name": n, "contact_id": state.id} for n in state.removed_lists
+            )
             state.added_lists.clear()
             state.removed_lists.clear()
             for run in state.runs:
                 if run.new:
                     new_runs.append(_run_row(run, state.id))
                 elif run.dirty:
-                    changed_runs.append({"b_id": run.id, **_run_changes(run)})
+                    changed_runs.append({"id": run.id, **_run_changes(run)})
                 if (run.new or run.dirty) and run.wait is not None and run.state == "waiting":
                     new_waits.append(_wait_row(run.wait, state.id))
                 run.new = run.dirty = False
             state.runs = [r for r in state.runs if r.state in ("active", "waiting")]
-        if contact_rows:
-            conn.execute(
-                update(contacts)
-                .where(contacts.c.id == bindparam("b_id"))
-                .values(
-                    attributes=bindparam("attributes"),
-                    grades=bindparam("grades"),
-                    account_id=bindparam("account_id"),
-                    updated_at=bindparam("updated_at"),
-                ),
-                contact_rows,
-            )
-        upsert(
+        bulk_update(conn, contacts, ("id",), contact_rows)
+        bulk_upsert(
             conn,
             scores,
             score_rows,
             ("contact_id", "name"),
             ("value", "peak", "updated_at", "increased_at"),
         )
-        if list_removes:
-            conn.execute(
-                delete(list_members).where(
-                    list_members.c.list_name == bindparam("b_list"),
-                    list_members.c.contact_id == bindparam("b_contact"),
-                ),
-                list_removes,
-            )
-        insert_ignore(conn, list_members, list_adds)
+        bulk_delete(conn, list_members, list_removes)
+        bulk_insert(conn, list_members, list_adds, ignore=True)
         if self.deleted_waits:
-            for part in chunks(self.deleted_waits):
-                conn.execute(delete(waits).where(waits.c.run_id.in_(part)))
+            conn.execute(delete(waits).where(in_values(conn, waits.c.run_id, self.deleted_waits)))
             self.deleted_waits.clear()
-        if new_runs:
-            conn.execute(runs.insert(), new_runs)
-        if changed_runs:
-            conn.execute(
-                update(runs)
-                .where(runs.c.id == bindparam("b_id"))
-                .values({k: bindparam(k) for k in changed_runs[0] if k != "b_id"}),
-                changed_runs,
-            )
-        if new_waits:
-            conn.execute(waits.insert(), new_waits)
+        bulk_insert(conn, runs, new_runs)
+        bulk_update(conn, runs, ("id",), changed_runs)
+        bulk_insert(conn, waits, new_waits)
         if self.audit_rows:
-            conn.execute(audit.insert(), self.audit_rows)
+            bulk_insert(conn, audit, self.audit_rows)
             self.audit_rows.clear()
-        insert_ignore(conn, outbox, self.outbox_rows)
+        bulk_insert(conn, outbox, self.outbox_rows, ignore=True)
         self.outbox_rows.clear()
         if self.account_rows:
-            upsert(
+            bulk_upsert(
                 conn, accounts, list(self.account_rows.values()), ("id",), ("traits", "updated_at")
             )
             self.account_rows.clear()
         if self.quiet_resets:
-            upsert(
+            bulk_upsert(
                 conn,
                 quiet_watch,
                 [

@@ -32,6 +32,9 @@ class WorkerSettings:
     timers_poll_seconds: float = 30.0
     reaper_seconds: float = 60.0
     catalog_refresh_seconds: float = 15.0
+    delivery_poll_seconds: float = 2.0
+    delivery_batches: int = 10
+    """Outbox batches per delivery run, so a backlog does not hold up due waits."""
 
 
 @dataclass
@@ -65,6 +68,15 @@ class Worker:
     def refresh(self) -> None:
         self.runner.reload()
 
+    def deliver(self) -> None:
+        """Deliver due outbox messages (engine/messaging/delivery.py)."""
+        from engine.messaging.delivery import Deliverer
+
+        deliverer = Deliverer(self.runner.engine, self.runner.clock, owner=self.runner.owner)
+        for _ in range(self.settings.delivery_batches):
+            if self.stopping.is_set() or not deliverer.deliver_batch().claimed:
+                return
+
     def scheduler(self) -> BlockingScheduler:
         scheduler = BlockingScheduler(
             executors={"default": ThreadPoolExecutor(1)},
@@ -77,6 +89,9 @@ class Worker:
         )
         scheduler.add_job(self.timers, "interval", seconds=s.timers_poll_seconds, id="timers")
         scheduler.add_job(self.reap, "interval", seconds=s.reaper_seconds, id="lease-reaper")
+        scheduler.add_job(
+            self.deliver, "interval", seconds=s.delivery_poll_seconds, id="deliver-outbox"
+        )
         scheduler.add_job(
             self.refresh, "interval", seconds=s.catalog_refresh_seconds, id="catalog-refresh"
         )

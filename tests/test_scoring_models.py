@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, select
 
 from engine.clock import format_timestamp, parse_timestamp
 from engine.simulate import simulate
-from engine.store.tables import audit
+from engine.store.tables import audit, outbox
 from engine.validation import validate_documents
 
 # --- building scenarios -----------------------------------------------------------------
@@ -498,7 +498,13 @@ def test_shipped_qualify_on_score_and_grade_keeps_the_student_from_sales(
             points("Quote Requested", 45),
         ],
         [
-            identify("vp@acme.com", "2026-01-05", job_title="VP Marketing", company_size=500),
+            identify(
+                "vp@acme.com",
+                "2026-01-05",
+                job_title="VP Marketing",
+                company_size=500,
+                country="US",
+            ),
             identify("sam@uni.example", "2026-01-05", job_title="Student", company_size=1),
             track("vp@acme.com", "Quote Requested", "2026-01-06 10:00"),
             track("sam@uni.example", "Quote Requested", "2026-01-06 10:00"),
@@ -737,7 +743,7 @@ def test_shipped_product_interest_models(
 def test_shipped_b2b_grade(tmp_path: Path) -> None:
     people = {
         "vp": ({"job_title": "VP Marketing", "company_size": 500, "country": "US"}, "A"),
-        "it": ({"job_title": "IT Manager", "company_size": 500}, "B"),
+        "it": ({"job_title": "IT Manager", "company_size": 500, "country": "US"}, "B"),
         "mm": ({"job_title": "Marketing Manager", "company_size": 50}, "C"),
         "an": ({"job_title": "Analyst", "company_size": 20}, "D"),
         "co": ({"job_title": "Consultant", "country": "FR"}, "E"),
@@ -798,6 +804,18 @@ def test_shipped_account_ready_with_sales_ready_rollup(tmp_path: Path) -> None:
     ]
     assert all("Ready accounts" in out.lists(m) for m in members)
     assert "Ready accounts" not in out.lists("e")
+    engine = create_engine(out.url)
+    try:
+        with engine.connect() as connection:
+            bodies = sorted(
+                payload["rendered"]["body"]["contact"]
+                + "@"
+                + payload["rendered"]["body"]["account"]
+                for payload in connection.scalars(select(outbox.c.payload))
+            )
+    finally:
+        engine.dispose()
+    assert bodies == ["a@acme", "b@acme", "c@acme", "d@acme"]
 
 
 # --- bad model documents --------------------------------------------------------------------

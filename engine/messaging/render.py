@@ -72,7 +72,7 @@ class _Missing(StrictUndefined):
     @property
     def _undefined_message(self) -> str:
         path = getattr(self._undefined_obj, "_lf_path", None)
-        if path is not None:
+        if path is not None and self._undefined_hint is None:
             return f"{path}.{self._undefined_name} is not set for this contact"
         if self._undefined_hint is None and self._undefined_obj is missing:
             return f"{self._undefined_name} is not a template variable"

@@ -4,29 +4,40 @@ The statement lowers every quiet contact's score by a percentage or a number of 
 never below the floor (a fixed number, or a share of the contact's peak) and never lifting
 a score already under it. The audit rows are written by one INSERT ... SELECT. Only the
 contacts whose decay moved them across a band edge or a ``score_crossed`` threshold are
-then loaded, so band lists and triggers react as they would to any other change.
+then loaded, so band lists and triggers react as they would to any other change; they are
+picked out in SQL too, so a tick over a million scores never brings a million rows into
+Python.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Float,
+    Numeric,
     String,
+    and_,
+    bindparam,
     cast,
     exists,
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import UnaryExpression
 
 from engine.kinds import Signal
-from engine.scoring.accounts import AccountChange, recompute
+from engine.scoring.accounts import AccountChange
 from engine.scoring.models import ScoreModel
 from engine.store.sql import is_postgres
 from engine.store.tables import account_scores, audit, contacts, events, scores
@@ -39,8 +50,45 @@ def _greatest(connection: Connection, a: Any, b: Any) -> ColumnElement[Any]:
     return func.greatest(a, b) if is_postgres(connection) else func.max(a, b)
 
 
+def _round6(connection: Connection, value: Any) -> ColumnElement[Any]:
+    """Round to 6 decimals (PostgreSQL rounds to a number of places only numerics)."""
+    if is_postgres(connection):
+        return cast(func.round(cast(value, Numeric), 6), Float)
+    return func.round(value, 6)
+
+
 def _as_json(connection: Connection, column: Any) -> ColumnElement[Any]:
     return func.to_json(column) if is_postgres(connection) else cast(column, String)
+
+
+def _scanned(connection: Connection, column: Any) -> Any:
+    """``+column`` on SQLite: the documented way to keep a term off the indexes. A tick
+    rewrites ``value``, the second column of ``ix_scores_name_value``; walking that index
+    visits the rows in value order, which on a large table means a random page for every
+    row (several times slower than the rowid-order scan, measured in bench_decay.py)."""
+    if is_postgres(connection):
+        return column
+    return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
+
+
+TICK_CACHE_KIB = 65536
+"""SQLite page cache for the length of a tick (the default is 2 MiB). The UPDATE rewrites
+``ix_scores_name_value`` in random order; with the default cache the dirty index pages
+are spilled to the WAL and read back over and over (a third of the tick's CPU at 1M
+scores, measured in bench_decay.py). Set back when the tick is done."""
+
+
+@contextmanager
+def _tick_cache(connection: Connection) -> Iterator[None]:
+    if is_postgres(connection):
+        yield
+        return
+    previous = int(connection.exec_driver_sql("PRAGMA cache_size").scalar() or -2000)
+    connection.exec_driver_sql(f"PRAGMA cache_size = -{TICK_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql(f"PRAGMA cache_size = {previous}")
 
 
 def decay_once(runner: Runner, model: ScoreModel, tick: datetime) -> int:
@@ -48,7 +96,7 @@ def decay_once(runner: Runner, model: ScoreModel, tick: datetime) -> int:
     policy = model.decay
     assert policy is not None
     cause = f"decay by {model.id} v{model.version}"
-    with runner.writer.begin() as connection:
+    with runner.writer.begin() as connection, _tick_cache(connection):
         floor: Any = literal(float(policy.floor or 0.0))
         if policy.floor_of_peak is not None:
             floor = _greatest(connection, floor, scores.c.peak * policy.floor_of_peak)
@@ -69,18 +117,24 @@ def decay_once(runner: Runner, model: ScoreModel, tick: datetime) -> int:
             quiet = func.coalesce(scores.c.increased_at, scores.c.updated_at) <= quiet_since
         statement = (
             update(scores)
-            .where(scores.c.name == model.score, scores.c.value > floor, quiet)
+            .where(
+                _scanned(connection, scores.c.name) == model.score,
+                _scanned(connection, scores.c.value) > floor,
+                quiet,
+            )
             .values(
                 decayed_from=scores.c.value,
-                value=func.round(_greatest(connection, lowered, floor), 6),
+                value=_round6(connection, _greatest(connection, lowered, floor)),
                 decayed_at=tick,
                 updated_at=tick,
             )
-            .returning(scores.c.contact_id, scores.c.decayed_from, scores.c.value)
         )
-        changed = [tuple(row) for row in connection.execute(statement)]
-        if not changed:
+        fallen = int(connection.execute(statement).rowcount or 0)
+        if not fallen:
             return 0
+        this_tick = and_(
+            _scanned(connection, scores.c.name) == model.score, scores.c.decayed_at == tick
+        )
         connection.execute(
             insert(audit).from_select(
                 [
@@ -106,18 +160,18 @@ def decay_once(runner: Runner, model: ScoreModel, tick: datetime) -> int:
                     literal(model.version),
                     literal("decay"),
                     literal(cause),
-                ).where(scores.c.name == model.score, scores.c.decayed_at == tick),
+                ).where(this_tick),
             )
         )
-        _follow_up(runner, connection, model, changed, tick, cause)
-    return len(changed)
+        _follow_up(runner, connection, model, this_tick, tick, cause)
+    return fallen
 
 
 def _follow_up(
     runner: Runner,
     connection: Connection,
     model: ScoreModel,
-    changed: list[Any],
+    this_tick: ColumnElement[bool],
     tick: datetime,
     cause: str,
 ) -> None:
@@ -130,9 +184,39 @@ def _follow_up(
     thresholds = [getattr(t, "threshold", None) for _, t in wake.catalog.index.get(key, ())]
     crossing = [t for t in thresholds if t is not None]
     models = wake.catalog.score_models.get(model.score, [])
+    # Every band bound and threshold a score can cross. A score with none of them between
+    # its old and new value (ends included) kept its band and crossed nothing, so SQL
+    # leaves it out; the exact test below sorts the few rows that come back.
+    edges = sorted(
+        {float(t) for t in crossing}
+        | {
+            float(bound)
+            for m in models
+            for band in m.bands
+            for bound in (band.low, band.high)
+            if bound is not None
+        }
+    )
+    old_value, new_value = scores.c.decayed_from, scores.c.value
+    near = [
+        or_(
+            and_(new_value <= edge, old_value >= edge),
+            and_(new_value >= edge, old_value <= edge),
+        )
+        for edge in edges
+    ]
+    candidates = (
+        connection.execute(
+            select(scores.c.contact_id, old_value, new_value)
+            .where(this_tick, or_(*near))
+            .order_by(scores.c.contact_id)
+        ).all()
+        if near
+        else []
+    )
     affected = [
         (contact_id, old, new)
-        for contact_id, old, new in changed
+        for contact_id, old, new in candidates
         if any(new < t <= old for t in crossing)
         or any(m.band_of(old) is not m.band_of(new) for m in models)
     ]
@@ -153,7 +237,8 @@ def _refresh_accounts(
     wake: Any, connection: Connection, model: ScoreModel, tick: datetime
 ) -> list[AccountChange]:
     """Recompute the roll-up of every account holding this score, in one statement for
-    sums; returns the accounts whose score changed."""
+    sums and one grouped query for the other methods; returns the accounts whose score
+    changed."""
     before = dict(
         connection.execute(
             select(account_scores.c.account_id, account_scores.c.value).where(
@@ -185,18 +270,67 @@ def _refresh_accounts(
             )
         ]
     else:
-        after = []
-        for account_id in before:
-            value = recompute(connection, account_id, model.score, model.rollup, model.top)
+        rolled = _member_rollups(connection, model)
+        after = [(account_id, rolled.get(account_id, 0.0)) for account_id in before]
+        connection.execute(
+            update(account_scores)
+            .where(account_scores.c.name == model.score)
+            .values(updated_at=tick)
+        )
+        moved = [
+            {"b_account": account_id, "b_value": value}
+            for account_id, value in after
+            if value != before[account_id]
+        ]
+        if moved:
             connection.execute(
                 update(account_scores)
                 .where(
-                    account_scores.c.account_id == account_id, account_scores.c.name == model.score
+                    account_scores.c.account_id == bindparam("b_account"),
+                    account_scores.c.name == model.score,
                 )
-                .values(value=value, updated_at=tick)
+                .values(value=bindparam("b_value")),
+                moved,
             )
-            after.append((account_id, value))
     for account_id, value in after:
         if abs(value - before[account_id]) > 1e-9:
             changes.append(AccountChange(account_id, model.score, before[account_id], value))
     return changes
+
+
+def _member_rollups(connection: Connection, model: ScoreModel) -> dict[str, float]:
+    """Max, average or top-N of the members' score for every account, in one pass over the
+    members (``row_number()`` ranks them for top-N): the same values as
+    :func:`engine.scoring.accounts.recompute`, without a query per account."""
+    joined = scores.join(contacts, contacts.c.id == scores.c.contact_id)
+    members = and_(
+        contacts.c.account_id.is_not(None),
+        contacts.c.merged_into.is_(None),
+        scores.c.name == model.score,
+    )
+    if model.rollup == "top":
+        rank = (
+            func.row_number()
+            .over(partition_by=contacts.c.account_id, order_by=scores.c.value.desc())
+            .label("rank")
+        )
+        ranked = (
+            select(contacts.c.account_id, scores.c.value, rank)
+            .select_from(joined)
+            .where(members)
+            .subquery()
+        )
+        query = (
+            select(ranked.c.account_id, func.sum(ranked.c.value))
+            .where(ranked.c.rank <= (model.top or 1))
+            .group_by(ranked.c.account_id)
+        )
+    else:
+        combine = func.max if model.rollup == "max" else func.avg
+        query = (
+            select(contacts.c.account_id, combine(scores.c.value))
+            .select_from(joined)
+            .where(members)
+            .group_by(contacts.c.account_id)
+        )
+    return {account_id: float(value or 0.0) for account_id, value in connection.execute(query)}

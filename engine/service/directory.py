@@ -23,11 +23,11 @@ def number_of(connection: Connection, contact_id: str, now: datetime) -> int:
     if found is not None:
         return int(found)
     insert_ignore(connection, contact_numbers, [{"contact_id": contact_id, "created_at": now}])
-    return int(
-        connection.scalar(
-            select(contact_numbers.c.number).where(contact_numbers.c.contact_id == contact_id)
-        )
+    number = connection.scalar(
+        select(contact_numbers.c.number).where(contact_numbers.c.contact_id == contact_id)
     )
+    assert number is not None
+    return int(number)
 
 
 def set_ext_id(connection: Connection, contact_id: str, ext_id: str, now: datetime) -> None:

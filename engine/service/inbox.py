@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,9 +34,16 @@ from engine.store.tables import inbox
 
 log = logging.getLogger("leadflow.service")
 
-CHUNK_MESSAGES = 500
-"""Messages applied per transaction round: large enough to be efficient, small enough that
-an accept waiting for the SQLite write lock waits briefly."""
+CHUNK_MESSAGES = 1000
+"""Messages applied per round when no requests are arriving."""
+BUSY_CHUNK = 10
+"""Messages applied per round while requests arrive: an accept waiting for the SQLite
+write lock waits for a round this small at most."""
+BUSY_SHARE = 0.2
+"""The share of time the applier takes while requests arrive."""
+BUSY_WINDOW = 0.1
+"""Seconds since the last accept during which requests count as arriving."""
+RELOAD_SECONDS = 5.0
 LEASE = timedelta(minutes=5)
 MAX_ATTEMPTS = 5
 """A row whose application failed this often is moved to ``rejected`` with the reason."""
@@ -96,15 +104,19 @@ class Inbox:
     clock: Clock
     gate: WriteGate
 
-    def put(self, messages: list[Any], source: str) -> int:
-        """Store accepted messages durably (one row); returns the row id."""
+    def put(
+        self, messages: list[Any], source: str, rejected: Sequence[Mapping[str, Any]] = ()
+    ) -> int:
+        """Store accepted messages durably (one row), with the ones refused at the door
+        (``line``, ``raw``, ``reason``) to be kept in ``rejected``; returns the row id."""
+        body = {"messages": messages, "rejected": list(rejected)}
         with self.gate.short(), writer(self.engine).begin() as connection:
             result = connection.execute(
                 inbox.insert().values(
                     received_at=self.clock.now(),
                     source=source[:200],
-                    count=len(messages),
-                    body=orjson.dumps(messages).decode(),
+                    count=len(messages) + len(rejected),
+                    body=orjson.dumps(body).decode(),
                     attempts=0,
                 )
             )
@@ -128,11 +140,11 @@ class Inbox:
                 pick = pick.with_for_update(skip_locked=True)
             ids: list[int] = []
             total = 0
-            for row in connection.execute(pick):
-                if ids and total + row.count > limit:
+            for row_id, count in connection.execute(pick):
+                if ids and total + count > limit:
                     break
-                ids.append(row.id)
-                total += row.count
+                ids.append(int(row_id))
+                total += int(count)
             if not ids:
                 return []
             connection.execute(
@@ -189,7 +201,10 @@ class Inbox:
 
 def _parse_row(row: Any) -> Iterator[Message | Rejection]:
     received: datetime = row.received_at
-    for index, data in enumerate(orjson.loads(row.body)):
+    body = orjson.loads(row.body)
+    for item in body["rejected"]:
+        yield Rejection(item["line"], item["raw"], item["reason"])
+    for index, data in enumerate(body["messages"]):
         line = index + 1
         try:
             yield parse_message(data, received, line)
@@ -200,13 +215,21 @@ def _parse_row(row: Any) -> Iterator[Message | Rejection]:
 
 def _give_up(row: Any) -> Iterator[Rejection]:
     reason = f"{row.source}: not applied after {MAX_ATTEMPTS} attempts: {row.last_error}"
-    for index, data in enumerate(orjson.loads(row.body)):
+    body = orjson.loads(row.body)
+    for item in body["rejected"]:
+        yield Rejection(item["line"], item["raw"], item["reason"])
+    for index, data in enumerate(body["messages"]):
         yield Rejection(index + 1, orjson.dumps(data).decode(), reason)
 
 
 class Applier:
     """The background thread that applies the inbox: woken by each accept, and every
-    second anyway (rows left by another process, leases that ran out)."""
+    second anyway (rows left by another process, leases that ran out).
+
+    Accepting comes first. While requests are arriving, the applier works in small rounds
+    and holds the store (and the interpreter) for at most :data:`BUSY_SHARE` of the time,
+    so a burst is accepted at full speed and applied right after; when requests stop, it
+    applies in large rounds until the inbox is empty."""
 
     def __init__(self, inbox: Inbox, runner: Runner) -> None:
         self.inbox = inbox
@@ -217,6 +240,8 @@ class Applier:
         self._thread = threading.Thread(target=self._loop, name="leadflow-inbox", daemon=True)
         self.applied = IngestReport()
         self.failures = 0
+        self.last_accept = 0.0
+        self._reloaded = time.monotonic()
 
     def start(self) -> None:
         self._thread.start()
@@ -226,14 +251,25 @@ class Applier:
         self.wake.set()
         self._thread.join(timeout)
 
+    def accepted(self) -> None:
+        self.last_accept = time.monotonic()
+        self.wake.set()
+
+    def _busy(self) -> bool:
+        return time.monotonic() - self.last_accept < BUSY_WINDOW
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.wake.wait(1.0)
             self.wake.clear()
             while not self._stop.is_set():
                 self.idle.clear()
+                busy = self._busy()
+                started = time.monotonic()
                 try:
-                    report = self.inbox.apply_once(self.runner)
+                    report = self.inbox.apply_once(
+                        self.runner, BUSY_CHUNK if busy else CHUNK_MESSAGES
+                    )
                 except Exception:
                     self.failures += 1
                     self._stop.wait(1.0)
@@ -242,5 +278,10 @@ class Applier:
                     break
                 self.applied.add(report)
                 self.applied.rejections.clear()
-            self.runner.reload()
+                if self._busy():
+                    spent = time.monotonic() - started
+                    self._stop.wait(spent * (1 / BUSY_SHARE - 1))
+            if time.monotonic() - self._reloaded > RELOAD_SECONDS:
+                self.runner.reload()  # deploys made by other processes
+                self._reloaded = time.monotonic()
             self.idle.set()

@@ -105,6 +105,13 @@ class KeyChecker:
         self._touched: dict[int, float] = {}
         self._lock = threading.Lock()
 
+    def peek(self, presented: str) -> ApiKey | None:
+        """The key when it was checked moments ago (no I/O); None means "look it up"."""
+        cached = self._cache.get(presented)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
     def check(self, presented: str) -> ApiKey | None:
         """The key's record when ``presented`` is a valid, unrevoked key; else None.
         Blocking (it may read the store): call it from a worker thread."""
@@ -134,9 +141,7 @@ class KeyChecker:
             return None
         _, prefix, secret = parts
         with self.engine.connect() as connection:
-            row = connection.execute(
-                select(api_keys).where(api_keys.c.prefix == prefix)
-            ).first()
+            row = connection.execute(select(api_keys).where(api_keys.c.prefix == prefix)).first()
         if row is None or row.revoked_at is not None:
             return None
         if not hmac.compare_digest(row.digest, _digest(row.salt, secret)):

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
+from operator import itemgetter
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import (
+    ARRAY,
+    JSON,
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+
+from engine.store.tables import UTCDateTime
 
 T = TypeVar("T")
 
@@ -50,3 +70,256 @@ def upsert(
 
 def is_postgres(connection: Connection) -> bool:
     return connection.dialect.name == "postgresql"
+
+
+# --- bulk writes ------------------------------------------------------------------------
+#
+# SQLAlchemy's executemany converts every row through compiled parameters and type
+# processors, which costs more than the database does for the many small rows a batch
+# writes (events, runs, audit, scores). The helpers below write the same values with one
+# statement per call: on SQLite the driver's executemany over tuples converted once per
+# column, on PostgreSQL one statement over unnest()ed text arrays, cast server-side. The
+# stored values are the ones SQLAlchemy would store (same datetime text on SQLite, same
+# JSON text on both), so everything reading the rows back sees no difference.
+
+Row = Mapping[str, Any]
+Converter = Callable[[Any], Any]
+
+
+def json_text(value: Any) -> str:
+    """``json.dumps(value)`` (what SQLAlchemy's JSON type stores), with a fast path for the
+    scalars and empty objects that most audit values and properties are."""
+    kind = type(value)
+    if kind is str:
+        return str(encode_basestring_ascii(value))
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    if kind is dict and not value:
+        return "{}"
+    return json.dumps(value)
+
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    """The text SQLAlchemy stores for a UTCDateTime on SQLite (naive UTC, microseconds)."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _pg_datetime(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def _pg_text(value: Any) -> str | None:
+    """A Python value as PostgreSQL input text, for a ``text[]`` element cast server-side."""
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float):
+        return float.__repr__(value)
+    return str(value)
+
+
+def _converter(table: Table, name: str, dialect: Dialect) -> Converter | None:
+    kind = table.c[name].type
+    if isinstance(kind, JSON):
+        return json_text
+    if dialect.name == "postgresql":
+        return _pg_datetime if isinstance(kind, UTCDateTime) else _pg_text
+    if isinstance(kind, UTCDateTime):
+        return _sqlite_datetime
+    # None for the plain types (text, numbers) the driver takes as they are
+    return kind.dialect_impl(dialect).bind_processor(dialect)
+
+
+class _Plan:
+    """One compiled bulk statement: its SQL and how to turn row dicts into parameters."""
+
+    def __init__(self, table: Table, names: Sequence[str], dialect: Dialect) -> None:
+        self.names = tuple(names)
+        self.getter = itemgetter(*self.names)
+        converters = [_converter(table, n, dialect) for n in self.names]
+        self.converters = [(i, c) for i, c in enumerate(converters) if c is not None]
+        self.sql = ""
+
+    def tuples(self, rows: Sequence[Row]) -> list[tuple[Any, ...]]:
+        getter, converters = self.getter, self.converters
+        if len(self.names) == 1:
+            values = [(getter(row),) for row in rows]
+        else:
+            values = [getter(row) for row in rows]
+        if not converters:
+            return values
+        out = []
+        for row in values:
+            items = list(row)
+            for index, convert in converters:
+                items[index] = convert(items[index])
+            out.append(tuple(items))
+        return out
+
+    def arrays(self, rows: Sequence[Row]) -> tuple[list[Any], ...]:
+        """Column-wise text arrays, for PostgreSQL's unnest()."""
+        converted = self.tuples(rows)
+        return tuple(list(column) for column in zip(*converted, strict=True))
+
+
+_PLANS: dict[tuple[Any, ...], _Plan] = {}
+
+
+def _quote(dialect: Dialect, name: str) -> str:
+    return str(dialect.identifier_preparer.quote(name))
+
+
+def _pg_type(table: Table, name: str, dialect: Dialect) -> str:
+    return str(table.c[name].type.compile(dialect=dialect))
+
+
+def _unnest(table: Table, names: Sequence[str], dialect: Dialect, alias: str = "u") -> str:
+    """``unnest(%s::text[], ...) AS u(c1, c2, ...)``."""
+    arrays = ", ".join("%s::text[]" for _ in names)
+    columns = ", ".join(_quote(dialect, n) for n in names)
+    return f"unnest({arrays}) AS {alias}({columns})"
+
+
+def _cast(table: Table, name: str, dialect: Dialect, alias: str = "u") -> str:
+    return f"{alias}.{_quote(dialect, name)}::{_pg_type(table, name, dialect)}"
+
+
+def _plan(
+    connection: Connection, kind: str, table: Table, names: Sequence[str], extra: Any = None
+) -> _Plan:
+    dialect = connection.dialect
+    key = (dialect.name, kind, table.name, tuple(names), extra)
+    plan = _PLANS.get(key)
+    if plan is not None:
+        return plan
+    plan = _Plan(table, names, dialect)
+    q = _quote
+    name = q(dialect, table.name)
+    columns = ", ".join(q(dialect, n) for n in names)
+    pg = dialect.name == "postgresql"
+    if kind in ("insert", "ignore", "upsert"):
+        if pg:
+            casts = ", ".join(_cast(table, n, dialect) for n in names)
+            body = f"SELECT {casts} FROM {_unnest(table, names, dialect)}"
+        else:
+            body = "VALUES (" + ", ".join("?" for _ in names) + ")"
+        sql = f"INSERT INTO {name} ({columns}) {body}"
+        if kind == "ignore":
+            sql += " ON CONFLICT DO NOTHING"
+        elif kind == "upsert":
+            keys, update = extra
+            target = ", ".join(q(dialect, k) for k in keys)
+            sets = ", ".join(f"{q(dialect, c)} = excluded.{q(dialect, c)}" for c in update)
+            sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+    elif kind == "update":
+        keys = extra
+        values = [n for n in names if n not in keys]
+        if pg:
+            sets = ", ".join(f"{q(dialect, c)} = {_cast(table, c, dialect)}" for c in values)
+            match = " AND ".join(
+                f"{name}.{q(dialect, k)} = {_cast(table, k, dialect)}" for k in keys
+            )
+            sql = f"UPDATE {name} SET {sets} FROM {_unnest(table, names, dialect)} WHERE {match}"
+        else:
+            sets = ", ".join(f"{q(dialect, c)} = ?" for c in values)
+            match = " AND ".join(f"{q(dialect, k)} = ?" for k in keys)
+            sql = f"UPDATE {name} SET {sets} WHERE {match}"
+            plan = _Plan(table, [*values, *keys], dialect)
+    elif kind == "delete":
+        if pg:
+            match = " AND ".join(
+                f"{name}.{q(dialect, k)} = {_cast(table, k, dialect)}" for k in names
+            )
+            sql = f"DELETE FROM {name} USING {_unnest(table, names, dialect)} WHERE {match}"
+        else:
+            match = " AND ".join(f"{q(dialect, k)} = ?" for k in names)
+            sql = f"DELETE FROM {name} WHERE {match}"
+    else:  # pragma: no cover - programming error
+        raise ValueError(kind)
+    plan.sql = sql
+    _PLANS[key] = plan
+    return plan
+
+
+def _run(connection: Connection, plan: _Plan, rows: Sequence[Row]) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(plan.sql, plan.arrays(rows))
+    else:
+        connection.exec_driver_sql(plan.sql, plan.tuples(rows))
+
+
+def _unique(rows: Sequence[Row], keys: Sequence[str]) -> bool:
+    pick = itemgetter(*keys)
+    return len({pick(row) for row in rows}) == len(rows)
+
+
+def bulk_insert(
+    connection: Connection, table: Table, rows: Sequence[Row], ignore: bool = False
+) -> None:
+    """INSERT every row (all with the keys of the first); ``ignore``: ON CONFLICT DO NOTHING."""
+    if rows:
+        kind = "ignore" if ignore else "insert"
+        _run(connection, _plan(connection, kind, table, list(rows[0])), rows)
+
+
+def bulk_upsert(
+    connection: Connection,
+    table: Table,
+    rows: Sequence[Row],
+    keys: Sequence[str],
+    update: Sequence[str],
+) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE SET the ``update`` columns, row by row."""
+    if not rows:
+        return
+    if connection.dialect.name == "postgresql" and not _unique(rows, keys):
+        upsert(connection, table, [dict(r) for r in rows], keys, update)  # one can't do both
+        return
+    plan = _plan(connection, "upsert", table, list(rows[0]), (tuple(keys), tuple(update)))
+    _run(connection, plan, rows)
+
+
+def bulk_update(
+    connection: Connection, table: Table, keys: Sequence[str], rows: Sequence[Row]
+) -> None:
+    """UPDATE the row matching ``keys`` with the other values of each row dict."""
+    if not rows:
+        return
+    if connection.dialect.name == "postgresql" and not _unique(rows, keys):
+        for row in rows:
+            bulk_update(connection, table, keys, [row])
+        return
+    _run(connection, _plan(connection, "update", table, list(rows[0]), tuple(keys)), rows)
+
+
+def bulk_delete(connection: Connection, table: Table, rows: Sequence[Row]) -> None:
+    """DELETE the rows matching each row dict (all its keys)."""
+    if rows:
+        _run(connection, _plan(connection, "delete", table, list(rows[0])), rows)
+
+
+def in_values(
+    connection: Connection, column: ColumnElement[Any], values: Sequence[Any]
+) -> ColumnElement[bool]:
+    """``column IN values`` as one parameter whatever the number of values (an array on
+    PostgreSQL, a JSON array read with json_each on SQLite): the statement text stays the
+    same, so it is compiled and prepared once, and needs no chunking under SQLite's limit."""
+    if connection.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    listed: Select[Any] = select(literal_column("value")).select_from(
+        func.json_each(bindparam(None, json.dumps(list(values))))
+    )
+    return column.in_(listed.scalar_subquery())

@@ -133,6 +133,18 @@ workflow_status = Table(
     Column("updated_at", TS, nullable=False),
 )
 
+reviews = Table(
+    "reviews",
+    metadata,
+    # model reviews (domain.md 001: 60 days after version 1, then every 90 days after the
+    # last review), recorded by ``leadflow review done ID --note``
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("workflow_id", String(200), nullable=False),
+    Column("reviewed_at", TS, nullable=False),
+    Column("note", Text, nullable=False),
+    Index("ix_reviews_workflow_at", "workflow_id", "reviewed_at"),
+)
+
 runs = Table(
     "runs",
     metadata,

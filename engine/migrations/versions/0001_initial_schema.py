@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 17:24:11.714863
+Create Date: 2026-11-25 17:31:27.391644
 
 """
 from typing import Sequence, Union
@@ -202,6 +202,16 @@ def upgrade() -> None:
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
+    op.create_table('reviews',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('workflow_id', sa.String(length=200), nullable=False),
+    sa.Column('reviewed_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('note', sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('reviews', schema=None) as batch_op:
+        batch_op.create_index('ix_reviews_workflow_at', ['workflow_id', 'reviewed_at'], unique=False)
+
     op.create_table('runs',
     sa.Column('id', sa.String(length=32), nullable=False),
     sa.Column('contact_id', sa.String(length=320), nullable=False),
@@ -302,6 +312,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_runs_contact_state')
 
     op.drop_table('runs')
+    with op.batch_alter_table('reviews', schema=None) as batch_op:
+        batch_op.drop_index('ix_reviews_workflow_at')
+
+    op.drop_table('reviews')
     op.drop_table('rejected')
     with op.batch_alter_table('quiet_watch', schema=None) as batch_op:
         batch_op.drop_index('ix_quiet_watch_due')

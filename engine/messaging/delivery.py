@@ -1,0 +1,426 @@
+"""Delivering the outbox.
+
+A row's life: ``pending`` (queued by a run, or re-queued by hand) → ``sending`` (claimed,
+with a lease) → ``sent``; or ``failed`` (waiting for its retry) and after too many
+failures ``dead``; or ``suppressed`` (a consent rule said no; never sent).
+
+One batch:
+
+1. **Claim** (one transaction): due rows are selected ``FOR UPDATE SKIP LOCKED`` on
+   PostgreSQL (SQLite serialises writers), so workers never share a row. The consent rules
+   (engine/messaging/consent.py) run here: a suppressed row is closed, a row in quiet
+   hours or over its frequency cap gets a later ``next_attempt_at`` (not an attempt). The
+   others become ``sending`` with a lease (owner, until) and an attempt row whose outcome
+   is still unknown (``ok`` NULL).
+2. **Send** each claimed row with its provider.
+3. **Record** (one transaction per row): the attempt's outcome and the row's new status.
+
+A crash between 2 and 3 leaves the row ``sending``. When its lease runs out, the next
+batch takes it over: the open attempt is closed as "outcome unknown" and the message is
+sent again with the same idempotency key. Nothing is lost. Webhooks and SMS gateways get
+the key as an ``Idempotency-Key`` header, so a receiver that honours it acts once. SMTP has
+no such header: the email goes out again with the same Message-ID (at least once; the
+window is one message per crashed worker, between the server's 250 and the record's
+commit). Mail clients and many servers drop a second copy with the same Message-ID.
+
+Failures are retried after ``delivery.backoff_seconds * 2**(attempt-1)`` (capped at
+``delivery.backoff_max_seconds``), scaled by a jitter factor in [0.5, 1) derived from the
+row id and attempt number (deterministic: tests and simulations can predict it). After
+``delivery.max_attempts`` failures since the last hand re-queue, or one permanent failure
+(a refused recipient, a 4xx answer), the row is ``dead``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, and_, bindparam, or_, select, update
+
+from engine.clock import Clock
+from engine.messaging.consent import POSTPONE, SEND, SUPPRESS, address, check
+from engine.messaging.providers import DeliveryError, Outgoing, Providers
+from engine.messaging.render import MARKETING
+from engine.messaging.settings import MessagingSettings
+from engine.store.db import writer
+from engine.store.sql import chunks, is_postgres
+from engine.store.tables import contacts, delivery_attempts, outbox
+
+log = logging.getLogger("leadflow.delivery")
+
+STATUSES = ("pending", "sending", "sent", "failed", "dead", "suppressed")
+RETRYABLE = ("pending", "failed")
+UNKNOWN_OUTCOME = (
+    "outcome unknown: the worker stopped between sending and recording; "
+    "sent again with the same idempotency key"
+)
+
+
+@dataclass
+class DeliveryReport:
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    dead: int = 0
+    suppressed: int = 0
+    postponed: int = 0
+    recovered: int = 0
+
+    def add(self, other: DeliveryReport) -> None:
+        for key, value in asdict(other).items():
+            setattr(self, key, getattr(self, key) + value)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{v} {k}" for k, v in asdict(self).items() if k != "claimed")
+
+
+def backoff(outbox_id: int, attempt: int, settings: MessagingSettings) -> timedelta:
+    """Exponential backoff with a jitter seeded by the row and attempt (deterministic)."""
+    delay = min(settings.backoff_max, settings.backoff_base * 2 ** max(attempt - 1, 0))
+    digest = hashlib.sha256(f"{outbox_id}:{attempt}".encode()).digest()
+    jitter = int.from_bytes(digest[:8], "big") / 2**64
+    return timedelta(seconds=delay * (0.5 + 0.5 * jitter))
+
+
+def category(payload: Mapping[str, Any], channel: str) -> str:
+    rendered = payload.get("rendered")
+    if channel == "email" and isinstance(rendered, Mapping):
+        return str(rendered.get("category", MARKETING))
+    return MARKETING
+
+
+AfterSend = Callable[[Outgoing, "DeliveryError | None"], None]
+
+
+class Deliverer:
+    """Delivers due outbox rows. One per worker thread; any number share a database."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        owner: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.writer = writer(engine)
+        self.clock = clock
+        self.owner = owner or f"delivery-{uuid.uuid4().hex[:12]}"
+        self.environ = environ
+        self.after_send: AfterSend | None = None
+        """Called between a send and its record (tests simulate a crash here)."""
+
+    # --- the public face ------------------------------------------------------------------
+
+    def deliver(self, max_batches: int | None = None) -> DeliveryReport:
+        """Batches until nothing is due (or ``max_batches`` were done)."""
+        total = DeliveryReport()
+        done = 0
+        while max_batches is None or done < max_batches:
+            report = self.deliver_batch()
+            total.add(report)
+            done += 1
+            if not report.claimed:
+                break
+        return total
+
+    def deliver_batch(self) -> DeliveryReport:
+        report = DeliveryReport()
+        settings, claimed = self._claim(report)
+        if not claimed:
+            return report
+        providers = Providers(settings, self.clock)
+        try:
+            for item in claimed:
+                error: DeliveryError | None = None
+                response = ""
+                try:
+                    response = providers.send(item)
+                except DeliveryError as exc:
+                    error = exc
+                except Exception as exc:  # a bug or an odd library error: retried, logged
+                    log.exception("delivery of outbox row %d failed", item.id)
+                    error = DeliveryError(f"{type(exc).__name__}: {exc}")
+                if self.after_send is not None:
+                    self.after_send(item, error)
+                self._record(item, response, error, settings, report)
+        finally:
+            providers.close()
+        return report
+
+    # --- claiming ---------------------------------------------------------------------------
+
+    def _claim(self, report: DeliveryReport) -> tuple[MessagingSettings, list[Outgoing]]:
+        now = self.clock.now()
+        with self.writer.begin() as connection:
+            settings = MessagingSettings.load(connection, self.environ)
+            due = or_(
+                and_(
+                    outbox.c.status.in_(RETRYABLE),
+                    or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
+                ),
+                and_(outbox.c.status == "sending", outbox.c.lease_until <= now),
+            )
+            query = (
+                select(outbox)
+                .where(due)
+                .order_by(outbox.c.next_attempt_at, outbox.c.id)
+                .limit(max(settings.batch, 1))
+            )
+            if is_postgres(connection):
+                query = query.with_for_update(skip_locked=True)
+            rows = list(connection.execute(query))
+            if not rows:
+                return settings, []
+            report.claimed = len(rows)
+            people = [r for r in rows if r.channel in ("email", "sms")]
+            attributes = _contacts(connection, {r.contact_id for r in people})
+            recent = _recent(connection, people, settings, now)
+            lease_until = now + timedelta(seconds=settings.lease_seconds)
+            take: list[Outgoing] = []
+            closes: list[dict[str, Any]] = []
+            postpones: list[dict[str, Any]] = []
+            unknown: list[dict[str, Any]] = []
+            for row in rows:
+                if row.status == "sending":
+                    report.recovered += 1
+                    unknown.append({"b_outbox": row.id, "b_attempt": row.attempts})
+                kind = category(row.payload, row.channel)
+                found = attributes.get(row.contact_id)
+                history = recent[(row.contact_id, row.channel)]
+                verdict = check(row.channel, kind, row.contact_id, found, settings, now, history)
+                if verdict.action == SUPPRESS:
+                    report.suppressed += 1
+                    closes.append({"b_id": row.id, "note": verdict.reason})
+                elif verdict.action == POSTPONE:
+                    report.postponed += 1
+                    postpones.append(
+                        {"b_id": row.id, "until": verdict.until, "note": verdict.reason}
+                    )
+                else:
+                    assert verdict.action == SEND
+                    to = address(row.channel, row.contact_id, found or {})
+                    if row.channel == "webhook":
+                        to = str(row.payload.get("url", ""))
+                    if kind == MARKETING and row.channel in settings.frequency_caps:
+                        history.append(now)  # in flight: counts against the cap at once
+                    take.append(
+                        Outgoing(
+                            row.id,
+                            row.idempotency_key,
+                            row.channel,
+                            row.contact_id,
+                            to or "",
+                            row.payload,
+                            row.attempts + 1,
+                            row.retry_from or 0,
+                        )
+                    )
+            if unknown:
+                connection.execute(
+                    update(delivery_attempts)
+                    .where(
+                        delivery_attempts.c.outbox_id == bindparam("b_outbox"),
+                        delivery_attempts.c.attempt == bindparam("b_attempt"),
+                        delivery_attempts.c.ok.is_(None),
+                    )
+                    .values(ok=False, error=UNKNOWN_OUTCOME),
+                    unknown,
+                )
+            if closes:
+                connection.execute(
+                    update(outbox)
+                    .where(outbox.c.id == bindparam("b_id"))
+                    .values(
+                        status="suppressed",
+                        note=bindparam("note"),
+                        lease_owner=None,
+                        lease_until=None,
+                        next_attempt_at=None,
+                    ),
+                    closes,
+                )
+            if postpones:
+                connection.execute(
+                    update(outbox)
+                    .where(outbox.c.id == bindparam("b_id"))
+                    .values(
+                        status="pending",
+                        next_attempt_at=bindparam("until"),
+                        note=bindparam("note"),
+                        lease_owner=None,
+                        lease_until=None,
+                    ),
+                    postpones,
+                )
+            if take:
+                connection.execute(
+                    update(outbox)
+                    .where(outbox.c.id == bindparam("b_id"))
+                    .values(
+                        status="sending",
+                        attempts=bindparam("attempt"),
+                        lease_owner=self.owner,
+                        lease_until=lease_until,
+                        note=None,
+                    ),
+                    [{"b_id": item.id, "attempt": item.attempt} for item in take],
+                )
+                connection.execute(
+                    delivery_attempts.insert(),
+                    [
+                        {"outbox_id": item.id, "attempt": item.attempt, "at": now, "ok": None}
+                        for item in take
+                    ],
+                )
+        return settings, take
+
+    # --- recording --------------------------------------------------------------------------
+
+    def _record(
+        self,
+        item: Outgoing,
+        response: str,
+        error: DeliveryError | None,
+        settings: MessagingSettings,
+        report: DeliveryReport,
+    ) -> None:
+        now = self.clock.now()
+        values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+        if error is None:
+            values.update(status="sent", sent_at=now, last_error=None, next_attempt_at=None)
+            report.sent += 1
+        else:
+            spent = item.attempt - item.retry_from
+            values["last_error"] = str(error)[:2000]
+            if error.permanent or spent >= settings.max_attempts:
+                values.update(status="dead", next_attempt_at=None)
+                report.dead += 1
+            else:
+                retry_at = now + backoff(item.id, item.attempt, settings)
+                values.update(status="failed", next_attempt_at=retry_at)
+                report.failed += 1
+        with self.writer.begin() as connection:
+            connection.execute(
+                update(delivery_attempts)
+                .where(
+                    delivery_attempts.c.outbox_id == item.id,
+                    delivery_attempts.c.attempt == item.attempt,
+                )
+                .values(
+                    ok=error is None,
+                    error=None if error is None else str(error)[:2000],
+                    response=(response if error is None else error.response or None),
+                )
+            )
+            moved = connection.execute(
+                update(outbox)
+                .where(
+                    outbox.c.id == item.id,
+                    outbox.c.status == "sending",
+                    outbox.c.attempts == item.attempt,
+                )
+                .values(**values)
+            ).rowcount
+        if not moved:
+            log.warning(
+                "outbox row %d: the lease ran out before the outcome was recorded "
+                "(another worker took it over)",
+                item.id,
+            )
+
+
+def _contacts(connection: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Attributes by contact id; a merged contact answers with the one it was merged into."""
+    found: dict[str, dict[str, Any]] = {}
+    redirect: dict[str, str] = {}
+    wanted = sorted(ids)
+    for _ in range(3):  # merges chain rarely; three hops is plenty
+        if not wanted:
+            break
+        later: list[str] = []
+        for part in chunks(wanted):
+            query = select(contacts.c.id, contacts.c.attributes, contacts.c.merged_into).where(
+                contacts.c.id.in_(part)
+            )
+            for row in connection.execute(query):
+                if row.merged_into is not None:
+                    redirect[row.id] = row.merged_into
+                    later.append(row.merged_into)
+                else:
+                    found[row.id] = dict(row.attributes)
+        wanted = sorted(set(later) - set(found))
+    for source, target in redirect.items():
+        while target in redirect and target != redirect[target]:
+            target = redirect[target]
+        if target in found:
+            found[source] = found[target]
+    return found
+
+
+def _recent(
+    connection: Connection, rows: list[Row[Any]], settings: MessagingSettings, now: datetime
+) -> dict[tuple[str, str], list[datetime]]:
+    """When each contact's marketing messages went out within the cap windows (in-flight
+    ones count as now)."""
+    recent: dict[tuple[str, str], list[datetime]] = defaultdict(list)
+    by_channel: dict[str, set[str]] = defaultdict(set)
+    claimed = {row.id for row in rows}
+    for row in rows:
+        if row.channel in settings.frequency_caps:
+            by_channel[row.channel].add(row.contact_id)
+    for channel, ids in by_channel.items():
+        since = settings.frequency_caps[channel].per.before(now)
+        for part in chunks(sorted(ids)):
+            query = select(
+                outbox.c.id,
+                outbox.c.contact_id,
+                outbox.c.status,
+                outbox.c.sent_at,
+                outbox.c.payload,
+            ).where(
+                outbox.c.contact_id.in_(part),
+                outbox.c.channel == channel,
+                or_(
+                    and_(outbox.c.status == "sent", outbox.c.sent_at > since),
+                    outbox.c.status == "sending",
+                ),
+            )
+            for item in connection.execute(query):
+                if item.id in claimed or category(item.payload, channel) != MARKETING:
+                    continue
+                moment = item.sent_at if item.status == "sent" else now
+                recent[(item.contact_id, channel)].append(moment)
+    return recent
+
+
+def requeue(connection: Connection, outbox_id: int, now: datetime) -> bool:
+    """Put a row back in line now, with a fresh dead-letter budget; False if no such row
+    or the row is being sent right now."""
+    row = connection.execute(
+        select(outbox.c.status, outbox.c.attempts).where(outbox.c.id == outbox_id)
+    ).first()
+    if row is None or row.status == "sending":
+        return False
+    connection.execute(
+        update(outbox)
+        .where(outbox.c.id == outbox_id)
+        .values(
+            status="pending",
+            next_attempt_at=now,
+            retry_from=row.attempts,
+            note="re-queued by hand",
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
+    return True

@@ -1,0 +1,150 @@
+"""Segment-compatible collection: ``POST /v1/batch``, ``/v1/track``, ``/v1/identify``,
+``/v1/group``, ``/v1/alias``, ``/v1/page``, ``/v1/screen``.
+
+- Auth: HTTP Basic with the write key as user name and an empty password, or the key in the
+  body's ``writeKey`` (as Segment allows). Any ``ingest`` or ``admin`` key. 401 without one.
+- Bodies may be gzipped (``Content-Encoding: gzip``; RudderStack's SDK always does).
+- Limits as Segment's: 32 KB per message, 500 KB per batch request (after decompression);
+  413 beyond.
+- A single-message call with a bad message: 400 with the reason. A batch is accepted with
+  its good messages and its bad ones dropped, as Segment does; the response lists what was
+  dropped (``rejected``: index and reason) and the bad messages are kept in the ``rejected``
+  table. Bad JSON, a body that is not an object, or ``batch`` that is not a list: 400.
+- Accepted messages are durable before the 200 and go through ``Runner.ingest`` (see
+  :mod:`engine.service.inbox`): a repeated ``messageId`` is ignored, so a client retrying a
+  batch never stores anything twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from engine.segment import parse_message
+from engine.service.http import HttpError, json_response, parse_json, read_body
+from engine.service.inbox import with_message_id
+from engine.service.state import service_of
+
+MESSAGE_LIMIT = 32 * 1024
+BATCH_LIMIT = 500 * 1024
+KINDS = ("track", "identify", "group", "alias", "page", "screen")
+
+
+def segment_error(error: HttpError) -> Response:
+    return json_response(
+        {"success": False, "code": error.code, "message": error.message}, error.status
+    )
+
+
+def normalise(message: Any) -> Any:
+    """RudderStack's SDK sends identify traits in ``context.traits`` only (the Segment spec
+    allows both places): use them when the message has no ``traits`` of its own."""
+    if (
+        isinstance(message, dict)
+        and message.get("type") in ("identify", "group")
+        and message.get("traits") is None
+    ):
+        context = message.get("context")
+        if isinstance(context, dict) and isinstance(context.get("traits"), dict):
+            if message["type"] == "identify":
+                message["traits"] = context["traits"]
+    return message
+
+
+def _check(message: Any, service_now: Any, index: int) -> str | None:
+    """Why the message cannot be taken, or None."""
+    if not isinstance(message, dict):
+        return f"expected a message object, found {type(message).__name__}"
+    size = len(orjson.dumps(message))
+    if size > MESSAGE_LIMIT:
+        return f"message is {size} bytes; the limit is 32 KB"
+    try:
+        parse_message(message, service_now, index)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+async def _collect(request: Request, kind: str | None) -> Response:
+    service = service_of(request)
+    try:
+        header_key = None
+        if request.headers.get("authorization") or request.headers.get("api-key"):
+            header_key = await service.authorize(request, "ingest")
+        body = await read_body(request, BATCH_LIMIT if kind is None else MESSAGE_LIMIT)
+        data = parse_json(body)
+        if not isinstance(data, dict):
+            raise HttpError(
+                400, "invalid_request", f"expected a JSON object, found {type(data).__name__}"
+            )
+        if header_key is None:
+            await service.authorize(request, "ingest", data.get("writeKey"))
+        now = service.clock.now()
+        if kind is None:
+            batch = data.get("batch")
+            if not isinstance(batch, list):
+                raise HttpError(400, "invalid_request", "'batch' must be a list of messages")
+            context = data.get("context")
+            good: list[Any] = []
+            bad: list[dict[str, Any]] = []
+            for index, message in enumerate(batch):
+                if isinstance(message, dict) and isinstance(context, dict):
+                    message.setdefault("context", context)
+                message = normalise(message)
+                reason = _check(message, now, index + 1)
+                if reason is None:
+                    good.append(with_message_id(message))
+                else:
+                    bad.append({"index": index, "reason": reason, "message": message})
+            source = "http /v1/batch"
+        else:
+            data.pop("writeKey", None)
+            data["type"] = kind
+            data = normalise(data)
+            reason = _check(data, now, 1)
+            good = [] if reason else [with_message_id(data)]
+            bad = [{"index": 0, "reason": reason, "message": data}] if reason else []
+            source = f"http /v1/{kind}"
+        if good or bad:
+            rejected = [
+                {
+                    "line": b["index"] + 1,
+                    "raw": orjson.dumps(b["message"]).decode(),
+                    "reason": f"{source} #{b['index'] + 1}: {b['reason']}",
+                }
+                for b in bad
+            ]
+            await service.blocking(service.inbox.put, good, source, rejected)
+            service.accepted_messages(source, len(good))
+        if kind is not None and bad:
+            raise HttpError(400, "invalid_request", bad[0]["reason"])
+    except HttpError as error:
+        return segment_error(error)
+    answer: dict[str, Any] = {"success": True}
+    if bad:
+        answer["rejected"] = [{"index": b["index"], "reason": b["reason"]} for b in bad]
+    return json_response(answer)
+
+
+async def batch(request: Request) -> Response:
+    return await _collect(request, None)
+
+
+def _single(kind: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        return await _collect(request, kind)
+
+    endpoint.__name__ = f"segment_{kind}"
+    endpoint.__doc__ = f"Segment {kind} call."
+    return endpoint
+
+
+routes = [
+    Route("/v1/batch", batch, methods=["POST"]),
+    Route("/v1/import", batch, methods=["POST"]),
+    *(Route(f"/v1/{kind}", _single(kind), methods=["POST"]) for kind in KINDS),
+]
