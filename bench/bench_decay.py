@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from engine.runner import Runner
 from engine.scoring.decay import TICK_CACHE_KIB
 from engine.scoring.models import compile_score_model
 from engine.store.db import open_engine
-from engine.store.tables import audit, list_members, runs, scores
+from engine.store.tables import account_scores, audit, list_members, runs, scores
 
 SEED = 20260105
 MODEL_PATH = Path(__file__).resolve().parent.parent / "workflows" / "models" / "sales-ready.json"
@@ -51,6 +51,8 @@ QUIET_SINCE = TICK - timedelta(days=30)  # after P30D without engagement
 CREATED = datetime(2025, 9, 1, tzinfo=UTC)
 FLOOR = 50.0  # floor_of_sales_ready 0.5 x sales_ready 100
 COOLING = "Cooling leads"
+ACCOUNT_SIZE = 10
+TOP = 3  # the sales-ready model rolls SCORE up to accounts as the sum of the top 3 members
 GOAL_SECONDS = 5.0
 GOAL_CONTACTS = 1_000_000
 
@@ -73,6 +75,16 @@ class Contact:
     value: float
     peak: float
     engaged: bool  # an engagement event inside the 30 quiet days before the tick
+    account: str | None  # half the contacts belong to an account of 10
+
+
+def account_of(number: int) -> str | None:
+    group = number // ACCOUNT_SIZE
+    return f"acct-{group:06d}" if group % 2 == 0 else None
+
+
+def top_sum(values: list[float]) -> float:
+    return float(sum(sorted(values, reverse=True)[:TOP]))
 
 
 @dataclass
@@ -92,7 +104,9 @@ def make_data(count: int) -> Data:
 
     A further 30 % of contacts have an old engagement (45-120 days before the tick), and
     every tenth contact a recent event that is not an engagement ("Invoice Paid"), so the
-    NOT EXISTS finds rows and has to look at their names and times."""
+    NOT EXISTS finds rows and has to look at their names and times. Contacts come in groups
+    of 10; every other group is an account (half the contacts are account members), whose
+    SCORE roll-up (top 3) the tick has to refresh."""
     rng = random.Random(SEED)
     people: list[Contact] = []
     found: list[tuple[str, str, str, datetime]] = []
@@ -113,7 +127,7 @@ def make_data(count: int) -> Data:
         else:
             value = round(rng.uniform(90, 400), 2)
         peak = round(value + rng.choice((0.0, 0.0, rng.uniform(0, 50))), 2)
-        people.append(Contact(contact_id, value, peak, engaged))
+        people.append(Contact(contact_id, value, peak, engaged, account_of(number)))
         if engaged:
             moment = TICK - timedelta(days=rng.randrange(1, 29), seconds=number % 86400)
             found.append((f"r{number:07d}", contact_id, rng.choice(engagements), moment))
@@ -142,6 +156,7 @@ class Expected:
     decayed: int
     crossed: int
     over_floor: int  # rows the bare baseline UPDATE touches
+    rollups: dict[str, float]
 
 
 def expected(data: Data) -> Expected:
@@ -159,7 +174,15 @@ def expected(data: Data) -> Expected:
                 decayed += 1
                 crossed += band_list(new) != band_list(person.value)
         values[person.id] = new
-    return Expected(values, decayed, crossed, over_floor)
+    return Expected(values, decayed, crossed, over_floor, rollups(data, values))
+
+
+def rollups(data: Data, values: dict[str, float]) -> dict[str, float]:
+    members: dict[str, list[float]] = {}
+    for person in data.contacts:
+        if person.account is not None:
+            members.setdefault(person.account, []).append(values[person.id])
+    return {account: top_sum(found) for account, found in members.items()}
 
 
 def _model_document() -> dict[str, Any]:
@@ -182,23 +205,28 @@ def _rows(data: Data) -> dict[str, list[tuple[Any, ...]]]:
     contact_rows, score_rows, member_rows = [], [], []
     for person in data.contacts:
         changed = TICK - timedelta(days=rng.randrange(31, 90), seconds=rng.randrange(86400))
-        contact_rows.append((person.id, "{}", "{}", CREATED, changed))
+        contact_rows.append((person.id, "{}", "{}", person.account, CREATED, changed))
         score_rows.append((person.id, "SCORE", person.value, person.peak, changed, changed))
         member_rows.append((band_list(person.value), person.id, changed))
     event_rows = [(m, c, "track", n, "{}", t, t) for m, c, n, t in data.events]
+    start = rollups(data, {person.id: person.value for person in data.contacts})
     return {
         "contacts": contact_rows,
         "scores": score_rows,
         "list_members": member_rows,
         "events": event_rows,
+        "accounts": [(a, "{}", CREATED, CREATED) for a in start],
+        "account_scores": [(a, "SCORE", v, CREATED) for a, v in start.items()],
     }
 
 
 COLUMNS = {
-    "contacts": "id, attributes, grades, created_at, updated_at",
+    "contacts": "id, attributes, grades, account_id, created_at, updated_at",
     "scores": "contact_id, name, value, peak, updated_at, increased_at",
     "list_members": "list_name, contact_id, added_at",
     "events": "message_id, contact_id, type, name, properties, timestamp, received_at",
+    "accounts": "id, traits, created_at, updated_at",
+    "account_scores": "account_id, name, value, updated_at",
 }
 
 
@@ -268,6 +296,7 @@ class Outcome:
     sales_qualified: int = 0
     band_rows: int = 0
     cooling_runs: int = 0
+    rollups: dict[str, float] = field(default_factory=dict)
 
 
 def run_engine(engine: Engine) -> Outcome:
@@ -293,6 +322,13 @@ def run_engine(engine: Engine) -> Outcome:
         cooling_runs = connection.scalar(
             select(func.count()).select_from(runs).where(runs.c.workflow_id == "cooling-leads")
         )
+        rolled = dict(
+            connection.execute(
+                select(account_scores.c.account_id, account_scores.c.value).where(
+                    account_scores.c.name == "SCORE"
+                )
+            ).all()
+        )
     return Outcome(
         seconds,
         cpu,
@@ -303,6 +339,7 @@ def run_engine(engine: Engine) -> Outcome:
         int(lists.get("Sales-qualified leads", 0)),
         sum(lists.values()) - int(lists.get(COOLING, 0)),
         int(cooling_runs or 0),
+        rolled,
     )
 
 
@@ -348,6 +385,9 @@ def check(ours: Outcome, base: Outcome, want: Expected, count: int) -> list[str]
     want_sql = sum(1 for v in want.values.values() if v > 80)
     if ours.sales_qualified != want_sql:
         problems.append(f"{ours.sales_qualified:,} sales-qualified, expected {want_sql:,}")
+    drift = [a for a, v in want.rollups.items() if abs(ours.rollups.get(a, -1.0) - v) > 1e-6]
+    if drift or len(ours.rollups) != len(want.rollups):
+        problems.append(f"{len(drift):,} account roll-ups differ from the top 3 (e.g. {drift[:3]})")
     if base.decayed != want.over_floor:
         problems.append(f"baseline updated {base.decayed:,}, expected {want.over_floor:,}")
     return problems
@@ -435,9 +475,10 @@ def main() -> int:
     data = make_data(count)
     want = expected(data)
     print(
-        f"inputs: {count:,} contacts with SCORE, {len(data.events):,} events; sales-ready "
-        f"model (10 % a week after P30D quiet, floor 50, 4 bands) and one score_crossed "
-        f"below 81 workflow"
+        f"inputs: {count:,} contacts with SCORE ({len(want.rollups):,} accounts of "
+        f"{ACCOUNT_SIZE} hold half of them), {len(data.events):,} events; sales-ready model "
+        f"(10 % a week after P30D quiet, floor 50, 4 bands, top-3 account roll-up) and one "
+        f"score_crossed below 81 workflow"
     )
     print(
         f"expected: {want.decayed:,} decayed, {want.crossed:,} change band and cross 81, "
@@ -456,7 +497,8 @@ def main() -> int:
         print(f"--- {backend}")
         print(
             f"agreement: every score as Decay.apply, {ours.audit_rows:,} audit rows, "
-            f"{ours.in_cooling:,} band moves and cooling entries"
+            f"{ours.in_cooling:,} band moves and cooling entries, "
+            f"{len(ours.rollups):,} account roll-ups (top 3)"
         )
         report(backend, ours, base)
     return 1 if failed else 0

@@ -35,7 +35,6 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -75,7 +74,8 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
 SERVE = """
 import sys
 from engine.cli import run
-sys.argv = ["leadflow", "serve", "--host", "127.0.0.1", "--port", sys.argv[1], "--db", sys.argv[2], *sys.argv[3:]]
+port, url, *extra = sys.argv[1:]
+sys.argv = ["leadflow", "serve", "--host", "127.0.0.1", "--port", port, "--db", url, *extra]
 run()
 """
 
@@ -214,10 +214,12 @@ def p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+RUN_CLI = "import sys; from engine.cli import run; sys.argv[0] = 'leadflow'; run()"
+
+
 def cli(*args: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from engine.cli import run; sys.argv[0]='leadflow'; run()",
-         *args],
+        [sys.executable, "-c", RUN_CLI, *args],
         check=True,
         capture_output=True,
         text=True,
@@ -239,8 +241,10 @@ def main() -> int:
     cli("deploy", str(ROOT / "workflows"), "--db", url)
     ingest = cli("keys", "create", "--scope", "ingest", "--db", url).strip().splitlines()[-1]
     admin = cli("keys", "create", "--scope", "admin", "--db", url).strip().splitlines()[-1]
-    print(f"inputs: {events:,} track events in batches of {BATCH} over {CONNECTIONS} "
-          f"connections; {tracks:,} single track calls; SQLite, shipped workflows deployed")
+    print(
+        f"inputs: {events:,} track events in batches of {BATCH} over {CONNECTIONS} "
+        f"connections; {tracks:,} single track calls; SQLite, shipped workflows deployed"
+    )
 
     results: dict[str, dict[str, float]] = {}
     for name in ("bare", "leadflow"):
@@ -282,9 +286,9 @@ def main() -> int:
     engine = open_engine(url)
     with engine.connect() as connection:
         stored = connection.scalar(
-            select(func.count()).select_from(events_table).where(
-                events_table.c.message_id.like("leadflow-b-%")
-            )
+            select(func.count())
+            .select_from(events_table)
+            .where(events_table.c.message_id.like("leadflow-b-%"))
         )
     engine.dispose()
     if stored != events:
@@ -292,16 +296,22 @@ def main() -> int:
         return 1
     lf, bare = results["leadflow"], results["bare"]
     print(f"check: all {events:,} batch events stored once")
-    print(f"leadflow: {lf['rate']:,.0f} events/s accepted; all applied (Runner.ingest, "
-          f"workflows run) at {lf['applied']:,.0f} events/s")
+    print(
+        f"leadflow: {lf['rate']:,.0f} events/s accepted; all applied (Runner.ingest, "
+        f"workflows run) at {lf['applied']:,.0f} events/s"
+    )
     print(f"bare ASGI: {bare['rate']:,.0f} events/s")
     print(f"ratio: the bare handler is {bare['rate'] / lf['rate']:.2f}x Leadflow's rate")
-    print(f"single /v1/track: leadflow p50 {lf['p50']:.2f} ms, p99 {lf['p99']:.2f} ms; "
-          f"bare p50 {bare['p50']:.2f} ms, p99 {bare['p99']:.2f} ms "
-          f"(p99 ratio {lf['p99'] / bare['p99']:.1f}x)")
+    print(
+        f"single /v1/track: leadflow p50 {lf['p50']:.2f} ms, p99 {lf['p99']:.2f} ms; "
+        f"bare p50 {bare['p50']:.2f} ms, p99 {bare['p99']:.2f} ms "
+        f"(p99 ratio {lf['p99'] / bare['p99']:.1f}x)"
+    )
     met = lf["rate"] >= GOAL_RATE and lf["p99"] < GOAL_P99_MS
-    print(f"goal (>= {GOAL_RATE:,} events/s accepted, p99 < {GOAL_P99_MS:g} ms): "
-          f"{'met' if met else 'NOT met'}")
+    print(
+        f"goal (>= {GOAL_RATE:,} events/s accepted, p99 < {GOAL_P99_MS:g} ms): "
+        f"{'met' if met else 'NOT met'}"
+    )
     return 0
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, and_, func, select, update
 
 from engine.catalog import Catalog
 from engine.clock import Clock, ensure_utc, format_timestamp
@@ -31,7 +31,15 @@ from engine.scoring.models import ScoreModel
 from engine.segment import Message, Rejection
 from engine.state import Batch, ContactFacts, ContactState, RunState, WaitState
 from engine.store.db import writer
-from engine.store.sql import chunks, insert_for, insert_ignore, is_postgres
+from engine.store.sql import (
+    bulk_insert_returning,
+    bulk_update,
+    chunks,
+    in_values,
+    insert_for,
+    insert_ignore,
+    is_postgres,
+)
 from engine.store.tables import (
     accounts,
     contacts,
@@ -193,13 +201,7 @@ class Runner:
                 )
             # a concurrent worker may have taken the same messageId since _deduplicate looked:
             # only the events this transaction really inserted are run
-            inserted = connection.execute(
-                insert_for(connection, events)
-                .on_conflict_do_nothing()
-                .returning(events.c.message_id),
-                rows,
-            )
-            taken = set(inserted.scalars())
+            taken = set(bulk_insert_returning(connection, events, rows, "message_id"))
             if len(taken) < len({m.message_id for m in fresh}):
                 kept = [
                     (m, r)
@@ -567,22 +569,21 @@ class Runner:
 
 
 def _merged_into(connection: Connection, ids: set[str]) -> dict[str, str]:
-    redirect: dict[str, str] = {}
-    for part in chunks(sorted(ids)):
-        query = select(contacts.c.id, contacts.c.merged_into).where(
-            contacts.c.id.in_(part), contacts.c.merged_into.is_not(None)
-        )
-        redirect.update({row.id: row.merged_into for row in connection.execute(query)})
-    return redirect
+    query = select(contacts.c.id, contacts.c.merged_into).where(
+        in_values(connection, contacts.c.id, sorted(ids)), contacts.c.merged_into.is_not(None)
+    )
+    return {row.id: row.merged_into for row in connection.execute(query).all()}
 
 
 def _deduplicate(connection: Connection, messages: list[Message]) -> list[Message]:
     """Drop messages whose messageId was seen before (in the store or earlier in the batch)."""
     ids = [m.message_id for m in messages if m.message_id is not None]
     seen: set[str] = set()
-    for part in chunks(ids):
+    if ids:
         seen.update(
-            connection.scalars(select(events.c.message_id).where(events.c.message_id.in_(part)))
+            connection.scalars(
+                select(events.c.message_id).where(in_values(connection, events.c.message_id, ids))
+            )
         )
     fresh = []
     for message in messages:
@@ -603,6 +604,10 @@ class Wake:
         self.connection = connection
         self.catalog = runner.catalog
         self.batch = Batch(connection)
+        # last entries matter only to re-entry rules that look at them (not "always")
+        self.batch.entry_workflows = frozenset(
+            w.id for w in self.catalog.latest.values() if w.reentry.mode != "always"
+        )
         self.queue: deque[Signal] = deque()
         self.resumed = 0
         self._quiet_by_event = self.catalog.quiet_events()
@@ -619,13 +624,12 @@ class Wake:
             state.dirty = True
             for workflow, position, _ in self.catalog.quiet:
                 self.batch.quiet_resets[(workflow.id, position, contact_id)] = state.created_at
-        if new_ids:
-            self.connection.execute(
-                update(contacts)
-                .where(contacts.c.id == bindparam("b_id"))
-                .values(created_at=bindparam("created_at")),
-                [{"b_id": i, "created_at": first_seen[i]} for i in new_ids],
-            )
+        bulk_update(
+            self.connection,
+            contacts,
+            ("id",),
+            [{"id": i, "created_at": first_seen[i]} for i in new_ids],
+        )
 
     # --- messages ----------------------------------------------------------------------
 

@@ -118,6 +118,9 @@ class Batch:
         self.quiet_resets: dict[tuple[str, int, str], datetime] = {}
         self.quiet_fired: list[dict[str, Any]] = []
         self.account_rows: dict[str, dict[str, Any]] = {}
+        self.entry_workflows: frozenset[str] | None = None
+        """Workflows whose last entries :meth:`load` reads (for re-entry rules); None: all.
+        The runner leaves out the ``reentry: always`` ones, which never look."""
 
     # --- loading ---------------------------------------------------------------------
 
@@ -130,80 +133,114 @@ class Batch:
             return []
         conn = self.connection
         new_ids: list[str] = []
-        for part in chunks(wanted):
-            present = set(conn.scalars(select(contacts.c.id).where(contacts.c.id.in_(part))))
-            missing = [i for i in part if i not in present]
-            if missing:
-                # only the rows this transaction really inserted are new: a concurrent
-                # worker may have created the same contact a moment ago
-                inserted = conn.execute(
-                    insert_for(conn, contacts).on_conflict_do_nothing().returning(contacts.c.id),
-                    [
-                        {
-                            "id": i,
-                            "attributes": {},
-                            "grades": {},
-                            "account_id": None,
-                            "merged_into": None,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                        for i in missing
-                    ],
-                )
-                new_ids.extend(inserted.scalars())
-            query = select(contacts).where(contacts.c.id.in_(part))
-            if is_postgres(conn):
-                query = query.order_by(contacts.c.id).with_for_update()
-            for row in conn.execute(query):
-                self.contacts[row.id] = ContactState(
-                    id=row.id,
+        # one statement per table for the whole batch (in_values: a single array
+        # parameter, so the statement is compiled once and needs no chunks)
+        present = set(
+            conn.scalars(select(contacts.c.id).where(in_values(conn, contacts.c.id, wanted)))
+        )
+        missing = [i for i in wanted if i not in present]
+        for part in chunks(missing):
+            # only the rows this transaction really inserted are new: a concurrent
+            # worker may have created the same contact a moment ago
+            inserted = conn.execute(
+                insert_for(conn, contacts).on_conflict_do_nothing().returning(contacts.c.id),
+                [
+                    {
+                        "id": i,
+                        "attributes": {},
+                        "grades": {},
+                        "account_id": None,
+                        "merged_into": None,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for i in part
+                ],
+            )
+            new_ids.extend(inserted.scalars())
+        query = select(
+            contacts.c.id,
+            contacts.c.attributes,
+            contacts.c.grades,
+            contacts.c.account_id,
+            contacts.c.created_at,
+            contacts.c.updated_at,
+        ).where(in_values(conn, contacts.c.id, wanted))
+        if is_postgres(conn):
+            query = query.order_by(contacts.c.id).with_for_update()
+        loaded = {row.id: row for row in conn.execute(query).all()}
+        for contact_id in wanted:  # in id order, whatever order the rows came in
+            row = loaded.get(contact_id)
+            if row is not None:
+                self.contacts[contact_id] = ContactState(
+                    id=contact_id,
                     attributes=dict(row.attributes),
                     grades=dict(row.grades),
                     account_id=row.account_id,
                     created_at=row.created_at,
                     updated_at=row.updated_at,
                 )
-            for row in conn.execute(select(scores).where(scores.c.contact_id.in_(part))):
-                state = self.contacts[row.contact_id]
-                state.scores[row.name] = row.value
-                state.peaks[row.name] = row.peak
-                if row.increased_at is not None:
-                    state.increased[row.name] = row.increased_at
-            members = select(list_members.c.contact_id, list_members.c.list_name).where(
-                list_members.c.contact_id.in_(part)
+        found = self.contacts
+        score_query = select(
+            scores.c.contact_id, scores.c.name, scores.c.value, scores.c.peak, scores.c.increased_at
+        ).where(in_values(conn, scores.c.contact_id, wanted))
+        for contact_id, name, value, peak, increased_at in conn.execute(score_query).all():
+            state = found[contact_id]
+            state.scores[name] = value
+            state.peaks[name] = peak
+            if increased_at is not None:
+                state.increased[name] = increased_at
+        members = select(list_members.c.contact_id, list_members.c.list_name).where(
+            in_values(conn, list_members.c.contact_id, wanted)
+        )
+        for contact_id, list_name in conn.execute(members).all():
+            found[contact_id].lists.add(list_name)
+        run_query = select(
+            runs.c.id,
+            runs.c.contact_id,
+            runs.c.workflow_id,
+            runs.c.version,
+            runs.c.state,
+            runs.c.node,
+            runs.c.steps,
+            runs.c.properties,
+            runs.c.entered_at,
+        ).where(in_values(conn, runs.c.contact_id, wanted), runs.c.state.in_(("active", "waiting")))
+        by_run: dict[str, RunState] = {}
+        for run_row in conn.execute(run_query).all():
+            run = RunState(
+                id=run_row.id,
+                workflow_id=run_row.workflow_id,
+                version=run_row.version,
+                state=run_row.state,
+                node=run_row.node,
+                steps=run_row.steps,
+                properties=dict(run_row.properties),
+                entered_at=run_row.entered_at,
             )
-            for contact_id, list_name in conn.execute(members):
-                self.contacts[contact_id].lists.add(list_name)
-            run_query = select(runs).where(
-                runs.c.contact_id.in_(part), runs.c.state.in_(("active", "waiting"))
-            )
-            by_run: dict[str, RunState] = {}
-            for row in conn.execute(run_query):
-                run = RunState(
-                    id=row.id,
-                    workflow_id=row.workflow_id,
-                    version=row.version,
-                    state=row.state,
-                    node=row.node,
-                    steps=row.steps,
-                    properties=dict(row.properties),
-                    entered_at=row.entered_at,
-                )
-                by_run[run.id] = run
-                self.contacts[row.contact_id].runs.append(run)
-            for row in conn.execute(select(waits).where(waits.c.contact_id.in_(part))):
-                if row.run_id in by_run:
-                    by_run[row.run_id].wait = WaitState(
-                        row.run_id, row.due_at, row.event_name, row.next_node, row.timeout_node
+            by_run[run.id] = run
+            found[run_row.contact_id].runs.append(run)
+        if by_run:  # contacts without a run in flight have no wait either
+            wait_query = select(
+                waits.c.run_id,
+                waits.c.due_at,
+                waits.c.event_name,
+                waits.c.next_node,
+                waits.c.timeout_node,
+            ).where(in_values(conn, waits.c.contact_id, wanted))
+            for run_id, due_at, event_name, next_node, timeout_node in conn.execute(wait_query):
+                if run_id in by_run:
+                    by_run[run_id].wait = WaitState(
+                        run_id, due_at, event_name, next_node, timeout_node
                     )
+        if self.entry_workflows is None or self.entry_workflows:
             entries = (
                 select(runs.c.contact_id, runs.c.workflow_id, func.max(runs.c.entered_at))
-                .where(runs.c.contact_id.in_(part))
+                .where(in_values(conn, runs.c.contact_id, wanted))
                 .group_by(runs.c.contact_id, runs.c.workflow_id)
             )
-            for contact_id, workflow_id, entered in conn.execute(entries):
-                self.contacts[contact_id].last_entries[workflow_id] = _aware(entered)
+            for contact_id, workflow_id, entered in conn.execute(entries).all():
+                found[contact_id].last_entries[workflow_id] = _aware(entered)
         for contact_id in new_ids:
             if contact_id in self.contacts:
                 self.contacts[contact_id].new = True

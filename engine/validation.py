@@ -304,8 +304,18 @@ def _what(path: tuple[Any, ...], instance: Any) -> str:
     if len(path) == 2 and path[0] == "triggers":
         return f"{kind} trigger" if isinstance(kind, str) else "trigger"
     if not path:
-        return "workflow"
+        kind = instance.get("kind") if isinstance(instance, dict) else None
+        return str(kind).replace("_", " ") if kind in MODEL_KINDS else "workflow"
+    parts = [p for p in path if isinstance(p, str)]
+    if parts and parts[0] in _MODEL_PARTS and (len(parts) == 1 or parts[0] == "decay"):
+        return _MODEL_PARTS[parts[0]]
+    if parts and parts[0] == "rules" and len(parts) == 1:
+        return "rule"
     return "condition" if isinstance(instance, dict) else "value"
+
+
+_MODEL_PARTS = {"decay": "decay policy", "bands": "band", "rollup": "roll-up",
+                "letters": "letters", "rules": "rule"}
 
 
 def _describe(value: Any) -> str:

@@ -177,3 +177,23 @@ def test_in_values_any_length(store: Engine) -> None:
         many = [f"x{i}" for i in range(40_000)] + ["r002"]
         found = connection.scalars(select(runs.c.id).where(in_values(connection, runs.c.id, many)))
         assert list(found) == ["r002"]
+
+
+def test_bulk_insert_returning_names_only_new_rows(store: Engine) -> None:
+    from engine.store.sql import bulk_insert_returning
+    from engine.store.tables import events
+
+    def rows(ids: list[str]) -> list[dict[str, Any]]:
+        return [
+            {"message_id": i, "contact_id": "c", "type": "track", "name": "E",
+             "properties": {"n": i}, "timestamp": MOMENTS[1], "received_at": MOMENTS[0]}
+            for i in ids
+        ]
+
+    with store.begin() as connection:
+        first = [f"m{i}" for i in range(5000)]
+        assert sorted(bulk_insert_returning(connection, events, rows(first), "message_id")) == (
+            sorted(first)
+        )
+        again = bulk_insert_returning(connection, events, rows(["m1", "new", "m4999"]), "message_id")
+        assert again == ["new"]

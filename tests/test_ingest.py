@@ -50,7 +50,8 @@ def reason(line: str) -> str:
         ),
         (
             '{"userId": "ann", "event": "X"}',
-            "unknown message type None (expected one of identify, track, group, alias, page, screen)",
+            "unknown message type None (expected one of identify, track, group, alias, "
+            "page, screen)",
         ),
         ('{"type": "track", "event": "X"}', "track message needs 'userId' or 'anonymousId'"),
         (

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 
 from engine.clock import format_timestamp, parse_timestamp
 from engine.simulate import simulate
+from engine.store.db import make_engine
 from engine.store.tables import audit, outbox
 from engine.validation import validate_documents
 
@@ -142,7 +143,7 @@ class Outcome:
     def audit(
         self, subject: str | None = None, contact: str | None = None, node: str | None = None
     ) -> list[Any]:
-        engine = create_engine(self.url)
+        engine = make_engine(self.url)
         try:
             query = select(audit).order_by(audit.c.at, audit.c.id)
             if subject is not None:
@@ -288,7 +289,9 @@ def test_bands_move_contacts_between_lists_atomically(tmp_path: Path) -> None:
 # --- decay ----------------------------------------------------------------------------------
 
 
-def test_decay_with_a_fixed_floor_stops_there_and_never_lifts(tmp_path: Path) -> None:
+def test_decay_with_a_fixed_floor_stops_there_and_never_lifts(
+    tmp_path: Path, store_url: str
+) -> None:
     model = score_model(
         "fixed",
         decay={"after": "P7D", "without": ["Click"], "every": "P7D", "points": 10, "floor": 25},
@@ -302,6 +305,7 @@ def test_decay_with_a_fixed_floor_stops_there_and_never_lifts(tmp_path: Path) ->
             track("bob", "Low", "2026-01-02"),
         ],
         until="2026-02-06",
+        database_url=store_url,
     )
     # Jan 8: ann clicked on Jan 2, inside the 7 days: no decay. Then 10 a tick to 25.
     assert out.decay_ticks("ann") == [
@@ -317,7 +321,7 @@ def test_decay_with_a_fixed_floor_stops_there_and_never_lifts(tmp_path: Path) ->
     assert (row.workflow_id, row.version, row.cause) == ("fixed", 1, "decay by fixed v1")
 
 
-def test_decay_with_floor_of_peak(tmp_path: Path) -> None:
+def test_decay_with_floor_of_peak(tmp_path: Path, store_url: str) -> None:
     model = score_model(
         "peaky", decay={"after": "P1D", "every": "P1D", "percent": 50, "floor_of_peak": 0.4}
     )
@@ -332,6 +336,7 @@ def test_decay_with_floor_of_peak(tmp_path: Path) -> None:
             track("cat", "More", "2026-01-03 12:00"),  # an increase: quiet again a day later
         ],
         until="2026-01-06",
+        database_url=store_url,
     )
     assert out.decay_ticks("ann") == [
         ("2026-01-02T00:00:00Z", 100, 50),
@@ -348,7 +353,7 @@ def test_decay_with_floor_of_peak(tmp_path: Path) -> None:
     assert out.score("cat") == 40
 
 
-def test_decay_with_floor_of_sales_ready(tmp_path: Path) -> None:
+def test_decay_with_floor_of_sales_ready(tmp_path: Path, store_url: str) -> None:
     model = score_model(
         "half",
         sales_ready=100,
@@ -365,6 +370,7 @@ def test_decay_with_floor_of_sales_ready(tmp_path: Path) -> None:
         [model, points("Click", 90)],
         [track("ann", "Click", "2026-01-01")],
         until="2026-01-09",
+        database_url=store_url,
     )
     assert out.decay_ticks("ann") == [
         ("2026-01-02T00:00:00Z", 90, 81),
@@ -379,6 +385,7 @@ def test_decay_with_floor_of_sales_ready(tmp_path: Path) -> None:
 
 def test_decay_across_a_band_edge_moves_the_list_and_fires_score_crossed(
     tmp_path: Path,
+    store_url: str,
 ) -> None:
     model = score_model(
         "cooling",
@@ -400,6 +407,7 @@ def test_decay_across_a_band_edge_moves_the_list_and_fires_score_crossed(
         [model, cooled, points("Quote", 55)],
         [track("ann", "Quote", "2026-01-01")],
         until="2026-01-16",
+        database_url=store_url,
     )
     assert out.decay_ticks("ann") == [
         ("2026-01-08T00:00:00Z", 55, 45),
@@ -573,7 +581,7 @@ def _rollup_documents() -> list[dict[str, Any]]:
     ],
 )
 def test_account_rollup_sum_max_average_top(
-    tmp_path: Path, until: str | None, expected: dict[str, dict[str, float]]
+    tmp_path: Path, store_url: str, until: str | None, expected: dict[str, dict[str, float]]
 ) -> None:
     out = run(
         tmp_path,
@@ -592,6 +600,7 @@ def test_account_rollup_sum_max_average_top(
             group("d", "globex", "2026-01-03 09:00"),
         ],
         until=until,
+        database_url=store_url,
     )
     got = {
         account: {k: v for k, v in out.accounts[account]["scores"].items() if v != 0}
@@ -601,7 +610,7 @@ def test_account_rollup_sum_max_average_top(
     assert out.accounts["acme"]["traits"] == {"name": "Acme"}
 
 
-def test_account_score_crossed_enters_every_member(tmp_path: Path) -> None:
+def test_account_score_crossed_enters_every_member(tmp_path: Path, store_url: str) -> None:
     ready = {
         "id": "ready",
         "version": 1,
@@ -626,6 +635,7 @@ def test_account_score_crossed_enters_every_member(tmp_path: Path) -> None:
             track("b", "Quote", "2026-01-02 11:00"),  # acme 120: crosses
             track("b", "Click", "2026-01-02 12:00"),  # 130: no second crossing
         ],
+        database_url=store_url,
     )
     assert out.account_score("acme") == 130
     for member in ("a", "b", "z"):
@@ -674,12 +684,15 @@ def test_shipped_sales_ready_bands_and_top_three_rollup(tmp_path: Path) -> None:
     assert out.account_score("acme") == 90 + 60 + 30  # the three most engaged
 
 
-def test_shipped_sales_ready_decays_weekly_to_half_of_sales_ready(tmp_path: Path) -> None:
+def test_shipped_sales_ready_decays_weekly_to_half_of_sales_ready(
+    tmp_path: Path, store_url: str
+) -> None:
     out = run(
         tmp_path,
         [shipped("sales-ready.json"), points("Quote Requested", 30)],
         [track("d", "Quote Requested", f"2026-01-01 0{i}:00") for i in range(3)],
         until="2026-03-20",
+        database_url=store_url,
     )
     # ticks every 7 days from Jan 1; quiet once 30 days passed without engagement
     assert out.decay_ticks("d") == [
@@ -804,7 +817,7 @@ def test_shipped_account_ready_with_sales_ready_rollup(tmp_path: Path) -> None:
     ]
     assert all("Ready accounts" in out.lists(m) for m in members)
     assert "Ready accounts" not in out.lists("e")
-    engine = create_engine(out.url)
+    engine = make_engine(out.url)
     try:
         with engine.connect() as connection:
             bodies = sorted(

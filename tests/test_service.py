@@ -14,6 +14,7 @@ import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import brevo
@@ -26,17 +27,19 @@ from brevo.core.api_error import ApiError
 from brevo.types import ContactErrorModel  # noqa: F401  (the SDK's error model must import)
 from click.testing import CliRunner
 from rudderstack.analytics import Client as RudderClient
+from rudderstack.analytics import request as rudder_request
 from segment.analytics import Client as SegmentClient
 from segment.analytics import request as segment_request
 from segment.analytics.request import APIError as SegmentAPIError
-from rudderstack.analytics import request as rudder_request
 from sqlalchemy import Engine, func, select
 
 from engine.cli import main as cli
+from engine.messaging.settings import secret
+from engine.messaging.tokens import CONFIRM, UNSUBSCRIBE, make_token
 from engine.service.app import create_app
 from engine.service.keys import create_key
-from engine.store.db import make_engine, open_engine
-from engine.store.tables import audit, contacts, events, inbox, list_members, rejected
+from engine.store.db import make_engine, open_engine, writer
+from engine.store.tables import audit, contacts, events, inbox, rejected
 
 LIST_WORKFLOW = {
     "id": "svc-newsletter-points",
@@ -506,8 +509,11 @@ def _brevo_calls(env: Env, client: brevo.Brevo) -> None:
         email="bea@brevo.test", attributes={"LASTNAME": "Brown"}, update_enabled=True
     )
     assert again is None
-    client.contacts.update_contact("bea@brevo.test", attributes={"JOB_TITLE": "Intern"})
+    client.contacts.update_contact(
+        "bea@brevo.test", attributes={"JOB_TITLE": "Intern"}, sms_blacklisted=True
+    )
     info = client.contacts.get_contact_info("bea@brevo.test")
+    assert info.sms_blacklisted is True and info.email_blacklisted is False
     assert info.attributes.LASTNAME == "Brown"  # type: ignore[attr-defined]
     assert info.attributes.JOB_TITLE == "Intern"  # type: ignore[attr-defined]
     # lists: add and remove by email, id and ext id; the answer names who failed
@@ -714,3 +720,42 @@ def test_segment_path_on_postgresql(pg_url: str) -> None:
             assert api.contacts.get_contact_info("pg3@acme.com").email == "pg3@acme.com"
     finally:
         env.close()
+
+
+# --- the links in emails -------------------------------------------------------------------
+
+
+def test_unsubscribe_and_confirm_links(env: Env) -> None:
+    status, _ = env.request(
+        "POST",
+        "/v1/identify",
+        {"userId": "link@acme.com", "traits": {"A": 1}},
+        headers=env.basic(),
+    )
+    assert status == 200
+    env.settle()
+    with writer(env.engine).begin() as connection:
+        key = secret(connection)
+    moment = datetime.now(UTC)
+    confirm = make_token(key, CONFIRM, "link@acme.com", moment, "test")
+    status, page = env.request("GET", f"/confirm/{confirm}")
+    assert status == 200 and "confirmed" in page, page
+    status, page = env.request("GET", f"/confirm/{confirm}")
+    assert status == 200 and "already" in page
+    leave = make_token(key, UNSUBSCRIBE, "link@acme.com", moment, "test")
+    status, page = env.request(
+        "POST",
+        f"/unsubscribe/{leave}",
+        raw=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 200 and "unsubscribed" in page, page
+    status, page = env.request("GET", f"/unsubscribe/{leave}")
+    assert status == 200 and "already" in page
+    status, page = env.request("GET", "/unsubscribe/v1.forged.token")
+    assert status == 400
+    env.settle()
+    with brevo_client(env, env.admin) as client:
+        assert client.contacts.get_contact_info("link@acme.com").email_blacklisted is True
+    assert env.contact("link@acme.com")["attributes"]["UNSUBSCRIBED"] is True
+    assert env.count(events, events.c.name == "Subscription Confirmed") == 1

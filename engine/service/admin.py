@@ -21,6 +21,7 @@ from engine.errors import DeployConflict, InvalidWorkflow, UnknownContact
 from engine.runner import Runner
 from engine.service.http import HttpError, json_response, parse_json, read_body
 from engine.service.state import Service, service_of
+from engine.store.db import writer
 from engine.store.tables import (
     events,
     inbox,
@@ -265,24 +266,23 @@ async def list_outbox(request: Request, service: Service) -> Response:
 
 @_endpoint
 async def retry_outbox(request: Request, service: Service) -> Response:
-    """Re-queue an outbox message (failed or dead) for delivery."""
+    """Re-queue an outbox message now, with a fresh dead-letter budget (as ``leadflow
+    outbox retry``); 404 when there is no such message or it is being sent right now."""
     delivery = optional("engine.messaging.delivery")
-    retry = getattr(delivery, "retry", None) if delivery else None
-    if retry is None:
+    requeue = getattr(delivery, "requeue", None) if delivery else None
+    if requeue is None:
         raise _unavailable("outbox retry")
     message_id = int(request.path_params["message_id"])
 
-    def work() -> Any:
-        with service.gate.short():
-            return retry(service.engine, message_id, service.clock.now())
+    def work() -> bool:
+        with service.gate.short(), writer(service.engine).begin() as connection:
+            return bool(requeue(connection, message_id, service.clock.now()))
 
-    try:
-        outcome = await service.blocking(work)
-    except LookupError as exc:
-        raise HttpError(404, "not_found", str(exc)) from None
-    except ValueError as exc:
-        raise HttpError(409, "conflict", str(exc)) from None
-    return json_response({"id": message_id, "retried": bool(outcome is not False)})
+    if not await service.blocking(work):
+        raise HttpError(
+            404, "not_found", f"no outbox message {message_id}, or it is being sent right now"
+        )
+    return json_response({"id": message_id, "status": "pending"})
 
 
 @_endpoint

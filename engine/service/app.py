@@ -19,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.clock import Clock
-from engine.service import admin, brevo, collect
+from engine.service import admin, brevo, collect, links
 from engine.service.http import json_response
 from engine.service.openapi import docs_page, openapi_spec
 from engine.service.state import Service
@@ -95,6 +95,7 @@ def create_app(
         *collect.routes,
         *brevo.routes,
         *admin.routes,
+        *links.routes,
         Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
         Route("/docs", docs, methods=["GET"], include_in_schema=False),
     ]

@@ -210,14 +210,18 @@ def _consent() -> Any:
         return None
 
 
-def _email_blacklisted(
-    connection: Connection, contact_id: str, attributes: Mapping[str, Any]
-) -> bool:
+def _flag(value: Any) -> bool:
     consent = _consent()
-    check = getattr(consent, "is_unsubscribed", None) if consent else None
-    if check is not None:
-        return bool(check(connection, contact_id))
-    return bool(attributes.get("emailBlacklisted", False))
+    if consent is not None and hasattr(consent, "flag"):
+        return consent.flag(value) is True
+    return value is True
+
+
+def _blacklisted(attributes: Mapping[str, Any], channel: str) -> bool:
+    """As :mod:`engine.messaging.consent` decides: unsubscribed (``UNSUBSCRIBED``) or
+    Brevo's ``emailBlacklisted`` / ``smsBlacklisted`` attribute."""
+    own = "emailBlacklisted" if channel == "email" else "smsBlacklisted"
+    return _flag(attributes.get("UNSUBSCRIBED")) or _flag(attributes.get(own))
 
 
 # --- contacts ----------------------------------------------------------------------------
@@ -251,7 +255,6 @@ def contact_document(service: Service, contact_id: str) -> dict[str, Any]:
         with service.engine.connect() as connection:
             row, view, number, ids = read(connection)
     with service.engine.connect() as connection:
-        blacklisted = _email_blacklisted(connection, contact_id, view["attributes"])
         ext_id = directory.ext_id_of(connection, contact_id)
         sent = [
             {"campaignId": int(r.id), "eventTime": _timestamp(r.sent_at)}
@@ -273,8 +276,8 @@ def contact_document(service: Service, contact_id: str) -> dict[str, Any]:
     return {
         "email": email,
         "id": number,
-        "emailBlacklisted": blacklisted,
-        "smsBlacklisted": bool(attributes.get("smsBlacklisted", False)),
+        "emailBlacklisted": _blacklisted(view["attributes"], "email"),
+        "smsBlacklisted": _blacklisted(view["attributes"], "sms"),
         "whatsappBlacklisted": False,
         "createdAt": _timestamp(row.created_at),
         "modifiedAt": _timestamp(row.updated_at),
@@ -303,9 +306,7 @@ def _apply(service: Service, changes: Mapping[str, ContactUpdate], cause: str) -
         return runner.update_contacts(changes, service.clock.now(), cause)
 
 
-def _after_write(
-    service: Service, contact_id: str, ext_id: str | None, blacklisted: bool | None
-) -> int:
+def _after_write(service: Service, contact_id: str, ext_id: str | None) -> int:
     """Number (and ext id) of a contact just written; 400 when the ext id is taken."""
     now = service.clock.now()
     try:
@@ -317,23 +318,17 @@ def _after_write(
         raise HttpError(
             400, "duplicate_parameter", "ext_id is already associated with another Contact"
         ) from None
-    if blacklisted is not None:
-        _set_blacklisted(service, contact_id, blacklisted)
     return number
 
 
-def _set_blacklisted(service: Service, contact_id: str, blacklisted: bool) -> None:
-    consent = _consent()
-    change = getattr(consent, "set_email_blacklisted", None) if consent else None
-    if change is not None:
-        with service.gate.short(), writer(service.engine).begin() as connection:
-            change(connection, contact_id, blacklisted, service.clock.now(), "brevo api")
-        return
-    _apply(
-        service,
-        {contact_id: ContactUpdate(attributes={"emailBlacklisted": blacklisted})},
-        "brevo api: emailBlacklisted",
-    )
+def _flags(data: Mapping[str, Any]) -> dict[str, bool]:
+    """Brevo's blacklist flags, kept as attributes of those names (consent reads them)."""
+    flags = {}
+    for key in ("emailBlacklisted", "smsBlacklisted"):
+        value = _bool(data, key)
+        if value is not None:
+            flags[key] = value
+    return flags
 
 
 @_endpoint("admin")
@@ -345,7 +340,7 @@ async def create_contact(request: Request, service: Service) -> Response:
     attributes = _mapping(data, "attributes")
     list_ids = _int_list(data, "listIds")
     update_enabled = bool(_bool(data, "updateEnabled"))
-    blacklisted = _bool(data, "emailBlacklisted")
+    attributes.update(_flags(data))
     sms = attributes.get("SMS")
     if email is not None:
         contact_id = _email(email)
@@ -375,7 +370,7 @@ async def create_contact(request: Request, service: Service) -> Response:
         target = existing or contact_id
         change = ContactUpdate(attributes=attributes, add_lists=tuple(names[i] for i in list_ids))
         _apply(service, {target: change}, "brevo POST /v3/contacts")
-        number = _after_write(service, target, ext_id, blacklisted)
+        number = _after_write(service, target, ext_id)
         if existing is not None:
             return Response(status_code=204)
         return json_response({"id": number}, 201)
@@ -406,7 +401,7 @@ async def update_contact(request: Request, service: Service) -> Response:
     add = _int_list(data, "listIds")
     remove = _int_list(data, "unlinkListIds")
     ext_id = _text(data, "ext_id") or _text(data, "extId")
-    blacklisted = _bool(data, "emailBlacklisted")
+    attributes.update(_flags(data))
     names = await service.blocking(_list_names, service, add + remove)
 
     def work() -> None:
@@ -417,7 +412,7 @@ async def update_contact(request: Request, service: Service) -> Response:
             remove_lists=tuple(names[i] for i in remove),
         )
         _apply(service, {contact_id: change}, "brevo PUT /v3/contacts")
-        _after_write(service, contact_id, ext_id, blacklisted)
+        _after_write(service, contact_id, ext_id)
 
     await service.blocking(work)
     return Response(status_code=204)

@@ -45,13 +45,16 @@ def normalise(message: Any) -> Any:
     allows both places): use them when the message has no ``traits`` of its own."""
     if (
         isinstance(message, dict)
-        and message.get("type") in ("identify", "group")
+        and message.get("type") == "identify"
         and message.get("traits") is None
     ):
         context = message.get("context")
-        if isinstance(context, dict) and isinstance(context.get("traits"), dict):
-            if message["type"] == "identify":
-                message["traits"] = context["traits"]
+        if (
+            message["type"] == "identify"
+            and isinstance(context, dict)
+            and isinstance(context.get("traits"), dict)
+        ):
+            message["traits"] = context["traits"]
     return message
 
 

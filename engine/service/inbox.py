@@ -36,7 +36,7 @@ log = logging.getLogger("leadflow.service")
 
 CHUNK_MESSAGES = 1000
 """Messages applied per round when no requests are arriving."""
-BUSY_CHUNK = 10
+BUSY_CHUNK = 4
 """Messages applied per round while requests arrive: an accept waiting for the SQLite
 write lock waits for a round this small at most."""
 BUSY_SHARE = 0.2

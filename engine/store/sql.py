@@ -275,6 +275,33 @@ def bulk_insert(
         _run(connection, _plan(connection, kind, table, list(rows[0])), rows)
 
 
+def bulk_insert_returning(
+    connection: Connection, table: Table, rows: Sequence[Row], column: str
+) -> list[Any]:
+    """INSERT ... ON CONFLICT DO NOTHING; returns ``column`` of the rows really inserted."""
+    if not rows:
+        return []
+    names = list(rows[0])
+    plan = _plan(connection, "ignore", table, names)
+    dialect = connection.dialect
+    if dialect.name == "postgresql":
+        sql = f"{plan.sql} RETURNING {_quote(dialect, column)}"
+        return list(connection.exec_driver_sql(sql, plan.arrays(rows)).scalars())
+    values = plan.tuples(rows)
+    per = max(1, 30_000 // len(names))  # under SQLite's 32,766 variables per statement
+    row_marks = "(" + ", ".join("?" for _ in names) + ")"
+    head, _, tail = plan.sql.partition("VALUES ")
+    tail = tail.removeprefix(row_marks)
+    taken: list[Any] = []
+    for start in range(0, len(values), per):
+        part = values[start : start + per]
+        sql = f"{head}VALUES {', '.join([row_marks] * len(part))}{tail}"
+        sql += f" RETURNING {_quote(dialect, column)}"
+        flat = tuple(v for row in part for v in row)
+        taken.extend(connection.exec_driver_sql(sql, flat).scalars())
+    return taken
+
+
 def bulk_upsert(
     connection: Connection,
     table: Table,
