@@ -129,7 +129,7 @@ def main() -> int:
     port = free_port()
     received: Synchronized[int] = multiprocessing.Value("i", 0)  # type: ignore[assignment]
     ready, stop = multiprocessing.Event(), multiprocessing.Event()
-    server = multiprocessing.Process(target=_serve, args=(port, received, ready, stop))
+    server = multiprocessing.Process(target=_serve, args=(port, received, ready, stop), daemon=True)
     server.start()
     ready.wait(10)
     problems: list[str] = []

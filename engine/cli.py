@@ -21,6 +21,7 @@ from rich.table import Table
 from sqlalchemy import func, select, update
 
 from engine.accounts_view import accounts_group
+from engine.backtest import backtest_command
 from engine.calibrate import calibrate_command
 from engine.catalog import deploy as deploy_workflows
 from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
@@ -403,6 +404,7 @@ def _print_summary(
 
 
 # Commands that live in their own modules register here, one line each.
+main.add_command(backtest_command)
 contacts.add_command(explain_command)
 main.add_command(accounts_group)
 main.add_command(segment_command)

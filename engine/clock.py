@@ -47,9 +47,20 @@ def parse_timestamp(text: str) -> datetime:
     if not isinstance(text, str):
         raise ValueError(f"expected an ISO-8601 timestamp string, found {text!r}")
     try:
-        return ensure_utc(datetime.fromisoformat(text))
+        moment = ensure_utc(datetime.fromisoformat(text))
     except (ValueError, OverflowError):  # overflow: a year 1 or 9999 moment moved to UTC
         raise ValueError(f"expected an ISO-8601 timestamp, found {text!r}") from None
+    if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        raise ValueError(
+            f"expected a timestamp between the years {EARLIEST_YEAR} and {LATEST_YEAR}, "
+            f"found {text!r}"
+        )
+    return moment
+
+
+EARLIEST_YEAR = 1900
+LATEST_YEAR = 2999
+"""Timestamps outside these years are typos, and waits counted from them would overflow."""
 
 
 def format_timestamp(moment: datetime) -> str:

@@ -193,7 +193,7 @@ def test_missing_timestamp_means_now() -> None:
     assert null.timestamp == NOW
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.one_of(st.text(), st.binary())))
 def test_read_lines_never_raises_and_yields_one_item_per_line(lines: list[Any]) -> None:
     items = list(read_lines(lines, NOW))
@@ -231,7 +231,7 @@ _messages = st.dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(_messages, max_size=5))
 def test_read_lines_on_message_shaped_objects_never_raises(messages: list[Any]) -> None:
     items = list(read_lines([json.dumps(m) for m in messages], NOW))

@@ -684,3 +684,18 @@ def test_non_ascii_subject_and_body_long_lines_and_dots_survive_the_wire(
     raw = bytes(smtp.box.envelopes[0].original_content or b"")
     assert raw.isascii()
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+
+def test_the_worker_delivery_job_sends_what_is_due(
+    sqlite_store: Engine, tmp_path: Path, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.worker import Worker
+
+    for name in ("LEADFLOW_SMTP_HOST", "LEADFLOW_SMTP_PORT", "LEADFLOW_SMTP_USER"):
+        monkeypatch.delenv(name, raising=False)
+    s = setup(sqlite_store, tmp_path, values=smtp_values(smtp))
+    s.flow.track("ann@acme.com", "Go")
+    worker = Worker(s.flow.runner)
+    worker.deliver()
+    assert [r.status for r in s.rows()] == ["sent"]
+    assert len(smtp.box.envelopes) == 1

@@ -39,7 +39,7 @@ from engine.messaging.tokens import CONFIRM, UNSUBSCRIBE, make_token
 from engine.service.app import create_app
 from engine.service.keys import create_key
 from engine.store.db import make_engine, open_engine, writer
-from engine.store.tables import audit, contacts, events, inbox, rejected
+from engine.store.tables import audit, contacts, events, inbox, outbox, rejected
 
 LIST_WORKFLOW = {
     "id": "svc-newsletter-points",
@@ -608,6 +608,14 @@ def _brevo_errors(
 
 def test_own_api(env: Env) -> None:
     admin = {"api-key": env.admin}
+    status, _ = env.request(
+        "POST",
+        "/v1/identify",
+        {"userId": "own@acme.com", "traits": {"JOB_TITLE": "CEO"}},
+        headers=env.basic(),
+    )
+    assert status == 200
+    env.settle()
     status, body = env.request(
         "GET", "/api/workflows", headers={"Authorization": f"Bearer {env.admin}"}
     )
@@ -624,6 +632,36 @@ def test_own_api(env: Env) -> None:
     assert any(p["pointer"].startswith("/nodes/points") for p in body["problems"]), body
     status, body = env.request("GET", "/api/contacts/nobody", headers=admin)
     assert status == 404, body
+    status, body = env.request(
+        "GET",
+        "/api/segment?"
+        + urllib.parse.urlencode({"where": '{"attribute": "JOB_TITLE", "eq": "CEO"}'}),
+        headers=admin,
+    )
+    assert status == 200 and "own@acme.com" in [c["id"] for c in body["contacts"]], body
+    status, body = env.request("GET", "/api/segment?where=%7B%22nope%22%3A1%7D", headers=admin)
+    assert status == 422 and body["message"].startswith("where:"), body
+    with writer(env.engine).begin() as connection:
+        connection.execute(
+            outbox.insert().values(
+                idempotency_key="svc-test-1",
+                contact_id="own@acme.com",
+                channel="email",
+                payload={"template": "welcome"},
+                status="dead",
+                attempts=5,
+                created_at=datetime.now(UTC),
+            )
+        )
+    status, body = env.request("GET", "/api/outbox?status=dead", headers=admin)
+    assert status == 200 and body["count"] == 1, body
+    row_id = body["messages"][0]["id"]
+    status, body = env.request("POST", f"/api/outbox/{row_id}/retry", headers=admin)
+    assert (status, body["status"]) == (200, "pending"), body
+    status, body = env.request("POST", "/api/outbox/99999/retry", headers=admin)
+    assert status == 404, body
+    status, body = env.request("GET", "/api/contacts/own@acme.com/explain", headers=admin)
+    assert status == 200 and body["id"] == "own@acme.com", body
     status, body = env.request("GET", "/api/report", headers=admin)
     assert status == 200 and "contacts" in body
     status, spec = env.request("GET", "/openapi.json")

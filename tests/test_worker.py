@@ -250,12 +250,13 @@ def wait_for_progress(child: Child, url: str, total: int, done: int, timeout: fl
 def settle(url: str) -> None:
     """Wait until PostgreSQL has finished the statements a frozen worker sent before it was
     stopped (its COMMIT may still be in flight), so what we read next stays true. A query
-    blocked writing its rows to the frozen client (ClientWrite) cannot change anything."""
+    waiting on the frozen client (ClientRead in a pipeline, ClientWrite of its rows) cannot
+    change anything."""
     engine = make_engine(url)
     busy = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
         " AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND state = 'active'"
-        " AND wait_event IS DISTINCT FROM 'ClientWrite'"
+        " AND wait_event_type IS DISTINCT FROM 'Client'"
     )
     deadline = time.monotonic() + 10
     try:

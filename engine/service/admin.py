@@ -219,7 +219,10 @@ async def segment(request: Request, service: Service) -> Response:
     try:
         where = segments.parse_where(params["where"]) if params.get("where") else None
     except ValueError as exc:
-        raise HttpError(422, "invalid_condition", str(exc)) from None
+        pointer = getattr(exc, "pointer", "")
+        error = HttpError(422, "invalid_condition", getattr(exc, "message", str(exc)))
+        error.message = f"where: {pointer or '/'}: {error.message}"
+        raise error from None
     limit_text = params.get("limit", "1000")
     if not limit_text.isdigit():
         raise HttpError(400, "invalid_request", "limit must be a whole number")

@@ -34,6 +34,8 @@ def serve_command(host: str, port: int, db_url: str | None, no_apply: bool, log_
 
     engine = open_store(db_url)
     app = create_app(engine=engine, apply=not no_apply)
+    # requests wait less for the interpreter while the inbox is being applied beside them
+    sys.setswitchinterval(0.001)
     click.echo(f"leadflow serving on http://{host}:{port} (docs at /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 

@@ -34,7 +34,7 @@ from engine.store.tables import inbox
 
 log = logging.getLogger("leadflow.service")
 
-CHUNK_MESSAGES = 1000
+CHUNK_MESSAGES = 250
 """Messages applied per round when no requests are arriving."""
 BUSY_CHUNK = 4
 """Messages applied per round while requests arrive: an accept waiting for the SQLite
