@@ -32,6 +32,7 @@ from engine.graph import to_dot, to_mermaid
 from engine.importer import import_group
 from engine.messaging.cli import outbox as outbox_group
 from engine.registry import default_registry
+from engine.report import report_command
 from engine.review import review_group
 from engine.runner import Runner
 from engine.schema import build_schema, render
@@ -405,6 +406,7 @@ def _print_summary(
 
 # Commands that live in their own modules register here, one line each.
 main.add_command(backtest_command)
+main.add_command(report_command)
 contacts.add_command(explain_command)
 main.add_command(accounts_group)
 main.add_command(segment_command)

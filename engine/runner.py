@@ -10,6 +10,7 @@ and nothing is sent twice, because effects only ever reach the outbox table.
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -89,6 +90,15 @@ class ContactUpdate:
     remove_lists: tuple[str, ...] = ()
 
 
+def new_run_id() -> str:
+    """A run id: what ``uuid.uuid4().hex`` gives (random, version 4), without building a
+    UUID object per run."""
+    value = int.from_bytes(os.urandom(16), "big")
+    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)  # variant: RFC 4122
+    value = (value & ~(0xF000 << 64)) | (4 << 76)  # version 4
+    return f"{value:032x}"
+
+
 class Runner:
     """Runs deployed workflows against a store. Thread-compatible, not thread-safe: give
     each thread or process its own Runner (they coordinate through the database)."""
@@ -115,6 +125,13 @@ class Runner:
         if self._catalog is None:
             with self.engine.connect() as connection:
                 self._catalog = Catalog.load(connection)
+        return self._catalog
+
+    def catalog_on(self, connection: Connection) -> Catalog:
+        """The catalog, loaded through ``connection`` when it is not loaded yet (a second
+        connection could not see, or on in-memory SQLite even open, beside a write)."""
+        if self._catalog is None:
+            self._catalog = Catalog.load(connection)
         return self._catalog
 
     def reload(self) -> None:
@@ -602,7 +619,7 @@ class Wake:
     def __init__(self, runner: Runner, connection: Connection) -> None:
         self.runner = runner
         self.connection = connection
-        self.catalog = runner.catalog
+        self.catalog = runner.catalog_on(connection)
         self.batch = Batch(connection)
         # last entries matter only to re-entry rules that look at them (not "always")
         self.batch.entry_workflows = frozenset(
@@ -817,6 +834,8 @@ class Wake:
                 candidates = [(self.catalog.latest.get(signal.name), None)]
             else:
                 candidates = list(self.catalog.index.get(signal.key, ()))  # type: ignore[arg-type]
+            if not candidates:  # most changes trigger nothing
+                continue
             facts = ContactFacts(self.batch, state, moment, signal.properties or {})
             entered: set[str] = set()
             for workflow, trigger in candidates:
@@ -850,8 +869,9 @@ class Wake:
             if run.state != "waiting":
                 continue
             workflow = self._workflow(run)
-            facts = ContactFacts(self.batch, state, moment, run.properties)
-            if workflow.exit_when is not None and workflow.exit_when(facts):
+            if workflow.exit_when is not None and workflow.exit_when(
+                ContactFacts(self.batch, state, moment, run.properties)
+            ):
                 self.end(state, run, moment, "exited", "goal")
 
     def enter(
@@ -866,11 +886,12 @@ class Wake:
             return False
         if not workflow.reentry.allows(state.last_entries.get(workflow.id), moment):
             return False
-        facts = ContactFacts(self.batch, state, moment, properties)
-        if workflow.exit_when is not None and workflow.exit_when(facts):
+        if workflow.exit_when is not None and workflow.exit_when(
+            ContactFacts(self.batch, state, moment, properties)
+        ):
             return False
         run = RunState(
-            id=uuid.uuid4().hex,
+            id=new_run_id(),
             workflow_id=workflow.id,
             version=workflow.version,
             state="active",

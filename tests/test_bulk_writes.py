@@ -52,6 +52,19 @@ def test_json_text_is_json_dumps(value: Any) -> None:
     assert json_text(value) == json.dumps(value)
 
 
+def test_json_text_fails_as_json_dumps_does() -> None:
+    loop: dict[str, Any] = {"a": 1}
+    loop["self"] = loop
+    for bad in (loop, {"when": datetime(2026, 1, 5)}, {"x": object()}):
+        with pytest.raises(Exception) as expected:
+            json.dumps(bad)
+        with pytest.raises(type(expected.value), match=str(expected.value)[:20]):
+            json_text(bad)
+    assert json_text({"after": "failures", "n": [1, {}]}) == json.dumps(
+        {"after": "failures", "n": [1, {}]}
+    )
+
+
 def _audit_rows(tag: str) -> list[dict[str, Any]]:
     return [
         {

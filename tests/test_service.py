@@ -8,9 +8,13 @@ import base64
 import gzip
 import http.client
 import json
+import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,7 +43,7 @@ from engine.messaging.tokens import CONFIRM, UNSUBSCRIBE, make_token
 from engine.service.app import create_app
 from engine.service.keys import create_key
 from engine.store.db import make_engine, open_engine, writer
-from engine.store.tables import audit, contacts, events, inbox, outbox, rejected
+from engine.store.tables import audit, contacts, events, outbox, rejected
 
 LIST_WORKFLOW = {
     "id": "svc-newsletter-points",
@@ -427,7 +431,8 @@ def test_broken_gzip_bad_json_and_wrong_types_are_400(env: Env) -> None:
     with env.engine.connect() as connection:
         reasons = list(connection.scalars(select(rejected.c.reason).order_by(rejected.c.id)))
     assert any("unknown message type 'launch'" in r for r in reasons)
-    assert env.count(inbox) == 0
+    status, body = env.request("GET", "/api/inbox", headers={"api-key": env.admin})
+    assert body == {"rows": 0, "messages": 0}
 
 
 def test_rejected_batch_retry_is_not_doubled(env: Env) -> None:
@@ -797,3 +802,70 @@ def test_unsubscribe_and_confirm_links(env: Env) -> None:
         assert client.contacts.get_contact_info("link@acme.com").email_blacklisted is True
     assert env.contact("link@acme.com")["attributes"]["UNSUBSCRIBED"] is True
     assert env.count(events, events.c.name == "Subscription Confirmed") == 1
+
+
+def test_a_flood_is_refused_with_503(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("engine.service.state.MAX_BACKLOG", -1)
+    connection = http.client.HTTPConnection("127.0.0.1", env.server.port, timeout=30)
+    body = json.dumps({"userId": "flood@acme.com", "event": "E"}).encode()
+    connection.request("POST", "/v1/track", body=body, headers=env.basic())
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    assert response.status == 503 and response.getheader("Retry-After") == "5"
+    assert answer["code"] == "busy"
+    monkeypatch.undo()
+    status, _ = env.request(
+        "POST", "/v1/track", {"userId": "flood@acme.com", "event": "E"}, headers=env.basic()
+    )
+    assert status == 200
+
+
+def test_leadflow_serve_command(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/serve.db"
+    runner = CliRunner()
+    created = runner.invoke(cli, ["keys", "create", "--scope", "admin", "--db", url])
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[-1]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = "import sys; from engine.cli import run; sys.argv[0] = 'leadflow'; run()"
+    server = subprocess.Popen(
+        [sys.executable, "-c", command, "serve", "--port", str(port), "--db", url],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    assert json.load(r)["status"] == "ok"
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/track",
+            data=json.dumps({"userId": "s@acme.com", "event": "Served"}).encode(),
+            headers={"api-key": key, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert json.load(r) == {"success": True}
+        status = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/inbox", headers={"api-key": key}
+        )
+        while True:
+            with urllib.request.urlopen(status, timeout=10) as r:
+                if json.load(r)["messages"] == 0:
+                    break
+            assert time.monotonic() < deadline + 20
+            time.sleep(0.05)
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=20)
+    assert b"leadflow serving on" in err
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(events)) == 1
+    engine.dispose()

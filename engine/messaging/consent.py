@@ -4,7 +4,8 @@ The rules, checked for every email and SMS when it is about to be delivered (so 
 state of the contact counts, not the state when the run queued it):
 
 1. No address, no message: email goes to the ``email``/``EMAIL`` attribute, else to the
-   contact id when it is an address; SMS to ``SMS``/``sms``/``phone``/``PHONE``.
+   contact id when it is an address (one ``@``, a dotted domain, nothing that could change
+   a header); SMS to ``SMS``/``sms``/``phone``/``PHONE`` (digits, ``+``, separators).
    Otherwise the message is *suppressed* ("no email address").
 2. Unsubscribed contacts get nothing, marketing or transactional: ``UNSUBSCRIBED`` true
    (what :func:`unsubscribe` sets), or Brevo's ``emailBlacklisted`` (email) /

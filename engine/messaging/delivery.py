@@ -21,7 +21,9 @@ sent again with the same idempotency key. Nothing is lost. Webhooks and SMS gate
 the key as an ``Idempotency-Key`` header, so a receiver that honours it acts once. SMTP has
 no such header: the email goes out again with the same Message-ID (at least once; the
 window is one message per crashed worker, between the server's 250 and the record's
-commit). Mail clients and many servers drop a second copy with the same Message-ID.
+commit, and on PostgreSQL also the records of the last fraction of a second before a
+crash of the database server itself, because records commit with ``synchronous_commit``
+off). Mail clients and many servers drop a second copy with the same Message-ID.
 
 Failures are retried after ``delivery.backoff_seconds * 2**(attempt-1)`` (capped at
 ``delivery.backoff_max_seconds``), scaled by a jitter factor in [0.5, 1) derived from the

@@ -34,7 +34,7 @@ from jinja2.utils import missing
 
 from engine.clock import format_timestamp
 from engine.errors import ActionFailed
-from engine.messaging.settings import MessagingSettings, secret
+from engine.messaging.settings import public_url, secret
 from engine.messaging.tokens import (
     CONFIRM,
     CONFIRM_PATH,
@@ -161,7 +161,7 @@ class _Links:
     """Per transaction: settings and the signing secret, read once."""
 
     def __init__(self, wake: Wake) -> None:
-        self.settings = MessagingSettings.load(wake.connection)
+        self.public_url = public_url(wake.connection)
         self.secret = secret(wake.connection)
 
 
@@ -178,13 +178,13 @@ def _links_for(wake: Wake) -> _Links:
 def unsubscribe_url(ctx: RunContext) -> str:
     links = _links_for(ctx.wake)
     token = make_token(links.secret, UNSUBSCRIBE, ctx.state.id, ctx.moment, ctx.workflow.id)
-    return link(links.settings.public_url, UNSUBSCRIBE_PATH, token)
+    return link(links.public_url, UNSUBSCRIBE_PATH, token)
 
 
 def confirm_url(ctx: RunContext) -> str:
     links = _links_for(ctx.wake)
     token = make_token(links.secret, CONFIRM, ctx.state.id, ctx.moment, ctx.workflow.id)
-    return link(links.settings.public_url, CONFIRM_PATH, token)
+    return link(links.public_url, CONFIRM_PATH, token)
 
 
 def _account(ctx: RunContext) -> dict[str, Any]:

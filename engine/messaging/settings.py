@@ -291,6 +291,19 @@ def set_setting(connection: Connection, key: str, value: Any) -> None:
     upsert(connection, settings_table, [{"key": key, "value": value}], ["key"], ["value"])
 
 
+def public_url(connection: Connection, environ: Mapping[str, str] | None = None) -> str:
+    """Just the base URL of the links (rendering needs nothing else, so a bad unrelated
+    setting never fails a run)."""
+    spec = BY_KEY["public_url"]
+    environ = os.environ if environ is None else environ
+    if spec.env and environ.get(spec.env):
+        return environ[spec.env]
+    stored = connection.scalar(
+        select(settings_table.c.value).where(settings_table.c.key == spec.key)
+    )
+    return str(stored) if stored else str(spec.default)
+
+
 def secret(connection: Connection) -> bytes:
     """The signing secret, created on first use (every worker then reads the same one)."""
     value = connection.scalar(

@@ -24,6 +24,7 @@ from engine.store.tables import audit, contacts, events, list_members, outbox, s
 
 NO_BAND = "no band"
 NO_GRADE = "no grade"
+TIMES = "\u00d7"
 GRADE_LETTERS = ("A", "B", "C", "D", "E", "F")
 DEFAULT_COLD = "P30D"
 
@@ -45,6 +46,11 @@ class Bin:
     low: float
     high: float
     contacts: int
+    open: bool = False
+    """The last bin of a long tail: every score from ``low`` up."""
+
+    def label(self) -> str:
+        return f"{self.low:g} and more" if self.open else f"{self.low:g} to < {self.high:g}"
 
 
 @dataclass
@@ -73,7 +79,7 @@ class Report:
 
     @property
     def columns(self) -> list[str]:
-        """The grade × band matrix's columns: band lists, then contacts on none."""
+        """The grade-by-band matrix's columns: band lists, then contacts on none."""
         return [band.list for band in self.bands] + [NO_BAND]
 
     @property
@@ -118,7 +124,11 @@ class Report:
                 "no_score": self.contacts - self.scored,
                 **{k: _plain(v) for k, v in self.score_stats.items()},
                 "bins": [
-                    {"from": _plain(b.low), "below": _plain(b.high), "contacts": b.contacts}
+                    {
+                        "from": _plain(b.low),
+                        "below": None if b.open else _plain(b.high),
+                        "contacts": b.contacts,
+                    }
                     for b in self.histogram
                 ],
             },
@@ -314,18 +324,24 @@ def nice_width(span: float, most: int = 20) -> float:
     return float(10 * power)
 
 
-def histogram(values: list[float]) -> list[Bin]:
+def histogram(values: list[float], most: int = 12) -> list[Bin]:
     """Equal bins of a round width from 0 (or the lowest score, when below) to the highest:
-    bin ``i`` holds ``low <= score < high`` (the last one also holds the highest score)."""
+    bin ``i`` holds ``low <= score < high``. A long tail (scores above the 99th percentile
+    that would stretch the bins) goes into one last open bin."""
     if not values:
         return []
-    start_at, top = min(min(values), 0.0), max(values)
-    width = nice_width(top - start_at)
+    ordered = sorted(values)
+    start_at, top = min(ordered[0], 0.0), ordered[-1]
+    cap = ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+    width = nice_width(cap - start_at, most)
     start = math.floor(start_at / width) * width
-    count = max(1, math.floor((top - start) / width) + 1)
+    count = max(1, math.floor((cap - start) / width) + 1)
+    tail = top >= start + count * width
     bins = [Bin(start + i * width, start + (i + 1) * width, 0) for i in range(count)]
-    for value in values:
-        bins[min(count - 1, int((value - start) // width))].contacts += 1
+    if tail:
+        bins.append(Bin(start + count * width, math.inf, 0, open=True))
+    for value in ordered:
+        bins[min(len(bins) - 1, int((value - start) // width))].contacts += 1
     return bins
 
 

@@ -24,7 +24,6 @@ from engine.service.state import Service, service_of
 from engine.store.db import writer
 from engine.store.tables import (
     events,
-    inbox,
     outbox,
     rejected,
     runs,
@@ -350,6 +349,7 @@ def _gauge(lines: list[str], name: str, help_text: str, value: float, kind: str 
 def metrics_text(service: Service) -> str:
     now = service.clock.now()
     lines: list[str] = []
+    pending_rows, pending_messages = service.inbox.pending()
     with service.engine.connect() as connection:
         taken = connection.scalar(select(func.count()).select_from(events)) or 0
         refused = connection.scalar(select(func.count()).select_from(rejected)) or 0
@@ -369,9 +369,6 @@ def metrics_text(service: Service) -> str:
                 select(outbox.c.status, func.count()).group_by(outbox.c.status)
             ).all()
         )
-        pending_rows, pending_messages = connection.execute(
-            select(func.count(), func.coalesce(func.sum(inbox.c.count), 0))
-        ).one()
         latencies: list[float] = []
         if "sent_at" in outbox.c:
             recent = connection.execute(

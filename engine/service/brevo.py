@@ -686,6 +686,7 @@ async def create_event(request: Request, service: Service) -> Response:
         {"type": "track", "userId": contact_id, "event": name, "properties": properties, **stamp}
     )
     messages = [with_message_id(m) for m in messages]
+    service.admit()
     await service.blocking(service.inbox.put, messages, "http /v3/events")
     service.accepted_messages("http /v3/events", len(messages))
     return Response(status_code=204)

@@ -35,9 +35,12 @@ KINDS = ("track", "identify", "group", "alias", "page", "screen")
 
 
 def segment_error(error: HttpError) -> Response:
-    return json_response(
+    response = json_response(
         {"success": False, "code": error.code, "message": error.message}, error.status
     )
+    if error.status == 503:
+        response.headers["Retry-After"] = "5"
+    return response
 
 
 def normalise(message: Any) -> Any:
@@ -121,6 +124,7 @@ async def _collect(request: Request, kind: str | None) -> Response:
                 }
                 for b in bad
             ]
+            service.admit()
             await service.blocking(service.inbox.put, good, source, rejected)
             service.accepted_messages(source, len(good))
         if kind is not None and bad:

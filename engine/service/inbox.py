@@ -18,17 +18,16 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from engine.clock import Clock
 from engine.runner import IngestReport, Runner
 from engine.segment import Message, Rejection, parse_message
-from engine.store.db import writer
+from engine.store.db import make_engine, writer
 from engine.store.sql import is_postgres
 from engine.store.tables import inbox
 
@@ -44,6 +43,9 @@ BUSY_SHARE = 0.2
 BUSY_WINDOW = 0.1
 """Seconds since the last accept during which requests count as arriving."""
 RELOAD_SECONDS = 5.0
+MAX_BACKLOG = 2_000_000
+"""Messages accepted and not applied yet beyond which requests are refused (503 with
+Retry-After; the SDKs retry), so a flood cannot grow the inbox without bound."""
 LEASE = timedelta(minutes=5)
 MAX_ATTEMPTS = 5
 """A row whose application failed this often is moved to ``rejected`` with the reason."""
@@ -98,11 +100,35 @@ def with_message_id(message: Any) -> Any:
     return message
 
 
-@dataclass
+def inbox_store(engine: Engine) -> Engine:
+    """Where the inbox lives. On a SQLite file it is a side file beside the store
+    (``<file>-inbox``, like SQLite's own ``-wal``), so accepting a request never waits for
+    the store's single writer while workflows run; on PostgreSQL (row locks) and in-memory
+    SQLite it is the store's own ``inbox`` table."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return engine
+    side = make_engine(url.set(database=f"{url.database}-inbox").render_as_string(False))
+    inbox.create(side, checkfirst=True)
+    return side
+
+
 class Inbox:
-    engine: Engine
-    clock: Clock
-    gate: WriteGate
+    def __init__(self, engine: Engine, clock: Clock, gate: WriteGate) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.gate = gate
+        """The store's write gate: held while the inbox is applied."""
+        self.store = inbox_store(engine)
+        self.side = self.store is not engine
+        self.store_gate = WriteGate(self.store) if self.side else gate
+        """Held while writing the inbox (the same gate when the inbox is in the store)."""
+        self.backlog = self.pending()[1]
+        """Messages waiting, as this process knows it (exact again whenever it runs dry)."""
+
+    def close(self) -> None:
+        if self.side:
+            self.store.dispose()
 
     def put(
         self, messages: list[Any], source: str, rejected: Sequence[Mapping[str, Any]] = ()
@@ -110,7 +136,7 @@ class Inbox:
         """Store accepted messages durably (one row), with the ones refused at the door
         (``line``, ``raw``, ``reason``) to be kept in ``rejected``; returns the row id."""
         body = {"messages": messages, "rejected": list(rejected)}
-        with self.gate.short(), writer(self.engine).begin() as connection:
+        with self.store_gate.short(), writer(self.store).begin() as connection:
             result = connection.execute(
                 inbox.insert().values(
                     received_at=self.clock.now(),
@@ -121,19 +147,31 @@ class Inbox:
                 )
             )
             key = result.inserted_primary_key
-            return int(key[0]) if key else 0
+        self.backlog += len(messages) + len(rejected)
+        return int(key[0]) if key else 0
 
     def pending(self) -> tuple[int, int]:
         """(rows, messages) waiting to be applied."""
-        with self.engine.connect() as connection:
+        with self.store.connect() as connection:
             rows, messages = connection.execute(
                 select(func.count(), func.coalesce(func.sum(inbox.c.count), 0))
             ).one()
         return int(rows), int(messages)
 
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction on the inbox, from inside the applier's round (which holds
+        the store's gate: the inbox's own gate is only taken when it is another file)."""
+        if self.side:
+            with self.store_gate.short(), writer(self.store).begin() as connection:
+                yield connection
+        else:
+            with writer(self.store).begin() as connection:
+                yield connection
+
     def _claim(self, owner: str, limit: int) -> list[Any]:
         now = self.clock.now()
-        with writer(self.engine).begin() as connection:
+        with self._writing() as connection:
             free = (inbox.c.claimed_until.is_(None)) | (inbox.c.claimed_until < now)
             pick = select(inbox.c.id, inbox.c.count).where(free).order_by(inbox.c.id).limit(200)
             if is_postgres(connection):
@@ -166,6 +204,7 @@ class Inbox:
         with self.gate.long():
             rows = self._claim(runner.owner, limit)
             if not rows:
+                self.backlog = self.pending()[1]
                 return report
             items: list[Message | Rejection] = []
             for row in rows:
@@ -178,15 +217,16 @@ class Inbox:
                 report = runner.ingest(items, "http")
             except Exception as exc:
                 log.exception("applying inbox rows %s failed", ids)
-                with writer(self.engine).begin() as connection:
+                with self._writing() as connection:
                     connection.execute(
                         update(inbox)
                         .where(inbox.c.id.in_(ids))
                         .values(claimed_until=None, last_error=repr(exc)[:2000])
                     )
                 raise
-            with writer(self.engine).begin() as connection:
+            with self._writing() as connection:
                 connection.execute(delete(inbox).where(inbox.c.id.in_(ids)))
+            self.backlog = max(0, self.backlog - sum(int(row.count) for row in rows))
         return report
 
     def apply_all(self, runner: Runner) -> IngestReport:

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from engine.clock import Clock, SystemClock
 from engine.runner import Runner
 from engine.service.http import HttpError, presented_key
-from engine.service.inbox import Applier, Inbox, WriteGate
+from engine.service.inbox import MAX_BACKLOG, Applier, Inbox, WriteGate
 from engine.service.keys import ApiKey, KeyChecker
 
 T = TypeVar("T")
@@ -48,6 +48,7 @@ class Service:
     def stop(self) -> None:
         if self.applier is not None:
             self.applier.stop()
+        self.inbox.close()
 
     def reload(self) -> None:
         """Deployed workflows changed: every runner reads the catalog again."""
@@ -66,6 +67,15 @@ class Service:
         """The runner for direct changes, one caller at a time, behind the write gate."""
         with self._runner_lock, self.gate.short():
             yield self._runner
+
+    def admit(self) -> None:
+        """Refuse new messages while the inbox holds more than it should (503)."""
+        if self.inbox.backlog > MAX_BACKLOG:
+            raise HttpError(
+                503,
+                "busy",
+                f"{self.inbox.backlog} accepted messages are waiting to be applied; retry later",
+            )
 
     async def blocking(self, function: Callable[..., T], *args: Any) -> T:
         return await run_in_threadpool(function, *args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import json.encoder
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -102,16 +103,34 @@ def json_text(value: Any) -> str:
         return float.__repr__(value)
     if kind is dict and not value:
         return "{}"
-    return json.dumps(value)
+    if _C_ENCODER is None:  # pragma: no cover - CPython has the C encoder
+        return json.dumps(value)
+    # what json.dumps does with its defaults, minus building a JSONEncoder per call
+    encode = _C_ENCODER({}, _DEFAULT, encode_basestring_ascii, None, ": ", ", ", *_FLAGS)
+    return "".join(encode(value, 0))
+
+
+_C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_DEFAULT = json.JSONEncoder().default
+_FLAGS = (False, False, True)  # sort_keys, skipkeys, allow_nan: json.dumps' defaults
+_SQLITE_MOMENTS: dict[datetime, str] = {}
 
 
 def _sqlite_datetime(value: datetime | None) -> str | None:
-    """The text SQLAlchemy stores for a UTCDateTime on SQLite (naive UTC, microseconds)."""
+    """The text SQLAlchemy stores for a UTCDateTime on SQLite (naive UTC, microseconds).
+    Memoised: the rows of one batch share a few moments (a message's audit rows, runs
+    and event all carry its timestamp)."""
     if value is None:
         return None
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    text = _SQLITE_MOMENTS.get(value)
+    if text is None:
+        utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+        text = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+        if len(_SQLITE_MOMENTS) >= 10_000:
+            _SQLITE_MOMENTS.clear()
+        if value.tzinfo is not None:  # a naive moment's meaning depends on the local zone
+            _SQLITE_MOMENTS[value] = text
+    return text
 
 
 def _pg_datetime(value: datetime | None) -> str | None:
