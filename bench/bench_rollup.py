@@ -297,6 +297,12 @@ def main() -> int:
         help="also run on PostgreSQL: a database is created on this server and dropped",
     )
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    parser.add_argument(
+        "--methods",
+        choices=("both", "sum", "top"),
+        default="both",
+        help="which roll-ups to measure (default both)",
+    )
     args = parser.parse_args()
     accounts = args.accounts or (1_000 if args.quick else 10_000)
     count = args.events or (20_000 if args.quick else 200_000)
@@ -311,7 +317,7 @@ def main() -> int:
     failed = False
     for backend in backends:
         print(f"--- {backend}")
-        for method in ("sum", "top"):
+        for method in ("sum", "top") if args.methods == "both" else (args.methods,):
             scores_want, rolled, updates = expected(data, method)
             with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as name:
                 folder = Path(name)

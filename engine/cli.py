@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from engine.accounts_view import accounts_group
 from engine.backtest import backtest_command
@@ -260,7 +261,11 @@ def worker(db_url: str | None, batch: int, once: bool) -> None:
     engine = open_store(db_url)
     runner = Runner(engine, SystemClock())
     if once:
+        from engine.messaging.delivery import Deliverer
+
         click.echo(f"{runner.run_timers(runner.clock.now())} run(s) resumed or entered")
+        report = Deliverer(engine, runner.clock, owner=runner.owner).deliver()
+        click.echo(f"outbox: {report}")
         return
     Worker(runner, WorkerSettings(batch=batch)).run()
 
@@ -426,4 +431,10 @@ def run() -> None:
         main(standalone_mode=True)
     except LeadflowError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    except SQLAlchemyError as exc:
+        # A store that cannot serve the command (unreachable, or made by an older
+        # development build of the schema) is a problem with the data, not a crash.
+        reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+        click.echo(f"error: the store failed: {reason}", err=True)
         sys.exit(EXIT_INPUT)
