@@ -206,7 +206,8 @@ def main() -> int:
     )
     flagged = figures["converted_after_sales_ready"]
     print(
-        f"figures: {figures['sales_ready']:,} sales-ready, {flagged:,} converted after; quality {figures['quality']:.1%}, recall {figures['recall']:.1%}, "
+        f"figures: {figures['sales_ready']:,} sales-ready, {flagged:,} converted after; "
+        f"quality {figures['quality']:.1%}, recall {figures['recall']:.1%}, "
         f"lift {figures['lift']:.2f}x, median lead time {figures['median_lead_time_days']} days"
     )
     print(f"backtest: {ours['seconds']:.1f} s wall, peak RSS {ours['peak_kib'] / 1024:,.0f} MiB")

@@ -81,6 +81,10 @@ def keys_list(db_url: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
+
+    def minute(stamp: str | None) -> str:
+        return stamp.replace("T", " ")[:16] if stamp else ""
+
     table = Table("id", "name", "scope", "key starts", "created", "last used", "revoked")
     for row in rows:
         table.add_row(
@@ -88,9 +92,9 @@ def keys_list(db_url: str | None, as_json: bool) -> None:
             row["name"],
             row["scope"],
             row["prefix"],
-            row["created_at"] or "",
-            row["last_used_at"] or "never",
-            row["revoked_at"] or "",
+            minute(row["created_at"]),
+            minute(row["last_used_at"]) or "never",
+            minute(row["revoked_at"]),
         )
     Console().print(table)
 
