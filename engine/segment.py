@@ -69,6 +69,9 @@ def parse_message(data: Any, now: datetime, line: int | None = None) -> Message:
     }
     if kind == "identify":
         traits = _object(data, "traits")
+        context = data.get("context")
+        if not traits and isinstance(context, dict) and isinstance(context.get("traits"), dict):
+            traits = dict(context["traits"])  # RudderStack sends identify traits here
         merge = anonymous_id if user_id and anonymous_id and anonymous_id != user_id else None
         return Message(**common, traits=traits, merge_from=merge)
     if kind == "track":
