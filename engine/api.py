@@ -23,8 +23,7 @@ from engine.clock import Clock, SystemClock, format_timestamp
 from engine.errors import InvalidWorkflow
 from engine.runner import IngestReport, Runner
 from engine.segment import Message, Rejection, parse_message, read_lines
-from engine.store.db import open_engine
-from engine.store.db import writer
+from engine.store.db import open_engine, writer
 from engine.templates import TemplateCatalog
 from engine.validation import validate_documents, validate_paths
 from engine.views import contact_view

@@ -100,7 +100,7 @@ class Catalog:
         self.cron, self.quiet = [], []
         for workflow in self.latest.values():
             for position, trigger in enumerate(workflow.triggers):
-                for key in trigger.keys():
+                for key in trigger.keys():  # noqa: SIM118 (a trigger, not a dict)
                     index[key].append((workflow, trigger))
                 if isinstance(trigger, CronDriven):
                     self.cron.append((workflow, position, trigger))

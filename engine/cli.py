@@ -435,6 +435,7 @@ def run() -> None:
     except SQLAlchemyError as exc:
         # A store that cannot serve the command (unreachable, or made by an older
         # development build of the schema) is a problem with the data, not a crash.
-        reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+        origin = getattr(exc, "orig", None)
+        reason = str(origin if origin is not None else exc).splitlines()[0]
         click.echo(f"error: the store failed: {reason}", err=True)
         sys.exit(EXIT_INPUT)

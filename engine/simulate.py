@@ -17,9 +17,8 @@ from engine.clock import SystemClock, VirtualClock
 from engine.errors import InvalidWorkflow
 from engine.runner import BATCH_SIZE, Runner
 from engine.segment import Message, Rejection, read_lines
-from engine.store.db import open_engine
+from engine.store.db import open_engine, writer
 from engine.store.tables import quiet_watch, waits
-from engine.store.db import writer
 from engine.templates import TemplateCatalog
 from engine.validation import validate_paths
 from engine.views import summary

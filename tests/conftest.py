@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+
 import psycopg
 import pytest
 from sqlalchemy import Engine, text

@@ -1,13 +1,25 @@
+"""The embedding API end to end on both backends: deploy, track, read back."""
+
+from __future__ import annotations
+
+from helpers import at
+
 from engine.api import Leadflow
 from engine.clock import VirtualClock
-from helpers import at
-def test_smoke(store_url):
+
+
+def test_deploy_track_and_read_back(store_url: str) -> None:
     clock = VirtualClock(at("2026-01-05 10:00"))
-    flow = Leadflow(store_url, clock)
-    flow.deploy(["workflows/consideration-stage.json", "workflows/score-bands.json"])
-    flow.track("ann@acme.com", "Quote Requested", timestamp=at("2026-01-05 10:00"), message_id="m1")
-    flow.track("ann@acme.com", "Quote Requested", timestamp=at("2026-01-05 10:01"), message_id="m1")
-    c = flow.contact("ann@acme.com", history=True)
-    assert c["scores"]["SCORE"] == 30, c
-    assert "Warm leads" in c["lists"], c
-    flow.close()
+    with Leadflow(store_url, clock) as flow:
+        flow.deploy(["workflows/consideration-stage.json", "workflows/score-bands.json"])
+        first = flow.track(
+            "ann@acme.com", "Quote Requested", timestamp=at("2026-01-05 10:00"), message_id="m1"
+        )
+        again = flow.track(
+            "ann@acme.com", "Quote Requested", timestamp=at("2026-01-05 10:01"), message_id="m1"
+        )
+        contact = flow.contact("ann@acme.com", history=True)
+    assert (first.taken, again.taken, again.duplicates) == (1, 0, 1)
+    assert contact["scores"] == {"SCORE": 30}
+    assert contact["lists"] == ["Warm leads"]
+    assert [c["new"] for c in contact["score_history"]] == [30]
