@@ -10,8 +10,8 @@ the same run, on a copy of the same store: the bare ``UPDATE scores SET value =
 max(value * 0.9, 50) WHERE name = 'SCORE' AND value > 50``, with no audit, no quiet check
 and no follow-up. Goal (issue 5): 1,000,000 contacts decayed in under 5 s on SQLite.
 
-    python bench/bench_decay.py                 # 1,000,000 contacts, a few minutes
-    python bench/bench_decay.py --quick         # 100,000 contacts, about 20 s
+    python bench/bench_decay.py                 # 1,000,000 contacts, about 2 minutes
+    python bench/bench_decay.py --quick         # 100,000 contacts, about 10 s
     python bench/bench_decay.py --quick --postgres postgresql://postgres@127.0.0.1:5432/test
 """
 
@@ -314,7 +314,7 @@ def run_engine(engine: Engine) -> Outcome:
         audit_rows = connection.scalar(
             select(func.count()).select_from(audit).where(audit.c.node == "decay")
         )
-        lists = dict(
+        lists: dict[str, int] = dict(
             connection.execute(
                 select(list_members.c.list_name, func.count()).group_by(list_members.c.list_name)
             ).all()

@@ -133,7 +133,11 @@ def run_floor(folder: Path, lines: list[bytes], now: datetime) -> Outcome:
     audit_rows = 0
     start, cpu = time.perf_counter(), time.process_time()
     for batch in _batches(lines):
-        events, new_contacts, touched, audit_out, list_out = [], [], {}, [], []
+        events: list[tuple[Any, ...]] = []
+        new_contacts: list[tuple[str, str, str]] = []
+        touched: dict[str, str] = {}
+        audit_out: list[tuple[str, str, str, str, Any, Any]] = []
+        list_out: list[tuple[str, str, str]] = []
         for line in batch:
             data = orjson.loads(line)
             contact = data["userId"]
@@ -192,8 +196,7 @@ def run_floor(folder: Path, lines: list[bytes], now: datetime) -> Outcome:
             [(c, value[c], peak[c], at) for c, at in touched.items()],
         )
         db.executemany(
-            "INSERT OR IGNORE INTO list_members (list_name, contact_id, added_at) "
-            "VALUES (?, ?, ?)",
+            "INSERT OR IGNORE INTO list_members (list_name, contact_id, added_at) VALUES (?, ?, ?)",
             list_out,
         )
         db.executemany(

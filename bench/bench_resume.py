@@ -25,7 +25,6 @@ the script creates its own databases (leadflow_bench_<pid>...) and drops them at
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import random
 import shutil
@@ -164,23 +163,24 @@ class Measured:
     seconds: float
     resumed: int
     batches: int
+    cpu: float
 
 
-def run_engine(url: str, expected: int) -> Measured:
+def run_engine(url: str, expected: int, batch: int) -> Measured:
     engine = open_engine(url)
     try:
         runner = Runner(engine, VirtualClock(NOW))
         runner.catalog  # noqa: B018 - compiled before timing, as a running worker has it
         settings = WorkerSettings()
         resumed = batches = 0
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         while True:
-            done = runner.resume_due(NOW, settings.batch, settings.lease)
+            done = runner.resume_due(NOW, batch, settings.lease)
             if not done:
                 break
             resumed += done
             batches += 1
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         with engine.connect() as connection:
             left = connection.scalar(select(func.count()).select_from(waits))
             completed = connection.scalar(
@@ -194,7 +194,7 @@ def run_engine(url: str, expected: int) -> Measured:
         wanted = {"left": 0, "completed": expected, "scored": expected, "audited": expected}
         if resumed != expected or counts != wanted:
             raise SystemExit(f"FAIL: resumed {resumed} of {expected}; store holds {counts}")
-        return Measured(seconds, resumed, batches)
+        return Measured(seconds, resumed, batches, cpu)
     finally:
         engine.dispose()
 
@@ -205,7 +205,7 @@ def baseline_sqlite(path: Path, batch: int, expected: int) -> Measured:
     db.execute("PRAGMA synchronous=NORMAL")
     now, ended = _sqlite_ts(NOW), _sqlite_ts(NOW)
     done = batches = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     while True:
         db.execute("BEGIN IMMEDIATE")
         ids = [
@@ -227,17 +227,17 @@ def baseline_sqlite(path: Path, batch: int, expected: int) -> Measured:
         db.execute("COMMIT")
         done += len(ids)
         batches += 1
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     db.close()
     if done != expected:
         raise SystemExit(f"FAIL: baseline resumed {done} of {expected}")
-    return Measured(seconds, done, batches)
+    return Measured(seconds, done, batches, cpu)
 
 
 def baseline_postgres(url: str, batch: int, expected: int) -> Measured:
     done = batches = 0
     with psycopg.connect(_plain(url)) as db:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         while True:
             with db.transaction():
                 ids = [
@@ -258,10 +258,10 @@ def baseline_postgres(url: str, batch: int, expected: int) -> Measured:
                 )
             done += len(ids)
             batches += 1
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     if done != expected:
         raise SystemExit(f"FAIL: baseline resumed {done} of {expected}")
-    return Measured(seconds, done, batches)
+    return Measured(seconds, done, batches, cpu)
 
 
 @contextmanager
@@ -292,19 +292,22 @@ def postgres_stores(rows: Rows) -> Iterator[tuple[str, str]]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}_base" WITH (FORCE)')
 
 
-def report(backend: str, count: int, setup: float, ours: Measured, base: Measured) -> bool:
+def report(backend: str, batch: int, setup: float, ours: Measured, base: Measured) -> bool:
     rate, base_rate = ours.resumed / ours.seconds, base.resumed / base.seconds
     goal = GOALS[backend]
+    where = "in this process" if backend == "sqlite" else "here; the server's is not counted"
     print(f"{backend}: setup {setup:.1f} s (not timed)")
     print(
         f"{backend}: engine resumed {ours.resumed:,} waits in {ours.seconds:.2f} s "
-        f"({ours.batches:,} batches of {WorkerSettings().batch:,}): {rate:,.0f} waits/s"
+        f"({ours.batches:,} batches of {batch:,}): {rate:,.0f} waits/s "
+        f"({ours.cpu:.2f} s CPU {where})"
     )
     print(
         f"{backend}: baseline (plain DELETE waits + UPDATE runs): {base.seconds:.2f} s, "
-        f"{base_rate:,.0f} waits/s"
+        f"{base_rate:,.0f} waits/s ({base.cpu:.2f} s CPU)"
     )
     print(f"{backend}: ratio: engine is {ours.seconds / base.seconds:.2f}x slower than baseline")
+    print(f"{backend}: load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     met = rate >= goal
     print(f"{backend}: goal (>= {goal:,} waits/s): " + ("met" if met else "NOT met"))
     return met
@@ -314,28 +317,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100,000 waits")
     parser.add_argument("--waits", type=int, help="number of due waits (default 1,000,000)")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument(
-        "--backend", choices=("sqlite", "postgresql", "both"), default="both"
+        "--batch", type=int, help="waits per resume_due call (default: WorkerSettings.batch)"
     )
     args = parser.parse_args()
     count = args.waits or (100_000 if args.quick else 1_000_000)
     rows = make_rows(count)
-    batch = WorkerSettings().batch
-    print(f"inputs: {count:,} due waits, one per contact, worker batch {batch:,}")
+    batch = args.batch or WorkerSettings().batch
+    print(f"inputs: {count:,} due waits, one per contact, batch {batch:,}")
     if args.backend in ("sqlite", "both"):
         start = time.perf_counter()
         with sqlite_stores(rows) as (url, copy):
             setup = time.perf_counter() - start
-            ours = run_engine(url, count)
+            ours = run_engine(url, count, batch)
             base = baseline_sqlite(copy, batch, count)
-        report("sqlite", count, setup, ours, base)
+        report("sqlite", batch, setup, ours, base)
     if args.backend in ("postgresql", "both"):
         start = time.perf_counter()
         with postgres_stores(rows) as (url, copy):
             setup = time.perf_counter() - start
-            ours = run_engine(url, count)
+            ours = run_engine(url, count, batch)
             base = baseline_postgres(copy, batch, count)
-        report("postgresql", count, setup, ours, base)
+        report("postgresql", batch, setup, ours, base)
     return 0
 
 

@@ -10,7 +10,9 @@ contacts, scores, model, workflow and events, but no contact belongs to an accou
 roll-up work is done. Figures: member score changes/s with roll-ups on and off, the ratio,
 and account roll-up updates/s.
 
-    python bench/bench_rollup.py            # 200,000 events, 100,000 contacts, a few minutes
+    python bench/bench_rollup.py --methods sum   # 200,000 events, 100,000 contacts, 3 min
+    python bench/bench_rollup.py            # sum and top: top takes hours on SQLite while
+                                            # accounts.recompute walks every score (README)
     python bench/bench_rollup.py --quick    # 20,000 events, 10,000 contacts
     python bench/bench_rollup.py --quick --postgres postgresql://postgres@127.0.0.1:5432/test
 """
@@ -152,6 +154,7 @@ def bulk_load(engine: Engine, tables: dict[str, tuple[str, list[tuple[Any, ...]]
         db.commit()
         db.autocommit = True
         db.execute("VACUUM ANALYZE")
+        db.autocommit = False  # the connection goes back to the engine's pool
     raw.close()
 
 

@@ -14,7 +14,7 @@ Baseline, in the same run and store: one plain SELECT with the same filter writt
 aggregated in SQL, its rows formatted the same way and written with ``csv.writer`` (for
 JSON Lines, with ``json.dumps``). Both sides must produce byte-identical files.
 
-    python bench/bench_segment.py            # 1,000,000 contacts, a few minutes
+    python bench/bench_segment.py            # 1,000,000 contacts, about 2.5 minutes
     python bench/bench_segment.py --quick    # 100,000 contacts
     python bench/bench_segment.py --quick --postgres postgresql://postgres@127.0.0.1:5432/test
 """
@@ -154,6 +154,7 @@ def bulk_load(engine: Engine, tables: dict[str, tuple[str, list[tuple[Any, ...]]
         db.commit()
         db.autocommit = True
         db.execute("VACUUM ANALYZE")
+        db.autocommit = False  # the connection goes back to the engine's pool
     raw.close()
 
 

@@ -109,7 +109,7 @@ def write_events(path: Path, people: int) -> int:
                     properties["ebook"] = f"Guide {rng.randrange(5)}"
                 elif event == "Event Attended":
                     properties["event_name"] = "Webinar"
-                track = {"type": "track", "userId": user, "event": event}
+                track: dict[str, Any] = {"type": "track", "userId": user, "event": event}
                 if properties:
                     track["properties"] = properties
                 messages.append((rng.randrange(first + 2, end), track))

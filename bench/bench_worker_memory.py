@@ -22,7 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from bench_resume import NOW, fill_sqlite, make_rows
@@ -52,9 +52,9 @@ class SampledRunner(Runner):
     resumed_total: int
 
     def resume_due(
-        self, now: object, limit: int = 1000, lease: timedelta = timedelta(minutes=5)
+        self, now: datetime, limit: int = 1000, lease: timedelta = timedelta(minutes=5)
     ) -> int:
-        done = super().resume_due(NOW, limit, lease)
+        done = super().resume_due(now, limit, lease)
         self.resumed_total += done
         while self.marks and self.resumed_total >= self.marks[0]:
             self.samples[self.marks.pop(0)] = rss_kib()

@@ -23,10 +23,13 @@ that become opportunities):
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -244,13 +247,13 @@ def backtest(
     threshold: float | None = None,
     progress: Progress | None = None,
     keep: Path | None = None,
+    jobs: int = 1,
 ) -> Backtest:
     """Replay ``events_path`` through every variant and measure each against ``outcome``.
 
     ``keep``: a folder where each variant's store is kept (``1.db``, ``2.db``, ...) for
-    ``leadflow report``; by default the stores are thrown away."""
-    import time
-
+    ``leadflow report``; by default the stores are thrown away. ``jobs``: variants replayed
+    at once, each in a process of its own (no progress is reported then)."""
     from engine.simulate import read_event_file
 
     if not variants:
@@ -285,47 +288,101 @@ def backtest(
                 f"unknown outcome: no {outcome!r} event in {events_path}{hint}"
                 + ("" if hint or not names else f" (events seen: {', '.join(names[:15])})")
             )
-    results = []
-    for number, (variant, validation) in enumerate(checked, 1):
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="leadflow-backtest-") as folder:
-            store = (keep / f"{number}.db") if keep is not None else Path(folder) / "store.db"
-            if keep is not None:
-                keep.mkdir(parents=True, exist_ok=True)
-                store.unlink(missing_ok=True)
-            engine = replay(
-                validation,
-                variant.paths,
-                messages,
-                rejections,
-                f"sqlite:///{store}",
-                source=str(events_path),
-                progress=_for_variant(progress, variant.name),
-            )
-            try:
-                with engine.connect() as connection:
-                    result = measure(
-                        connection,
-                        variant,
-                        validation,
-                        outcome,
-                        list_name,
-                        converted,
-                        score,
-                        threshold,
-                    )
-            finally:
-                engine.dispose()
-        result.seconds = time.perf_counter() - started
-        results.append(result)
-    return Backtest(
+    summary = Backtest(
         outcome=outcome,
         events=len(messages),
         rejected=len(rejections),
         first_event=messages[0].timestamp if messages else None,
         last_event=messages[-1].timestamp if messages else None,
-        variants=results,
+        variants=[],
     )
+    jobs_list = [
+        _Job(number, variant, events_path, outcome, list_name, score, threshold, keep)
+        for number, (variant, _) in enumerate(checked, 1)
+    ]
+    if jobs > 1 and len(jobs_list) > 1:
+        del messages, rejections, converted  # each process reads the history itself
+        context = multiprocessing.get_context("spawn")
+        workers = min(jobs, len(jobs_list))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            summary.variants = list(pool.map(_run_job, jobs_list))
+        return summary
+    for job, (_, validation) in zip(jobs_list, checked, strict=True):
+        summary.variants.append(
+            _run_variant(
+                job,
+                validation,
+                messages,
+                rejections,
+                converted,
+                _for_variant(progress, job.variant.name),
+            )
+        )
+    return summary
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One variant's replay, as a process of its own can run it."""
+
+    number: int
+    variant: Variant
+    events_path: Path
+    outcome: str
+    list_name: str | None
+    score: str
+    threshold: float | None
+    keep: Path | None
+
+
+def _run_job(job: _Job) -> VariantResult:
+    from engine.simulate import read_event_file
+
+    messages, rejections = read_event_file(job.events_path)
+    converted = _first_outcomes(messages, job.outcome) if job.list_name is None else {}
+    return _run_variant(job, _validate(job.variant), messages, rejections, converted, None)
+
+
+def _run_variant(
+    job: _Job,
+    validation: Validation,
+    messages: list[Message],
+    rejections: Sequence[Any],
+    converted: Mapping[str, tuple[datetime, str]],
+    progress: Callable[[int, int], None] | None,
+) -> VariantResult:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="leadflow-backtest-") as folder:
+        store = Path(folder) / "store.db"
+        if job.keep is not None:
+            job.keep.mkdir(parents=True, exist_ok=True)
+            store = job.keep / f"{job.number}.db"
+            store.unlink(missing_ok=True)
+        engine = replay(
+            validation,
+            job.variant.paths,
+            messages,
+            rejections,
+            f"sqlite:///{store}",
+            source=str(job.events_path),
+            progress=progress,
+        )
+        try:
+            with engine.connect() as connection:
+                result = measure(
+                    connection,
+                    job.variant,
+                    validation,
+                    job.outcome,
+                    job.list_name,
+                    converted,
+                    job.score,
+                    job.threshold,
+                )
+        finally:
+            engine.dispose()
+    result.seconds = time.perf_counter() - started
+    return result
 
 
 def _for_variant(progress: Progress | None, name: str) -> Callable[[int, int], None] | None:
@@ -699,6 +756,13 @@ def print_backtest(result: Backtest) -> None:
     help="Keep each variant's replayed store in this folder (1.db, 2.db, ...) for "
     "leadflow report --db sqlite:///FOLDER/1.db.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Variants replayed at once, each in a process of its own (no progress bar then).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def backtest_command(
     variant_texts: tuple[str, ...],
@@ -707,6 +771,7 @@ def backtest_command(
     score: str,
     threshold: float | None,
     keep: Path | None,
+    jobs: int,
     as_json: bool,
 ) -> None:
     """Replay a history through model variants and compare them side by side.
@@ -718,7 +783,7 @@ def backtest_command(
     try:
         variants = [Variant.parse(text) for text in variant_texts]
         with _progress() as report:
-            result = backtest(variants, events_path, outcome, score, threshold, report, keep)
+            result = backtest(variants, events_path, outcome, score, threshold, report, keep, jobs)
     except InvalidWorkflow as exc:
         for problem in exc.problems:
             click.echo(str(problem))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from sys import intern
 from typing import Any
 
 import orjson
@@ -61,8 +62,10 @@ def parse_message(data: Any, now: datetime, line: int | None = None) -> Message:
     ):
         raise ValueError(f"'messageId' must be text, found {message_id!r}")
     common: dict[str, Any] = {
-        "type": kind,
-        "contact_id": contact,
+        # one shared string per type, contact and event name, not one per message: a
+        # simulation holds every message of its file in memory at once
+        "type": TYPES[TYPES.index(kind)],
+        "contact_id": _shared(contact),
         "timestamp": timestamp,
         "message_id": None if message_id is None else str(message_id),
         "line": line,
@@ -78,7 +81,7 @@ def parse_message(data: Any, now: datetime, line: int | None = None) -> Message:
         event = data.get("event")
         if not isinstance(event, str) or not event:
             raise ValueError("track message needs 'event'")
-        return Message(**common, event=event, properties=_object(data, "properties"))
+        return Message(**common, event=_shared(event), properties=_object(data, "properties"))
     if kind in ("page", "screen"):
         properties = _object(data, "properties")
         if isinstance(data.get("name"), str):
@@ -94,6 +97,10 @@ def parse_message(data: Any, now: datetime, line: int | None = None) -> Message:
     if previous is None or user_id is None:
         raise ValueError("alias message needs 'previousId' and 'userId'")
     return Message(**common, merge_from=previous if previous != user_id else None)
+
+
+def _shared(text: str) -> str:
+    return intern(text) if type(text) is str else text
 
 
 def _identifier(data: dict[str, Any], key: str) -> str | None:

@@ -346,3 +346,15 @@ def test_keep_leaves_the_stores(tmp_path: Path, variants: list[Variant]) -> None
         "1.db",
         "2.db",
     ]
+
+
+def test_variants_in_processes_of_their_own_give_the_same_figures(
+    tmp_path: Path, variants: list[Variant]
+) -> None:
+    events = known_history(tmp_path / "events.jsonl")
+
+    def figures(jobs: int) -> list[dict[str, Any]]:
+        data = backtest(variants, events, OUTCOME, jobs=jobs).as_json()["variants"]
+        return [{k: v for k, v in item.items() if k != "seconds"} for item in data]
+
+    assert figures(2) == figures(1)

@@ -39,7 +39,7 @@ VALUES: list[Any] = [
     True,
     False,
     "",
-    "text with \"quotes\", é and \u2028",
+    'text with "quotes", é and \u2028',
     {},
     [],
     {"a": 1, "b": [1, 2.5, None], "c": {"d": "é"}},
@@ -47,7 +47,7 @@ VALUES: list[Any] = [
 ]
 
 
-@pytest.mark.parametrize("value", VALUES + [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("value", [*VALUES, float("nan"), float("inf"), float("-inf")])
 def test_json_text_is_json_dumps(value: Any) -> None:
     assert json_text(value) == json.dumps(value)
 
@@ -110,54 +110,98 @@ def test_bulk_insert_stores_what_executemany_stores(store: Engine) -> None:
 
 
 def test_bulk_upsert_and_ignore(store: Engine) -> None:
-    first = [
-        {"contact_id": f"c{i}", "name": "SCORE", "value": float(i), "peak": float(i),
-         "updated_at": MOMENTS[0], "increased_at": None}
+    first: list[dict[str, Any]] = [
+        {
+            "contact_id": f"c{i}",
+            "name": "SCORE",
+            "value": float(i),
+            "peak": float(i),
+            "updated_at": MOMENTS[0],
+            "increased_at": None,
+        }
         for i in range(10)
     ]
     second = [
-        {**row, "value": row["value"] + 0.5, "peak": 99.0, "updated_at": MOMENTS[1],
-         "increased_at": MOMENTS[2]}
+        {
+            **row,
+            "value": row["value"] + 0.5,
+            "peak": 99.0,
+            "updated_at": MOMENTS[1],
+            "increased_at": MOMENTS[2],
+        }
         for row in first[5:]
     ] + [
-        {"contact_id": "c-new", "name": "SCORE", "value": 1, "peak": 1,
-         "updated_at": MOMENTS[3], "increased_at": MOMENTS[3]}
+        {
+            "contact_id": "c-new",
+            "name": "SCORE",
+            "value": 1,
+            "peak": 1,
+            "updated_at": MOMENTS[3],
+            "increased_at": MOMENTS[3],
+        }
     ]
     keep = ("value", "peak", "updated_at", "increased_at")
     with store.begin() as connection:
         upsert(connection, scores, first, ("contact_id", "name"), keep)
         upsert(connection, scores, second, ("contact_id", "name"), keep)
-        insert_ignore(connection, list_members, [
-            {"list_name": "L", "contact_id": "c1", "added_at": MOMENTS[0]},
-            {"list_name": "L", "contact_id": "c1", "added_at": MOMENTS[1]},
-        ])
+        insert_ignore(
+            connection,
+            list_members,
+            [
+                {"list_name": "L", "contact_id": "c1", "added_at": MOMENTS[0]},
+                {"list_name": "L", "contact_id": "c1", "added_at": MOMENTS[1]},
+            ],
+        )
     expected = (_raw(store, scores), _raw(store, list_members))
     with store.begin() as connection:
         connection.execute(scores.delete())
         connection.execute(list_members.delete())
         bulk_upsert(connection, scores, first, ("contact_id", "name"), keep)
         bulk_upsert(connection, scores, second, ("contact_id", "name"), keep)
-        bulk_insert(connection, list_members, [
-            {"list_name": "L", "contact_id": "c1", "added_at": MOMENTS[0]},
-            {"list_name": "L", "contact_id": "c1", "added_at": MOMENTS[1]},
-        ], ignore=True)
+        bulk_insert(
+            connection,
+            list_members,
+            [
+                {"list_name": "L", "contact_id": "c1", "added_at": MOMENTS[0]},
+                {"list_name": "L", "contact_id": "c1", "added_at": MOMENTS[1]},
+            ],
+            ignore=True,
+        )
     assert (_raw(store, scores), _raw(store, list_members)) == expected
 
 
 def _runs(count: int) -> list[dict[str, Any]]:
     return [
-        {"id": f"r{i:03d}", "contact_id": f"c{i % 4}", "workflow_id": "w", "version": 1,
-         "state": "waiting", "node": "wait", "steps": 1, "properties": {"i": i},
-         "entered_at": MOMENTS[i % 4], "ended_at": None, "end_reason": None, "error": None}
+        {
+            "id": f"r{i:03d}",
+            "contact_id": f"c{i % 4}",
+            "workflow_id": "w",
+            "version": 1,
+            "state": "waiting",
+            "node": "wait",
+            "steps": 1,
+            "properties": {"i": i},
+            "entered_at": MOMENTS[i % 4],
+            "ended_at": None,
+            "end_reason": None,
+            "error": None,
+        }
         for i in range(count)
     ]
 
 
 def test_bulk_update_and_delete(store: Engine) -> None:
     changes = [
-        {"id": f"r{i:03d}", "state": "completed", "node": None, "steps": 3,
-         "properties": {"i": i, "done": True}, "ended_at": MOMENTS[(i + 1) % 4],
-         "end_reason": "completed", "error": None if i % 3 else "bad \"data\""}
+        {
+            "id": f"r{i:03d}",
+            "state": "completed",
+            "node": None,
+            "steps": 3,
+            "properties": {"i": i, "done": True},
+            "ended_at": MOMENTS[(i + 1) % 4],
+            "end_reason": "completed",
+            "error": None if i % 3 else 'bad "data"',
+        }
         for i in range(0, 20, 2)
     ]
     gone = [{"id": f"r{i:03d}"} for i in range(1, 20, 5)]
@@ -198,8 +242,15 @@ def test_bulk_insert_returning_names_only_new_rows(store: Engine) -> None:
 
     def rows(ids: list[str]) -> list[dict[str, Any]]:
         return [
-            {"message_id": i, "contact_id": "c", "type": "track", "name": "E",
-             "properties": {"n": i}, "timestamp": MOMENTS[1], "received_at": MOMENTS[0]}
+            {
+                "message_id": i,
+                "contact_id": "c",
+                "type": "track",
+                "name": "E",
+                "properties": {"n": i},
+                "timestamp": MOMENTS[1],
+                "received_at": MOMENTS[0],
+            }
             for i in ids
         ]
 
@@ -208,5 +259,6 @@ def test_bulk_insert_returning_names_only_new_rows(store: Engine) -> None:
         assert sorted(bulk_insert_returning(connection, events, rows(first), "message_id")) == (
             sorted(first)
         )
-        again = bulk_insert_returning(connection, events, rows(["m1", "new", "m4999"]), "message_id")
+        more = rows(["m1", "new", "m4999"])
+        again = bulk_insert_returning(connection, events, more, "message_id")
         assert again == ["new"]

@@ -113,6 +113,9 @@ def draw_histogram(ax: Axes, report: Report) -> None:
         ax.axvline(ready, color=INK, linestyle="--", linewidth=1)
         ax.text(ready, 1.0, f" sales-ready {ready:g}", transform=ax.get_xaxis_transform(), va="top")
     last = report.histogram[-1]
+    edges = [*lows, *([] if last.open else [last.high])]
+    step = max(1, len(edges) // 12)
+    ax.set_xticks(edges[::step], [f"{edge:g}" for edge in edges[::step]])
     if last.open:
         ax.text(last.low + width / 2, last.contacts, "and\nmore", ha="center", va="bottom")
     ax.set_xlabel(f"{report.score} (bins of {width:g})")
@@ -275,6 +278,8 @@ def chart_svgs(report: Report) -> dict[str, str]:
     found = {}
     with style():
         for name, draw, size in CHARTS:
+            if name == "messages" and not report.weeks:
+                size = (size[0], 1.0)  # only says there are none
             figure = Figure(figsize=size, layout="constrained")
             ax = figure.add_subplot()
             draw(ax, report)
@@ -286,8 +291,9 @@ def chart_svgs(report: Report) -> dict[str, str]:
 def report_png(report: Report, dpi: int = 80) -> bytes:
     """All the charts on one figure."""
     with style():
-        figure = Figure(figsize=(15, 16), layout="constrained")
-        grid = figure.add_gridspec(4, 2)
+        last = 1.0 if report.weeks else 0.3  # "no messages" needs little room
+        figure = Figure(figsize=(15, 12 + 4 * last), layout="constrained")
+        grid = figure.add_gridspec(4, 2, height_ratios=[1, 1, 1, last])
         for index, (_, draw, _size) in enumerate(CHARTS):
             row, column = divmod(index, 2)
             spot = grid[row, :] if index == len(CHARTS) - 1 else grid[row, column]

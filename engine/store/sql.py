@@ -172,26 +172,24 @@ class _Plan:
         self.converters = [(i, c) for i, c in enumerate(converters) if c is not None]
         self.sql = ""
 
-    def tuples(self, rows: Sequence[Row]) -> list[tuple[Any, ...]]:
-        getter, converters = self.getter, self.converters
+    def columns(self, rows: Sequence[Row]) -> list[Iterable[Any]]:
+        """The converted values column by column (lazily converted: few objects per row)."""
+        getter = self.getter
         if len(self.names) == 1:
-            values = [(getter(row),) for row in rows]
+            columns: list[Iterable[Any]] = [[getter(row) for row in rows]]
         else:
-            values = [getter(row) for row in rows]
-        if not converters:
-            return values
-        out = []
-        for row in values:
-            items = list(row)
-            for index, convert in converters:
-                items[index] = convert(items[index])
-            out.append(tuple(items))
-        return out
+            columns = list(zip(*[getter(row) for row in rows], strict=True))
+        for index, convert in self.converters:
+            columns[index] = map(convert, columns[index])
+        return columns
+
+    def tuples(self, rows: Sequence[Row]) -> list[tuple[Any, ...]]:
+        """Row-wise parameter tuples, for the driver's executemany."""
+        return list(zip(*self.columns(rows), strict=True))
 
     def arrays(self, rows: Sequence[Row]) -> tuple[list[Any], ...]:
         """Column-wise text arrays, for PostgreSQL's unnest()."""
-        converted = self.tuples(rows)
-        return tuple(list(column) for column in zip(*converted, strict=True))
+        return tuple(list(column) for column in self.columns(rows))
 
 
 _PLANS: dict[tuple[Any, ...], _Plan] = {}
