@@ -314,8 +314,13 @@ def _what(path: tuple[Any, ...], instance: Any) -> str:
     return "condition" if isinstance(instance, dict) else "value"
 
 
-_MODEL_PARTS = {"decay": "decay policy", "bands": "band", "rollup": "roll-up",
-                "letters": "letters", "rules": "rule"}
+_MODEL_PARTS = {
+    "decay": "decay policy",
+    "bands": "band",
+    "rollup": "roll-up",
+    "letters": "letters",
+    "rules": "rule",
+}
 
 
 def _describe(value: Any) -> str:
