@@ -265,7 +265,7 @@ def backtest(
     checked = [(variant, _validate(variant)) for variant in name_variants(variants)]
     if list_name is not None:
         for variant, validation in checked:
-            known = known_lists(validation)
+            known = validation.lists()
             if list_name not in known:
                 hint = suggest(list_name, known) or (
                     f" (lists: {', '.join(sorted(known))})" if known else ""
@@ -443,22 +443,6 @@ def _first_outcomes(messages: Iterable[Message], outcome: str) -> dict[str, tupl
         if message.type == "track" and message.event == outcome:
             first.setdefault(message.contact_id, (message.timestamp, message.message_id or ""))
     return first
-
-
-def known_lists(validation: Validation) -> set[str]:
-    """Lists a variant can put contacts on: add_to_list nodes and score model bands."""
-    from actions.add_to_list import AddToList
-
-    names = {
-        node.list
-        for workflow in validation.workflows
-        for node in workflow.nodes.values()
-        if isinstance(node, AddToList)
-    }
-    for model in validation.models:
-        if isinstance(model, ScoreModel):
-            names.update(band.list for band in model.bands)
-    return names
 
 
 def score_model(validation: Validation, score: str) -> ScoreModel | None:

@@ -330,21 +330,6 @@ def _cutoffs_by_event(
     return cutoffs
 
 
-def _known_lists(validation: Validation) -> set[str]:
-    from actions.add_to_list import AddToList
-
-    names = {
-        node.list
-        for workflow in validation.workflows
-        for node in workflow.nodes.values()
-        if isinstance(node, AddToList)
-    }
-    for model in validation.models:
-        if isinstance(model, ScoreModel):
-            names.update(band.list for band in model.bands)
-    return names
-
-
 def _cutoffs_by_list(
     validation: Validation,
     workflow_paths: Sequence[Path],
@@ -361,7 +346,7 @@ def _cutoffs_by_list(
     from engine.store.db import open_engine
     from engine.store.tables import audit
 
-    known = _known_lists(validation)
+    known = validation.lists()
     if name not in known:
         raise CalibrationError(
             f"unknown outcome: no workflow or model puts contacts on list {name!r}"

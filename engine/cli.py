@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.accounts_view import accounts_group
@@ -41,11 +41,11 @@ from engine.segment import read_lines
 from engine.segments import segment_command
 from engine.service.cli import keys_group, serve_command
 from engine.store.db import writer
-from engine.store.tables import runs, workflow_status, workflow_versions
+from engine.store.tables import workflow_status
 from engine.templates import TemplateCatalog
 from engine.validation import validate_paths
 from engine.versions import diff_command, history_command
-from engine.views import contact_view
+from engine.views import contact_view, deployed_workflows
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -151,34 +151,7 @@ def workflows(db_url: str | None, as_json: bool) -> None:
     """List deployed workflows: newest version, paused or not, active runs."""
     engine = open_store(db_url)
     with engine.connect() as connection:
-        newest = dict(
-            connection.execute(
-                select(
-                    workflow_versions.c.workflow_id, func.max(workflow_versions.c.version)
-                ).group_by(workflow_versions.c.workflow_id)
-            ).all()
-        )
-        paused = dict(
-            connection.execute(
-                select(workflow_status.c.workflow_id, workflow_status.c.paused)
-            ).all()
-        )
-        active: dict[str, int] = dict(
-            connection.execute(
-                select(runs.c.workflow_id, func.count())
-                .where(runs.c.state.in_(("active", "waiting")))
-                .group_by(runs.c.workflow_id)
-            ).all()
-        )
-    rows = [
-        {
-            "id": wid,
-            "version": version,
-            "paused": bool(paused.get(wid)),
-            "active_runs": int(active.get(wid, 0)),
-        }
-        for wid, version in sorted(newest.items())
-    ]
+        rows = deployed_workflows(connection)
     if as_json:
         echo_json(rows)
         return

@@ -49,6 +49,21 @@ class Validation:
     def ok(self) -> bool:
         return not self.problems
 
+    def lists(self) -> set[str]:
+        """Lists these documents can put contacts on: add_to_list nodes and model bands."""
+        from actions.add_to_list import AddToList
+
+        names = {
+            node.list
+            for workflow in self.workflows
+            for node in workflow.nodes.values()
+            if isinstance(node, AddToList)
+        }
+        for model in self.models:
+            if isinstance(model, ScoreModel):
+                names.update(band.list for band in model.bands)
+        return names
+
 
 def workflow_files(paths: Iterable[str | Path]) -> Iterator[Path]:
     """Files as given; folders expanded to their own ``*.json`` files (not sub-folders),

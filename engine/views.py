@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from engine.clock import format_timestamp
 from engine.errors import UnknownContact
@@ -21,6 +21,8 @@ from engine.store.tables import (
     rejected,
     runs,
     scores,
+    workflow_status,
+    workflow_versions,
 )
 
 
@@ -157,3 +159,44 @@ def summary(connection: Connection) -> dict[str, Any]:
         "messages": messages,
         "rejected": rejections,
     }
+
+
+def deployed_workflows(connection: Connection) -> list[dict[str, Any]]:
+    """Deployed workflows and models: newest version, name, paused or not, active runs."""
+    newest = dict(
+        connection.execute(
+            select(workflow_versions.c.workflow_id, func.max(workflow_versions.c.version)).group_by(
+                workflow_versions.c.workflow_id
+            )
+        ).all()
+    )
+    paused = dict(
+        connection.execute(select(workflow_status.c.workflow_id, workflow_status.c.paused)).all()
+    )
+    active: dict[str, int] = dict(
+        connection.execute(
+            select(runs.c.workflow_id, func.count())
+            .where(runs.c.state.in_(("active", "waiting")))
+            .group_by(runs.c.workflow_id)
+        ).all()
+    )
+    names = {
+        (row.workflow_id, row.version): row.name
+        for row in connection.execute(
+            select(
+                workflow_versions.c.workflow_id,
+                workflow_versions.c.version,
+                workflow_versions.c.name,
+            )
+        )
+    }
+    return [
+        {
+            "id": wid,
+            "version": version,
+            "name": names.get((wid, version)),
+            "paused": bool(paused.get(wid)),
+            "active_runs": int(active.get(wid, 0)),
+        }
+        for wid, version in sorted(newest.items())
+    ]

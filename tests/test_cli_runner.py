@@ -253,7 +253,13 @@ def test_deploy_workflows_pause_resume(tmp_path: Path, store_url: str) -> None:
     invoke(["ingest", "-", *url], input=events)
     listed = json.loads(invoke(["workflows", "--json", *url]).stdout)
     assert listed == [
-        {"id": "consideration-stage", "version": 2, "paused": False, "active_runs": 1}
+        {
+            "id": "consideration-stage",
+            "version": 2,
+            "name": "consideration-stage",
+            "paused": False,
+            "active_runs": 1,
+        }
     ]
     assert "consideration-stage" in invoke(["workflows", *url]).stdout
     assert invoke(["pause", "consideration-stage", *url]).stdout == (

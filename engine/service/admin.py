@@ -28,10 +28,8 @@ from engine.store.tables import (
     rejected,
     runs,
     waits,
-    workflow_status,
-    workflow_versions,
 )
-from engine.views import contact_view, summary
+from engine.views import contact_view, deployed_workflows, summary
 
 BODY_LIMIT = 4 * 1024 * 1024
 
@@ -121,45 +119,7 @@ async def get_account(request: Request, service: Service) -> Response:
 
 def _workflow_rows(service: Service) -> list[dict[str, Any]]:
     with service.engine.connect() as connection:
-        newest = dict(
-            connection.execute(
-                select(
-                    workflow_versions.c.workflow_id, func.max(workflow_versions.c.version)
-                ).group_by(workflow_versions.c.workflow_id)
-            ).all()
-        )
-        paused = dict(
-            connection.execute(
-                select(workflow_status.c.workflow_id, workflow_status.c.paused)
-            ).all()
-        )
-        active: dict[str, int] = dict(
-            connection.execute(
-                select(runs.c.workflow_id, func.count())
-                .where(runs.c.state.in_(("active", "waiting")))
-                .group_by(runs.c.workflow_id)
-            ).all()
-        )
-        names = {
-            (row.workflow_id, row.version): row.name
-            for row in connection.execute(
-                select(
-                    workflow_versions.c.workflow_id,
-                    workflow_versions.c.version,
-                    workflow_versions.c.name,
-                )
-            )
-        }
-    return [
-        {
-            "id": wid,
-            "version": version,
-            "name": names.get((wid, version)),
-            "paused": bool(paused.get(wid)),
-            "active_runs": int(active.get(wid, 0)),
-        }
-        for wid, version in sorted(newest.items())
-    ]
+        return deployed_workflows(connection)
 
 
 @_endpoint
