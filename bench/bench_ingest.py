@@ -270,10 +270,11 @@ def main() -> int:
         f"({engine.cpu / floor.cpu:.2f}x in CPU time)"
     )
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    met = ours >= GOAL_RATE and ratio <= GOAL_RATIO
     print(
-        f"goal (>= {GOAL_RATE:,} events/s, within {GOAL_RATIO:g}x): "
-        + ("met" if met else "NOT met")
+        f"goal >= {GOAL_RATE:,} events/s: "
+        + ("met" if ours >= GOAL_RATE else "NOT met")
+        + f"; goal within {GOAL_RATIO:g}x of the floor: "
+        + ("met" if ratio <= GOAL_RATIO else "NOT met")
     )
     return 0
 

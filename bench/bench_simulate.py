@@ -255,7 +255,8 @@ def main() -> int:
         f"{ours['peak_kib'] / base['peak_kib']:.1f}x its memory"
     )
     met = ours["seconds"] < GOAL_SECONDS and ours["peak_kib"] < GOAL_RSS_KIB
-    print(f"goal (< {GOAL_SECONDS:g} s, < 1 GiB RSS): " + ("met" if met else "NOT met"))
+    size = "" if people == 100_000 else " (set for 100,000 contacts; this run is smaller)"
+    print(f"goal (< {GOAL_SECONDS:g} s, < 1 GiB RSS){size}: " + ("met" if met else "NOT met"))
     return 0
 
 

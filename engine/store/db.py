@@ -45,11 +45,6 @@ def _tune_sqlite(engine: Engine, wal: bool) -> None:
         if wal:
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        # 64 MiB of page cache (SQLite's default is 2 MiB, so a batch over a large store
-        # re-read its index pages from the OS statement after statement), and temporary
-        # b-trees (IN lists, GROUP BY, ORDER BY) in memory
-        cursor.execute("PRAGMA cache_size=-65536")
-        cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
