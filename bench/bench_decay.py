@@ -2,13 +2,15 @@
 (and on PostgreSQL with ``--postgres``).
 
 Measured: ``Runner.fire_decay`` at the model's first tick, which takes the tick, runs the
-set-wise ``decay_once`` (one UPDATE ... RETURNING with the "no engagement for 30 days" NOT
-EXISTS over events and the floor of 50, one INSERT ... SELECT of the audit rows), moves the
-contacts that fell out of a band onto their new band list, enters the ones that crossed a
-``score_crossed`` trigger into its workflow, and refreshes account roll-ups. Baseline, in
-the same run, on a copy of the same store: the bare ``UPDATE scores SET value =
-max(value * 0.9, 50) WHERE name = 'SCORE' AND value > 50``, with no audit, no quiet check
-and no follow-up. Goal (issue 5): 1,000,000 contacts decayed in under 5 s on SQLite.
+set-wise ``decay_once`` (one UPDATE with the "no engagement for 30 days" NOT EXISTS over
+events and the floor of 50, one INSERT ... SELECT of the audit rows, one SELECT of the
+scores that moved across a band bound or threshold), moves the contacts that fell out of a
+band onto their new band list, enters the ones that crossed a ``score_crossed`` trigger
+into its workflow, and refreshes account roll-ups. Baseline, in the same run, on a copy of
+the same store (same schema: since revision 0002 no index holds ``scores.value``): the
+bare ``UPDATE scores SET value = max(value * 0.9, 50) WHERE name = 'SCORE' AND value >
+50``, with no audit, no quiet check and no follow-up. Goal (issue 5): 1,000,000 contacts
+decayed in under 5 s on SQLite.
 
     python bench/bench_decay.py                 # 1,000,000 contacts, about 2 minutes
     python bench/bench_decay.py --quick         # 100,000 contacts, about 10 s

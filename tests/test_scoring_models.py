@@ -425,6 +425,49 @@ def test_decay_across_a_band_edge_moves_the_list_and_fires_score_crossed(
     assert out.hooks("cooled") == [("ann", "2026-01-08T00:00:00Z")]
 
 
+def test_decay_onto_a_bound_moves_only_when_the_bound_belongs_to_the_lower_band(
+    tmp_path: Path, store_url: str
+) -> None:
+    """The tick picks its band movers in SQL by which side of each bound includes it:
+    landing on ``to 80`` leaves ``above 80``; landing on ``from 50`` (also the floor) stays
+    in that band; landing on a threshold is not crossing below it."""
+    model = score_model(
+        "edges",
+        bands=[
+            {"list": "Low", "below": 50},
+            {"list": "Mid", "from": 50, "to": 80},
+            {"list": "Top", "above": 80},
+        ],
+        decay={"after": "P7D", "every": "P7D", "points": 5, "floor": 50},
+    )
+    below_85 = {
+        "id": "below-85",
+        "version": 1,
+        "triggers": [{"type": "score_crossed", "score": "SCORE", "below": 85}],
+        "reentry": "always",
+        "start": "list",
+        "nodes": {"list": {"type": "add_to_list", "list": "Under 85"}},
+    }
+    out = run(
+        tmp_path,
+        [model, below_85, points("Q85", 85), points("Q55", 55), points("Q90", 90)],
+        [
+            track("ann", "Q85", "2026-01-01"),  # 85 -> 80: Top to Mid, and under 85
+            track("bob", "Q55", "2026-01-01"),  # 55 -> 50 (floor and bound): stays in Mid
+            track("cat", "Q90", "2026-01-01"),  # 90 -> 85: on the threshold, not under it
+        ],
+        until="2026-01-09",
+        database_url=store_url,
+    )
+    assert out.decay_ticks("ann") == [("2026-01-08T00:00:00Z", 85, 80)]
+    assert out.decay_ticks("bob") == [("2026-01-08T00:00:00Z", 55, 50)]
+    assert out.decay_ticks("cat") == [("2026-01-08T00:00:00Z", 90, 85)]
+    assert out.lists("ann") == ["Mid", "Under 85"]
+    assert out.lists("bob") == ["Mid"]
+    assert out.lists("cat") == ["Top"]
+    assert [r.name for r in out.audit("list", "bob", "bands")] == ["Mid"]
+
+
 # --- grades ---------------------------------------------------------------------------------
 
 GRADE = {

@@ -7,6 +7,10 @@ contacts whose decay moved them across a band edge or a ``score_crossed`` thresh
 then loaded, so band lists and triggers react as they would to any other change; they are
 picked out in SQL too, so a tick over a million scores never brings a million rows into
 Python.
+
+No index holds ``scores.value`` (revision 0002 dropped ``ix_scores_name_value``), so the
+UPDATE rewrites table rows only: with that index, every decayed row also moved an index
+entry, about two thirds of the UPDATE's time at a million scores (bench/bench_decay.py).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from sqlalchemy import (
     Numeric,
     String,
     and_,
-    bindparam,
     cast,
     exists,
     func,
@@ -33,13 +36,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.sql import operators
-from sqlalchemy.sql.elements import UnaryExpression
 
 from engine.kinds import Signal
 from engine.scoring.accounts import AccountChange
 from engine.scoring.models import ScoreModel
-from engine.store.sql import is_postgres
+from engine.store.sql import bulk_update, is_postgres
 from engine.store.tables import account_scores, audit, contacts, events, scores
 
 if TYPE_CHECKING:
@@ -61,21 +62,12 @@ def _as_json(connection: Connection, column: Any) -> ColumnElement[Any]:
     return func.to_json(column) if is_postgres(connection) else cast(column, String)
 
 
-def _scanned(connection: Connection, column: Any) -> Any:
-    """``+column`` on SQLite: the documented way to keep a term off the indexes. A tick
-    rewrites ``value``, the second column of ``ix_scores_name_value``; walking that index
-    visits the rows in value order, which on a large table means a random page for every
-    row (several times slower than the rowid-order scan, measured in bench_decay.py)."""
-    if is_postgres(connection):
-        return column
-    return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
-
-
 TICK_CACHE_KIB = 65536
-"""SQLite page cache for the length of a tick (the default is 2 MiB). The UPDATE rewrites
-``ix_scores_name_value`` in random order; with the default cache the dirty index pages
-are spilled to the WAL and read back over and over (a third of the tick's CPU at 1M
-scores, measured in bench_decay.py). Set back when the tick is done."""
+"""SQLite page cache for the length of a tick (the default is 2 MiB). A tick dirties most
+pages of ``scores`` and adds an audit row (and an ``ix_audit_contact_at`` entry) per
+decayed score; with the default cache dirty pages are spilled to the WAL and read back
+(measured in bench_decay.py when ``scores(name, value)`` was still indexed). Set back when
+the tick is done."""
 
 
 @contextmanager
@@ -117,11 +109,7 @@ def decay_once(runner: Runner, model: ScoreModel, tick: datetime) -> int:
             quiet = func.coalesce(scores.c.increased_at, scores.c.updated_at) <= quiet_since
         statement = (
             update(scores)
-            .where(
-                _scanned(connection, scores.c.name) == model.score,
-                _scanned(connection, scores.c.value) > floor,
-                quiet,
-            )
+            .where(scores.c.name == model.score, scores.c.value > floor, quiet)
             .values(
                 decayed_from=scores.c.value,
                 value=_round6(connection, _greatest(connection, lowered, floor)),
@@ -132,9 +120,7 @@ def decay_once(runner: Runner, model: ScoreModel, tick: datetime) -> int:
         fallen = int(connection.execute(statement).rowcount or 0)
         if not fallen:
             return 0
-        this_tick = and_(
-            _scanned(connection, scores.c.name) == model.score, scores.c.decayed_at == tick
-        )
+        this_tick = and_(scores.c.name == model.score, scores.c.decayed_at == tick)
         connection.execute(
             insert(audit).from_select(
                 [
@@ -184,26 +170,35 @@ def _follow_up(
     thresholds = [getattr(t, "threshold", None) for _, t in wake.catalog.index.get(key, ())]
     crossing = [t for t in thresholds if t is not None]
     models = wake.catalog.score_models.get(model.score, [])
-    # Every band bound and threshold a score can cross. A score with none of them between
-    # its old and new value (ends included) kept its band and crossed nothing, so SQL
-    # leaves it out; the exact test below sorts the few rows that come back.
-    edges = sorted(
-        {float(t) for t in crossing}
-        | {
-            float(bound)
-            for m in models
-            for band in m.bands
-            for bound in (band.low, band.high)
-            if bound is not None
-        }
-    )
+    # Every band bound and threshold a score can cross, by which side of it belongs with
+    # it: a move across a bound that its own side includes (``from``, a threshold) means
+    # one end under it and the other at or over it; across a bound its side excludes
+    # (``to``: at or under, ``above``: over) one end at or under it and the other over it.
+    # Below a band (``below``) is the other band's ``from``. A score with no edge crossed
+    # that way kept every band and crossed nothing, so SQL leaves it out (a floor equal to
+    # a band's ``from``, as in the shipped sales-ready model, no longer brings back every
+    # score that stopped there); the exact test below sorts the rows that come back.
+    at_or_over: set[float] = {float(t) for t in crossing}
+    over: set[float] = set()
+    for band_model in models:
+        for band in band_model.bands:
+            if band.low is not None:
+                (at_or_over if band.low_included else over).add(float(band.low))
+            if band.high is not None:
+                (over if band.high_included else at_or_over).add(float(band.high))
     old_value, new_value = scores.c.decayed_from, scores.c.value
     near = [
         or_(
-            and_(new_value <= edge, old_value >= edge),
-            and_(new_value >= edge, old_value <= edge),
+            and_(new_value < edge, old_value >= edge),
+            and_(old_value < edge, new_value >= edge),
         )
-        for edge in edges
+        for edge in sorted(at_or_over)
+    ] + [
+        or_(
+            and_(new_value <= edge, old_value > edge),
+            and_(old_value <= edge, new_value > edge),
+        )
+        for edge in sorted(over)
     ]
     candidates = (
         connection.execute(
@@ -277,21 +272,16 @@ def _refresh_accounts(
             .where(account_scores.c.name == model.score)
             .values(updated_at=tick)
         )
-        moved = [
-            {"b_account": account_id, "b_value": value}
-            for account_id, value in after
-            if value != before[account_id]
-        ]
-        if moved:
-            connection.execute(
-                update(account_scores)
-                .where(
-                    account_scores.c.account_id == bindparam("b_account"),
-                    account_scores.c.name == model.score,
-                )
-                .values(value=bindparam("b_value")),
-                moved,
-            )
+        bulk_update(
+            connection,
+            account_scores,
+            ("account_id", "name"),
+            [
+                {"account_id": account_id, "name": model.score, "value": value}
+                for account_id, value in after
+                if value != before[account_id]
+            ],
+        )
     for account_id, value in after:
         if abs(value - before[account_id]) > 1e-9:
             changes.append(AccountChange(account_id, model.score, before[account_id], value))
@@ -308,7 +298,7 @@ def _member_rollups(connection: Connection, model: ScoreModel) -> dict[str, floa
     members = and_(
         contacts.c.account_id.is_not(None),
         contacts.c.merged_into.is_(None),
-        _scanned(connection, scores.c.name) == model.score,  # rowid order, see _scanned
+        scores.c.name == model.score,
     )
     if model.rollup == "top":
         rank = (

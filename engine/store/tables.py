@@ -78,7 +78,8 @@ scores = Table(
     Column("increased_at", TS),
     Column("decayed_at", TS),
     Column("decayed_from", Float),
-    Index("ix_scores_name_value", "name", "value"),
+    # No index on value (revision 0002 dropped ix_scores_name_value): a decay tick rewrites
+    # the value of nearly every row, and no query needs scores in value order.
 )
 
 account_scores = Table(
