@@ -24,6 +24,7 @@ that become opportunities):
 from __future__ import annotations
 
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -316,6 +317,7 @@ def backtest(
                 rejections,
                 converted,
                 _for_variant(progress, job.variant.name),
+                consume=job is jobs_list[-1],
             )
         )
     return summary
@@ -340,7 +342,9 @@ def _run_job(job: _Job) -> VariantResult:
 
     messages, rejections = read_event_file(job.events_path)
     converted = _first_outcomes(messages, job.outcome) if job.list_name is None else {}
-    return _run_variant(job, _validate(job.variant), messages, rejections, converted, None)
+    return _run_variant(
+        job, _validate(job.variant), messages, rejections, converted, None, consume=True
+    )
 
 
 def _run_variant(
@@ -350,7 +354,10 @@ def _run_variant(
     rejections: Sequence[Any],
     converted: Mapping[str, tuple[datetime, str]],
     progress: Callable[[int, int], None] | None,
+    consume: bool = False,
 ) -> VariantResult:
+    """``consume``: ``messages`` is not needed afterwards (the last variant), so the replay
+    lets each message go once applied."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="leadflow-backtest-") as folder:
         store = Path(folder) / "store.db"
@@ -366,6 +373,8 @@ def _run_variant(
             f"sqlite:///{store}",
             source=str(job.events_path),
             progress=progress,
+            durable=False,
+            consume=consume,
         )
         try:
             with engine.connect() as connection:
@@ -381,8 +390,15 @@ def _run_variant(
                 )
         finally:
             engine.dispose()
+        if job.keep is not None:
+            _sync(store)  # replayed without fsync (durable=False): on disk before it is kept
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _sync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def _for_variant(progress: Progress | None, name: str) -> Callable[[int, int], None] | None:
@@ -411,16 +427,21 @@ def replay(
     url: str,
     source: str = "-",
     progress: Callable[[int, int], None] | None = None,
+    durable: bool = True,
+    consume: bool = False,
 ) -> Engine:
     """What ``engine.simulate.simulate`` does, on a store the caller keeps and disposes of:
-    deploy the variant, ingest the history on a virtual clock, run every wait due."""
+    deploy the variant, ingest the history on a virtual clock, run every wait due.
+
+    ``durable=False``: the store is written without fsync (``engine.store.db.make_engine``);
+    ``consume``: ``messages`` is emptied as it is applied (``engine.simulate.run_clock``)."""
     from engine.catalog import deploy
     from engine.runner import Runner
     from engine.simulate import run_clock
     from engine.store.db import open_engine, writer
     from engine.templates import TemplateCatalog
 
-    engine = open_engine(url)
+    engine = open_engine(url, durable=durable)
     try:
         start = messages[0].timestamp if messages else datetime(1970, 1, 1, tzinfo=UTC)
         clock = VirtualClock(start)
@@ -429,7 +450,7 @@ def replay(
         runner = Runner(engine, clock, TemplateCatalog.near(list(paths)))
         if rejections:
             runner.ingest(list(rejections), source=source)
-        run_clock(runner, clock, messages, None, progress, source=source)
+        run_clock(runner, clock, messages, None, progress, source=source, consume=consume)
     except BaseException:
         engine.dispose()
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -13,7 +14,12 @@ EXIT_INPUT = 1
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    """Written in pieces: a simulation's summary of 100,000 contacts would otherwise be
+    built as one string several hundred MiB long before the first byte went out."""
+    stream = sys.stdout
+    json.dump(data, stream, indent=2, ensure_ascii=False, default=str)
+    stream.write("\n")
+    stream.flush()
 
 
 db_option = click.option(

@@ -38,22 +38,28 @@ def read_event_file(path: Path) -> tuple[list[Message], list[Rejection]]:
     """Messages sorted by timestamp (stable), and the lines that were rejected.
 
     A message without a timestamp happened "now": in a simulation that is the moment of the
-    message before it in the file (or of the first timestamped one)."""
-    with path.open("rb") as handle:
-        raw = handle.readlines()
-    anchor = _first_timestamp(raw)
+    message before it in the file (or of the first timestamped one).
+
+    The file is read line by line (never held whole): only the parsed messages stay."""
     messages: list[Message] = []
     rejections: list[Rejection] = []
-    for item in read_lines(raw, anchor):
-        if isinstance(item, Rejection):
-            rejections.append(item)
-        else:
-            messages.append(item)
-    messages.sort(key=lambda m: m.timestamp)
+    with path.open("rb") as handle:
+        anchor = _first_timestamp(handle)
+        handle.seek(0)
+        for item in read_lines(handle, anchor):
+            if isinstance(item, Rejection):
+                rejections.append(item)
+            else:
+                messages.append(item)
+    messages.sort(key=_timestamp)
     return messages, rejections
 
 
-def _first_timestamp(lines: list[bytes]) -> datetime:
+def _timestamp(message: Message) -> datetime:
+    return message.timestamp
+
+
+def _first_timestamp(lines: Iterable[bytes]) -> datetime:
     probe = SystemClock().now()
     for item in read_lines(lines, probe):
         if isinstance(item, Message) and item.timestamp != probe:
@@ -73,23 +79,29 @@ def simulate(
     if not validation.ok:
         raise InvalidWorkflow(list(validation.problems))
     messages, rejections = read_event_file(events_path)
+    count = len(messages)
+    start = messages[0].timestamp if messages else None
     with tempfile.TemporaryDirectory(prefix="leadflow-sim-") as folder:
         url = database_url or f"sqlite:///{folder}/simulation.db"
-        engine = open_engine(url)
+        # a store of our own is thrown away at the end: no durability needed
+        engine = open_engine(url, durable=database_url is not None)
         try:
-            start = messages[0].timestamp if messages else None
             clock = VirtualClock(start or _epoch())
             with writer(engine).begin() as connection:
                 deploy(connection, [*validation.workflows, *validation.models], clock.now())
             runner = Runner(engine, clock, TemplateCatalog.near(paths))
             if rejections:
                 runner.ingest(rejections, source=str(events_path))
-            run_clock(runner, clock, messages, until, progress, source=str(events_path))
+            # the messages are let go as they are applied, before the summary is built
+            run_clock(
+                runner, clock, messages, until, progress, source=str(events_path), consume=True
+            )
+            del messages
             with engine.connect() as connection:
                 result = summary(connection)
         finally:
             engine.dispose()
-    return Simulation(result, len(messages), start, clock.now() if messages else None)
+    return Simulation(result, count, start, clock.now() if count else None)
 
 
 def run_clock(
@@ -99,10 +111,14 @@ def run_clock(
     until: datetime | None,
     progress: Progress | None = None,
     source: str = "-",
+    consume: bool = False,
 ) -> None:
     """Apply messages in timestamp order, and every timed wake between them at its own
     moment. Without ``until``, go on after the last message until every wait the messages
-    started has come due (schedules alone do not keep the clock going)."""
+    started has come due (schedules alone do not keep the clock going).
+
+    ``consume``: each message is replaced in ``messages`` by a placeholder once applied,
+    so the list does not keep them all alive until the end."""
     total = len(messages)
     index = 0
     while True:
@@ -142,6 +158,8 @@ def run_clock(
         clock.advance_to(messages[end - 1].timestamp)
         runner.resume_due(messages[index].timestamp, limit=10**9)
         runner.ingest(messages[index:end], source=source, batch_size=BATCH_SIZE)
+        if consume:
+            messages[index:end] = [_SPENT] * (end - index)
         index = end
         if progress is not None:
             progress(index, total)
@@ -170,3 +188,7 @@ def _next_timer(runner: Runner, finite_only: bool) -> datetime | None:
 
 def _epoch() -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+_SPENT = Message("track", "", _epoch())
+"""What ``run_clock(consume=True)`` leaves in place of a message it applied."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,7 +55,9 @@ def _unb64(text: str) -> bytes:
 
 
 def _sign(secret: bytes, payload: str) -> str:
-    return _b64(hmac.new(secret, f"v1.{payload}".encode(), hashlib.sha256).digest()[:18])
+    # hmac.digest: the same bytes as hmac.new(...).digest(), in one C call (half of a
+    # short email's rendering time went to building the HMAC object)
+    return _b64(hmac.digest(secret, f"v1.{payload}".encode(), "sha256")[:18])
 
 
 def make_token(

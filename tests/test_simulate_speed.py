@@ -1,0 +1,316 @@
+"""What simulate and backtest do to run faster and in less memory must not change a single
+result: the streaming file reader, letting messages go once applied, the non-durable
+throwaway store, the summary's shared strings, and the cheaper template rendering."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jinja2 import Template
+from sqlalchemy import Connection, select, text
+
+from engine.backtest import replay
+from engine.clock import SystemClock, format_timestamp
+from engine.errors import ActionFailed
+from engine.messaging import render
+from engine.segment import Message, Rejection, read_lines
+from engine.simulate import _SPENT, read_event_file, simulate
+from engine.store.db import open_engine
+from engine.store.tables import (
+    account_scores,
+    accounts,
+    contacts,
+    list_members,
+    outbox,
+    rejected,
+    scores,
+)
+from engine.validation import validate_paths
+from engine.views import _Share, summary
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / "workflows"
+EXAMPLES = WORKFLOWS / "examples" / "events.jsonl"
+
+
+# --- reading the file -----------------------------------------------------------------------
+
+
+def _read_whole(path: Path) -> tuple[list[Message], list[Rejection]]:
+    """How read_event_file read a file before it streamed it: every line at once."""
+    with path.open("rb") as handle:
+        raw = handle.readlines()
+    probe = SystemClock().now()
+    anchor = probe
+    for item in read_lines(raw, probe):
+        if isinstance(item, Message) and item.timestamp != probe:
+            anchor = item.timestamp
+            break
+    messages: list[Message] = []
+    rejections: list[Rejection] = []
+    for item in read_lines(raw, anchor):
+        (rejections if isinstance(item, Rejection) else messages).append(item)  # type: ignore[arg-type]
+    messages.sort(key=lambda m: m.timestamp)
+    return messages, rejections
+
+
+def test_streamed_file_reads_as_the_whole_file_did(tmp_path: Path) -> None:
+    lines = [
+        b'{"type": "track", "userId": "a", "event": "Later", "timestamp": "2026-01-07T00:00:00Z"}',
+        b'{"type": "track", "userId": "b", "event": "No time"}',
+        b"",
+        b"   ",
+        b"not json",
+        b'{"type": "identify", "userId": "c", "anonymousId": "x", "traits": {"n": 1},'
+        b' "timestamp": "2026-01-05T10:00:00+02:00"}\r',
+        b'{"type": "track", "userId": "d", "event": "Bad \xff byte",'
+        b' "timestamp": "2026-01-06T00:00:00Z"}',
+        b'{"type": "alias", "userId": "e", "previousId": "x", "timestamp": "2026-01-05T00:00:00Z"}',
+        b'{"type": "track", "userId": "f", "event": "Same moment",'
+        b' "timestamp": "2026-01-05T00:00:00Z", "messageId": 7}',
+        b'{"type": "group", "userId": "f", "groupId": "", "timestamp": "2026-01-05T00:00:00Z"}',
+        b'{"type": "page", "anonymousId": "g", "name": "Home"}',
+    ]
+    for ending in (b"\n", b"\r\n"):
+        path = tmp_path / "events.jsonl"
+        path.write_bytes(ending.join(lines))  # no newline after the last line
+        assert read_event_file(path) == _read_whole(path)
+    assert read_event_file(EXAMPLES) == _read_whole(EXAMPLES)
+
+
+def test_a_file_without_any_timestamp_reads_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"type": "track", "userId": "a", "event": "E"}\n')
+    messages, rejections = read_event_file(path)
+    old_messages, old_rejections = _read_whole(path)
+    assert rejections == old_rejections == []
+    assert [(m.contact_id, m.event) for m in messages] == [("a", "E")]
+    # "now" differs between the two reads: only its kind is compared
+    assert messages[0].timestamp.tzinfo == old_messages[0].timestamp.tzinfo
+
+
+# --- the summary ----------------------------------------------------------------------------
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else round(value, 6)
+
+
+def _old_summary(connection: Connection) -> dict[str, Any]:
+    """engine.views.summary before its strings were shared (the reference)."""
+    ids = list(
+        connection.scalars(
+            select(contacts.c.id).where(contacts.c.merged_into.is_(None)).order_by(contacts.c.id)
+        )
+    )
+    views: dict[str, dict[str, Any]] = {}
+    for row in connection.execute(select(contacts).where(contacts.c.id.in_(ids))):
+        views[row.id] = {
+            "scores": {},
+            "grade": row.grades.get("GRADE"),
+            "grades": dict(row.grades),
+            "lists": [],
+            "attributes": dict(row.attributes),
+            "account": row.account_id,
+        }
+    for row in connection.execute(select(scores).where(scores.c.contact_id.in_(ids))):
+        views[row.contact_id]["scores"][row.name] = _number(row.value)
+    members = select(list_members.c.contact_id, list_members.c.list_name)
+    for contact_id, name in connection.execute(members.where(list_members.c.contact_id.in_(ids))):
+        views[contact_id]["lists"].append(name)
+    for view in views.values():
+        view["lists"].sort()
+        view["scores"] = dict(sorted(view["scores"].items()))
+    rolled: dict[str, dict[str, float]] = defaultdict(dict)
+    for row in connection.execute(select(account_scores)):
+        rolled[row.account_id][row.name] = _number(row.value)
+    account_map = {
+        row.id: {"scores": dict(sorted(rolled.get(row.id, {}).items())), "traits": dict(row.traits)}
+        for row in connection.execute(select(accounts).order_by(accounts.c.id))
+    }
+    messages = []
+    for row in connection.execute(select(outbox).order_by(outbox.c.created_at, outbox.c.id)):
+        entry: dict[str, Any] = {"contact": row.contact_id, "channel": row.channel}
+        for key in ("template", "subject", "text", "url"):
+            if key in row.payload:
+                entry[key] = row.payload[key]
+        entry["workflow"] = row.payload.get("workflow")
+        entry["at"] = format_timestamp(row.created_at)
+        messages.append(entry)
+    rejections = [
+        {"line": row.line, "error": row.reason}
+        for row in connection.execute(select(rejected).order_by(rejected.c.id))
+    ]
+    return {
+        "contacts": views,
+        "accounts": account_map,
+        "messages": messages,
+        "rejected": rejections,
+    }
+
+
+def _replayed(tmp_path: Path, name: str, consume: bool) -> Any:
+    validation = validate_paths([WORKFLOWS])
+    assert validation.ok, validation.problems
+    messages, rejections = read_event_file(EXAMPLES)
+    url = f"sqlite:///{tmp_path / name}"
+    engine = replay(validation, [WORKFLOWS], messages, rejections, url, consume=consume)
+    return engine, messages
+
+
+def test_summary_equals_the_reference_and_consuming_changes_nothing(tmp_path: Path) -> None:
+    kept, messages = _replayed(tmp_path, "kept.db", consume=False)
+    spent, consumed = _replayed(tmp_path, "spent.db", consume=True)
+    try:
+        assert _SPENT not in messages
+        assert consumed and all(m is _SPENT for m in consumed)
+        with kept.connect() as one, spent.connect() as two:
+            reference = _old_summary(one)
+            assert reference["contacts"] and reference["messages"]
+            assert json.dumps(summary(one)) == json.dumps(reference)
+            assert json.dumps(summary(two)) == json.dumps(reference)
+    finally:
+        kept.dispose()
+        spent.dispose()
+
+
+def test_simulate_equals_the_reference_summary(tmp_path: Path) -> None:
+    outcome = simulate([WORKFLOWS], EXAMPLES)
+    engine, messages = _replayed(tmp_path, "store.db", consume=False)
+    try:
+        with engine.connect() as connection:
+            assert json.dumps(outcome.result) == json.dumps(_old_summary(connection))
+        assert outcome.events == len(messages)
+        assert outcome.started == messages[0].timestamp
+    finally:
+        engine.dispose()
+
+
+def test_share_keeps_values_and_shares_equal_strings() -> None:
+    share = _Share()
+    one = share("".join(["SCO", "RE"]))
+    two = share("".join(["SC", "ORE"]))
+    assert one == "SCORE" and one is two
+    assert share(None) is None and share(3) == 3
+    first = share.mapping({"k" + "ey": "va" + "lue", "n": 1.5, "l": [1]})
+    second = share.mapping({"ke" + "y": "val" + "ue", "n": 2})
+    assert first == {"key": "value", "n": 1.5, "l": [1]}
+    assert list(first) == ["key", "n", "l"]
+    assert first["key"] is second["key"]
+    assert next(iter(first)) is next(iter(second))
+
+
+# --- the throwaway store --------------------------------------------------------------------
+
+
+def test_only_the_throwaway_store_gives_up_durability(tmp_path: Path) -> None:
+    durable = open_engine(f"sqlite:///{tmp_path / 'kept.db'}")
+    throwaway = open_engine(f"sqlite:///{tmp_path / 'sim.db'}", durable=False)
+    try:
+        with durable.connect() as connection:
+            assert connection.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        with throwaway.connect() as connection:
+            assert connection.execute(text("PRAGMA synchronous")).scalar() == 0  # OFF
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+            assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 10000
+        # rolling back still works
+        with throwaway.begin() as connection:
+            connection.execute(text("CREATE TABLE t (x INTEGER)"))
+        with pytest.raises(RuntimeError), throwaway.begin() as connection:
+            connection.execute(text("INSERT INTO t VALUES (1)"))
+            raise RuntimeError
+        with throwaway.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 0
+    finally:
+        durable.dispose()
+        throwaway.dispose()
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+TEMPLATES = [
+    "Plain text, no tags at all.\n",
+    "",
+    "Hi {{ contact.attributes.FIRSTNAME | default('there') }},\n\n{{ unsubscribe_url }}\n",
+    "{{ contact.scores.SCORE }} {{ contact.lists | join(', ') }} {{ workflow }} {{ now }}",
+    "{% for i in range(3) %}{{ i }}{% endfor %} {{ dict(a=1).a }} {{ namespace(x=2).x }}",
+    "{{ contact.attributes.missing }}",
+    "{{ nothing }}",
+    "{{ contact.__class__ }}",
+    "{{ contact.attributes.items() | list | length }} {{ contact.attributes.keys is callable }}",
+    "{% set x = 5 %}{{ x * contact.scores.SCORE }}{# comment #}",
+    "{{ 1 / 0 }}",
+    "{% raw %}{{ not rendered }}{% endraw %}",
+    "a\r\nb\rc\n",
+    "{{ '<b>' }} <i>",
+    "{% if",
+]
+
+
+def _values() -> dict[str, Any]:
+    return {
+        "contact": {
+            "id": "c1",
+            "attributes": render._Scope("contact.attributes", {"FIRSTNAME": "Ada <&>"}),
+            "scores": render._Scope("contact.scores", {"SCORE": 12}),
+            "grades": render._Scope("contact.grades", {}),
+            "grade": None,
+            "lists": ["A", "B"],
+            "account_id": None,
+        },
+        "workflow": "w",
+        "now": "2026-01-05T00:00:00Z",
+        "unsubscribe_url": "https://x.test/unsubscribe/t",
+    }
+
+
+def _reference(source: str, html: bool) -> tuple[bool, str]:
+    """render_string as it was: ``Template.render`` with Jinja's own context set-up."""
+    try:
+        template: Template = (render._HTML if html else render._TEXT).from_string(source)
+        return True, template.render(_values())
+    except Exception as exc:
+        return False, str(getattr(exc, "message", None) or exc)
+
+
+@pytest.mark.parametrize("html", [False, True])
+@pytest.mark.parametrize("source", TEMPLATES)
+def test_render_string_renders_as_jinja_does(source: str, html: bool) -> None:
+    ok, expected = _reference(source, html)
+    for _ in range(2):  # compiled once, then cached
+        try:
+            got = render.render_string(source, _values(), "t", html=html)
+        except ActionFailed as exc:
+            assert not ok, exc
+            assert str(exc).startswith("t: ") and expected in str(exc)
+            continue
+        assert ok and got == expected
+
+
+def test_plain_text_is_rendered_once() -> None:
+    source = "Subject only, the same for everyone " + "x" * 7
+    compiled = render._compile(source, False)
+    assert compiled.constant == source
+    assert render.render_string(source, {}, "t") == source
+    assert render._compile("Hi {{ contact.id }}", False).constant is None
+    assert render._compile("{{ 'x' }}", False).constant is None
+
+
+def test_render_errors_keep_their_messages() -> None:
+    with pytest.raises(ActionFailed, match=r"contact.attributes.missing is not set"):
+        render.render_string("{{ contact.attributes.missing }}", _values(), "t")
+    with pytest.raises(ActionFailed, match=r"nothing is not a template variable"):
+        render.render_string("{{ nothing }}", _values(), "t")
+    with pytest.raises(ActionFailed, match=r"t: syntax error on line 3"):
+        render.render_string("{% if", _values(), "t", first_line=3)
+    with pytest.raises(ActionFailed, match=r"ZeroDivisionError"):
+        render.render_string("{{ 1 / 0 }}", _values(), "t")
+    with pytest.raises(ActionFailed, match=r"unsafe|access to attribute"):
+        render.render_string("{{ contact.__class__.__mro__ }}", _values(), "t")
