@@ -83,6 +83,9 @@ class Catalog:
     def version(self, connection: Connection, workflow_id: str, version: int) -> Workflow:
         """A pinned version, compiled once and cached."""
         key = (workflow_id, version)
+        found = self.versions.get(key)
+        if found is not None:
+            return found
         if key not in self.versions:
             document = connection.scalar(
                 select(workflow_versions.c.document).where(

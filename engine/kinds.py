@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, Self, runtime_checkable
 
 from engine.conditions import Facts, Predicate
 from engine.durations import Duration
@@ -22,9 +22,10 @@ Schema = dict[str, Any]
 # --- what a node returns when it has done its work -------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Continue:
-    """Go on at once with ``next`` (None ends the run)."""
+class Continue(NamedTuple):
+    """Go on at once with ``next`` (None ends the run). A named tuple, not a frozen
+    dataclass: nodes return one per step, and a frozen dataclass costs a setattr call per
+    field to build."""
 
     next: str | None
 
@@ -147,9 +148,9 @@ class NodeKind:
 SignalKey = tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Signal:
-    """A change or event about one contact that triggers may react to.
+class Signal(NamedTuple):
+    """A change or event about one contact that triggers may react to (immutable; a named
+    tuple because every change makes one).
 
     ``kind`` is one of: event, contact_created, attribute_changed, list_added, list_removed,
     score_changed. ``name`` is the event, attribute, list or score name.
@@ -163,7 +164,7 @@ class Signal:
 
     @property
     def key(self) -> SignalKey:
-        return (self.kind, self.name)
+        return self[:2]
 
 
 class TriggerKind:

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, and_, func, select, update
 from engine.catalog import Catalog
 from engine.clock import Clock, ensure_utc, format_timestamp
 from engine.errors import ActionFailed
-from engine.kinds import AwaitEvent, Continue, Signal, Sleep, Step
+from engine.kinds import AwaitEvent, Continue, Signal, Sleep, Step, TriggerKind
 from engine.model import Workflow
 from engine.scoring.accounts import AccountChange, AccountRollup
 from engine.scoring.decay import decay_once
@@ -36,12 +36,12 @@ from engine.segment import Message, Rejection
 from engine.state import Batch, ContactFacts, ContactState, RunState, WaitState
 from engine.store.db import writer
 from engine.store.sql import (
-    bulk_insert_returning,
     bulk_update,
     chunks,
     in_values,
     insert_for,
     insert_ignore,
+    insert_rows_returning,
     is_postgres,
 )
 from engine.store.tables import (
@@ -67,6 +67,16 @@ MAX_ACCOUNT_ROUNDS = 5
 """Account crossings that enter workflows that change scores that cross again: cut off."""
 """Cascade guard: workflows entering each other without end are cut off here."""
 BATCH_SIZE = 2000
+_NO_ORIGIN = (None, None, None)
+_EVENT_COLUMNS = (
+    "message_id",
+    "contact_id",
+    "type",
+    "name",
+    "properties",
+    "timestamp",
+    "received_at",
+)
 
 
 @dataclass
@@ -122,10 +132,10 @@ def gc_paused() -> Iterator[None]:
 def new_run_id() -> str:
     """A run id: what ``uuid.uuid4().hex`` gives (random, version 4), without building a
     UUID object per run."""
-    value = int.from_bytes(os.urandom(16), "big")
-    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)  # variant: RFC 4122
-    value = (value & ~(0xF000 << 64)) | (4 << 76)  # version 4
-    return f"{value:032x}"
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # variant: RFC 4122
+    return raw.hex()
 
 
 class Runner:
@@ -231,23 +241,25 @@ class Runner:
             report.taken = len(fresh)
             if not fresh:
                 return report
-            rows: list[dict[str, Any]] = []
+            rows: list[tuple[Any, ...]] = []
             for message in fresh:
                 contact_id = redirect.get(message.contact_id, message.contact_id)
                 rows.append(
-                    {
-                        "message_id": message.message_id,
-                        "contact_id": contact_id,
-                        "type": message.type,
-                        "name": message.event,
-                        "properties": message.properties or message.traits,
-                        "timestamp": message.timestamp,
-                        "received_at": now,
-                    }
+                    (
+                        message.message_id,
+                        contact_id,
+                        message.type,
+                        message.event,
+                        message.properties or message.traits,
+                        message.timestamp,
+                        now,
+                    )
                 )
             # a concurrent worker may have taken the same messageId since _deduplicate looked:
             # only the events this transaction really inserted are run
-            taken = set(bulk_insert_returning(connection, events, rows, "message_id"))
+            taken = set(
+                insert_rows_returning(connection, events, _EVENT_COLUMNS, rows, "message_id")
+            )
             if len(taken) < len({m.message_id for m in fresh}):
                 kept = [
                     (m, r)
@@ -262,11 +274,13 @@ class Runner:
             wake = Wake(self, connection)
             first_seen: dict[str, datetime] = {}
             for message, row in zip(fresh, rows, strict=True):
-                first_seen.setdefault(row["contact_id"], message.timestamp)
+                first_seen.setdefault(row[1], message.timestamp)
             wake.load(first_seen)
+            contacts_loaded = wake.batch.contacts
             for message, row in zip(fresh, rows, strict=True):
-                state = wake.batch.contacts[row["contact_id"]]
-                wake.handle_message(state, message, min(message.timestamp, now))
+                state = contacts_loaded[row[1]]
+                timestamp = message.timestamp
+                wake.handle_message(state, message, now if now < timestamp else timestamp)
                 wake.settle_accounts()
             wake.finish()
         return report
@@ -681,7 +695,8 @@ class Wake:
 
     def handle_message(self, state: ContactState, message: Message, moment: datetime) -> None:
         self.seen(moment)
-        self.resume_due_waits(state, moment)
+        if state.runs:
+            self.resume_due_waits(state, moment)
         cause = _describe_message(message)
         if state.new:
             state.new = False
@@ -712,10 +727,12 @@ class Wake:
             assert message.event is not None
             for workflow, position in self._quiet_by_event.get(message.event, ()):
                 self.batch.quiet_resets[(workflow.id, position, state.id)] = moment
-        facts = ContactFacts(self.batch, state, moment, properties)
-        for run in list(state.runs):
+        facts: ContactFacts | None = None
+        for run in list(state.runs) if state.runs else ():
             if run.state != "waiting":
                 continue
+            if facts is None:
+                facts = ContactFacts(self.batch, state, moment, properties)
             workflow = self._workflow(run)
             if workflow.exit_when is not None and workflow.exit_when(facts):
                 self.end(state, run, moment, "exited", "goal")
@@ -819,6 +836,8 @@ class Wake:
     def resume_due_waits(self, state: ContactState, until: datetime) -> None:
         """Resume this contact's waits due by ``until``, earliest first, each at its own
         due moment (so a simulation sees the same order as a live worker)."""
+        if not state.runs:
+            return
         while True:
             due = [
                 run
@@ -857,14 +876,17 @@ class Wake:
         if not self.queue:
             return
         entries = 0
-        while self.queue:
-            signal = self.queue.popleft()
+        queue, index = self.queue, self.catalog.index
+        while queue:
+            signal = queue.popleft()
+            candidates: list[tuple[Workflow | None, TriggerKind | None]]
             if signal.kind == "start":
                 candidates = [(self.catalog.latest.get(signal.name), None)]
             else:
-                candidates = list(self.catalog.index.get(signal.key, ()))  # type: ignore[arg-type]
-            if not candidates:  # most changes trigger nothing
-                continue
+                found = index.get(signal.key)
+                if not found:  # most changes trigger nothing
+                    continue
+                candidates = list(found)
             facts = ContactFacts(self.batch, state, moment, signal.properties or {})
             entered: set[str] = set()
             for workflow, trigger in candidates:
@@ -941,9 +963,10 @@ class Wake:
         self.seen(moment)
         workflow = self._workflow(run)
         context = RunContext(self, state, run, workflow, moment, cause)
+        exit_when, nodes = workflow.exit_when, workflow.nodes
         executed = 0
         while node_id is not None:
-            if workflow.exit_when is not None and workflow.exit_when(context.facts):
+            if exit_when is not None and exit_when(context.facts):
                 self.end(state, run, moment, "exited", "goal")
                 return
             executed += 1
@@ -957,7 +980,7 @@ class Wake:
                     f"more than {MAX_NODES_PER_WAKE} nodes in one wake (last: {node_id!r})",
                 )
                 return
-            node = workflow.nodes[node_id]
+            node = nodes[node_id]
             run.node = node_id
             run.steps += 1
             context.node_id = node_id
@@ -1112,20 +1135,20 @@ class Wake:
         cause: str,
         origin: tuple[str, int, str] | None = None,
     ) -> None:
-        workflow_id, version, node = origin or (None, None, None)
-        self.batch.audit_rows.append(
-            {
-                "contact_id": state.id,
-                "at": moment,
-                "subject": subject,
-                "name": name,
-                "old": old,
-                "new": new,
-                "workflow_id": workflow_id,
-                "version": version,
-                "node": node,
-                "cause": cause[:300],
-            }
+        workflow_id, version, node = origin or _NO_ORIGIN
+        self.batch.audit_rows.append(  # the columns of engine.state.AUDIT_COLUMNS
+            (
+                state.id,
+                moment,
+                subject,
+                name,
+                old,
+                new,
+                workflow_id,
+                version,
+                node,
+                cause if len(cause) <= 300 else cause[:300],
+            )
         )
 
 

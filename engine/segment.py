@@ -61,42 +61,45 @@ def parse_message(data: Any, now: datetime, line: int | None = None) -> Message:
         isinstance(message_id, bool) or not isinstance(message_id, str | int)
     ):
         raise ValueError(f"'messageId' must be text, found {message_id!r}")
-    common: dict[str, Any] = {
-        # one shared string per type, contact and event name, not one per message: a
-        # simulation holds every message of its file in memory at once
-        "type": TYPES[TYPES.index(kind)],
-        "contact_id": _shared(contact),
-        "timestamp": timestamp,
-        "message_id": None if message_id is None else str(message_id),
-        "line": line,
-    }
+    # one shared string per type, contact and event name, not one per message: a
+    # simulation holds every message of its file in memory at once
+    kind = TYPES[TYPES.index(kind)]
+    contact = _shared(contact)
+    ident = None if message_id is None else str(message_id)
+    # Message's fields by position (type, contact_id, timestamp, message_id, event,
+    # properties, traits, group_id, merge_from, line): no keyword dict per message
+    if kind == "track":
+        event = data.get("event")
+        if not isinstance(event, str) or not event:
+            raise ValueError("track message needs 'event'")
+        properties = _object(data, "properties")
+        return Message(
+            kind, contact, timestamp, ident, _shared(event), properties, {}, None, None, line
+        )
     if kind == "identify":
         traits = _object(data, "traits")
         context = data.get("context")
         if not traits and isinstance(context, dict) and isinstance(context.get("traits"), dict):
             traits = dict(context["traits"])  # RudderStack sends identify traits here
         merge = anonymous_id if user_id and anonymous_id and anonymous_id != user_id else None
-        return Message(**common, traits=traits, merge_from=merge)
-    if kind == "track":
-        event = data.get("event")
-        if not isinstance(event, str) or not event:
-            raise ValueError("track message needs 'event'")
-        return Message(**common, event=_shared(event), properties=_object(data, "properties"))
+        return Message(kind, contact, timestamp, ident, None, {}, traits, None, merge, line)
     if kind in ("page", "screen"):
         properties = _object(data, "properties")
         if isinstance(data.get("name"), str):
             properties.setdefault("name", data["name"])
         event = "Page Viewed" if kind == "page" else "Screen Viewed"
-        return Message(**{**common, "type": "track"}, event=event, properties=properties)
+        return Message("track", contact, timestamp, ident, event, properties, {}, None, None, line)
     if kind == "group":
         group = data.get("groupId")
         if isinstance(group, bool) or not isinstance(group, str | int) or group == "":
             raise ValueError("group message needs 'groupId'")
-        return Message(**common, group_id=str(group), traits=_object(data, "traits"))
+        traits = _object(data, "traits")
+        return Message(kind, contact, timestamp, ident, None, {}, traits, str(group), None, line)
     previous = _identifier(data, "previousId")
     if previous is None or user_id is None:
         raise ValueError("alias message needs 'previousId' and 'userId'")
-    return Message(**common, merge_from=previous if previous != user_id else None)
+    merge = previous if previous != user_id else None
+    return Message(kind, contact, timestamp, ident, None, {}, {}, None, merge, line)
 
 
 def _shared(text: str) -> str:
@@ -105,6 +108,8 @@ def _shared(text: str) -> str:
 
 def _identifier(data: dict[str, Any], key: str) -> str | None:
     value = data.get(key)
+    if type(value) is str:  # the usual case
+        return value or None
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):

@@ -5,23 +5,25 @@ read-modify-write that no other worker can interleave with."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
-from engine.clock import ensure_utc
 from engine.store.sql import (
-    bulk_delete,
+    bulk_delete_rows,
     bulk_insert,
-    bulk_update,
+    bulk_insert_returning,
     bulk_upsert,
     chunks,
     in_values,
-    insert_for,
+    insert_rows,
     is_postgres,
+    update_rows,
+    upsert_rows,
 )
 from engine.store.tables import (
     accounts,
@@ -112,7 +114,8 @@ class Batch:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.contacts: dict[str, ContactState] = {}
-        self.audit_rows: list[dict[str, Any]] = []
+        self.audit_rows: list[tuple[Any, ...]] = []
+        """Tuples of the :data:`AUDIT_COLUMNS`."""
         self.outbox_rows: list[dict[str, Any]] = []
         self.deleted_waits: list[str] = []
         self.quiet_resets: dict[tuple[str, int, str], datetime] = {}
@@ -132,118 +135,103 @@ class Batch:
         if not wanted:
             return []
         conn = self.connection
-        new_ids: list[str] = []
-        # one statement per table for the whole batch (in_values: a single array
-        # parameter, so the statement is compiled once and needs no chunks)
-        present = set(
-            conn.scalars(select(contacts.c.id).where(in_values(conn, contacts.c.id, wanted)))
-        )
+        # One statement per table for the whole batch, the ids bound as one parameter, the
+        # rows read raw from the driver: the column types' result processing (a
+        # TypeDecorator call per datetime, SQLAlchemy's JSON wrapper per document) cost
+        # more than the queries. Values come out as the types would give them (see _Reader).
+        sql = _load_sql(conn)
+        read = _Reader(is_postgres(conn))
+        param = (_ids_param(conn, wanted),)
+
+        def fetch(query: str) -> Sequence[Any]:
+            return conn.exec_driver_sql(query, param).fetchall()
+
+        present = {row[0] for row in fetch(sql.present)}
         missing = [i for i in wanted if i not in present]
-        for part in chunks(missing):
+        new_ids: list[str] = []
+        if missing:
             # only the rows this transaction really inserted are new: a concurrent
             # worker may have created the same contact a moment ago
-            inserted = conn.execute(
-                insert_for(conn, contacts).on_conflict_do_nothing().returning(contacts.c.id),
-                [
-                    {
-                        "id": i,
-                        "attributes": {},
-                        "grades": {},
-                        "account_id": None,
-                        "merged_into": None,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for i in part
-                ],
-            )
-            new_ids.extend(inserted.scalars())
-        query = select(
-            contacts.c.id,
-            contacts.c.attributes,
-            contacts.c.grades,
-            contacts.c.account_id,
-            contacts.c.created_at,
-            contacts.c.updated_at,
-        ).where(in_values(conn, contacts.c.id, wanted))
-        if is_postgres(conn):
-            query = query.order_by(contacts.c.id).with_for_update()
-        loaded = {row.id: row for row in conn.execute(query).all()}
+            inserted: set[str] = set()
+            for part in chunks(missing):
+                inserted.update(
+                    bulk_insert_returning(
+                        conn,
+                        contacts,
+                        [
+                            {
+                                "id": i,
+                                "attributes": {},
+                                "grades": {},
+                                "account_id": None,
+                                "merged_into": None,
+                                "created_at": now,
+                                "updated_at": now,
+                            }
+                            for i in part
+                        ],
+                        "id",
+                    )
+                )
+            new_ids = [i for i in missing if i in inserted]
+        moment, document = read.moment, read.document
+        loaded = {row[0]: row for row in fetch(sql.contacts)}
+        found = self.contacts
         for contact_id in wanted:  # in id order, whatever order the rows came in
             row = loaded.get(contact_id)
             if row is not None:
-                self.contacts[contact_id] = ContactState(
-                    id=contact_id,
-                    attributes=dict(row.attributes),
-                    grades=dict(row.grades),
-                    account_id=row.account_id,
-                    created_at=row.created_at,
-                    updated_at=row.updated_at,
+                found[contact_id] = ContactState(
+                    contact_id,
+                    document(row[1]),
+                    document(row[2]),
+                    row[3],
+                    moment(row[4]),
+                    updated_at=moment(row[5]),
                 )
-        found = self.contacts
-        score_query = select(
-            scores.c.contact_id, scores.c.name, scores.c.value, scores.c.peak, scores.c.increased_at
-        ).where(in_values(conn, scores.c.contact_id, wanted))
-        for contact_id, name, value, peak, increased_at in conn.execute(score_query).all():
+        for contact_id, name, value, peak, increased_at in fetch(sql.scores):
             state = found[contact_id]
             state.scores[name] = value
             state.peaks[name] = peak
             if increased_at is not None:
-                state.increased[name] = increased_at
-        members = select(list_members.c.contact_id, list_members.c.list_name).where(
-            in_values(conn, list_members.c.contact_id, wanted)
-        )
-        for contact_id, list_name in conn.execute(members).all():
+                state.increased[name] = moment(increased_at)
+        for contact_id, list_name in fetch(sql.members):
             found[contact_id].lists.add(list_name)
-        run_query = select(
-            runs.c.id,
-            runs.c.contact_id,
-            runs.c.workflow_id,
-            runs.c.version,
-            runs.c.state,
-            runs.c.node,
-            runs.c.steps,
-            runs.c.properties,
-            runs.c.entered_at,
-        ).where(in_values(conn, runs.c.contact_id, wanted), runs.c.state.in_(("active", "waiting")))
         by_run: dict[str, RunState] = {}
-        for run_row in conn.execute(run_query).all():
+        for (
+            run_id,
+            contact_id,
+            workflow_id,
+            version,
+            state_name,
+            node,
+            steps,
+            properties,
+            at,
+        ) in fetch(sql.runs):
             run = RunState(
-                id=run_row.id,
-                workflow_id=run_row.workflow_id,
-                version=run_row.version,
-                state=run_row.state,
-                node=run_row.node,
-                steps=run_row.steps,
-                properties=dict(run_row.properties),
-                entered_at=run_row.entered_at,
+                run_id,
+                workflow_id,
+                version,
+                state_name,
+                node,
+                steps,
+                document(properties),
+                moment(at),
             )
-            by_run[run.id] = run
-            found[run_row.contact_id].runs.append(run)
+            by_run[run_id] = run
+            found[contact_id].runs.append(run)
         if by_run:  # contacts without a run in flight have no wait either
-            wait_query = select(
-                waits.c.run_id,
-                waits.c.due_at,
-                waits.c.event_name,
-                waits.c.next_node,
-                waits.c.timeout_node,
-            ).where(in_values(conn, waits.c.contact_id, wanted))
-            for run_id, due_at, event_name, next_node, timeout_node in conn.execute(wait_query):
+            for run_id, due_at, event_name, next_node, timeout_node in fetch(sql.waits):
                 if run_id in by_run:
                     by_run[run_id].wait = WaitState(
-                        run_id, due_at, event_name, next_node, timeout_node
+                        run_id, moment(due_at), event_name, next_node, timeout_node
                     )
         if self.entry_workflows is None or self.entry_workflows:
-            entries = (
-                select(runs.c.contact_id, runs.c.workflow_id, func.max(runs.c.entered_at))
-                .where(in_values(conn, runs.c.contact_id, wanted))
-                .group_by(runs.c.contact_id, runs.c.workflow_id)
-            )
-            for contact_id, workflow_id, entered in conn.execute(entries).all():
-                found[contact_id].last_entries[workflow_id] = _aware(entered)
+            for contact_id, workflow_id, entered in fetch(sql.entries):
+                found[contact_id].last_entries[workflow_id] = moment(entered)
         for contact_id in new_ids:
-            if contact_id in self.contacts:
-                self.contacts[contact_id].new = True
+            if contact_id in found:
+                found[contact_id].new = True
         return new_ids
 
     def count_events(
@@ -264,73 +252,123 @@ class Batch:
 
     def flush(self) -> None:
         conn = self.connection
-        contact_rows: list[dict[str, Any]] = []
-        score_rows: list[dict[str, Any]] = []
-        list_adds: list[dict[str, Any]] = []
-        list_removes: list[dict[str, Any]] = []
-        new_runs: list[dict[str, Any]] = []
-        changed_runs: list[dict[str, Any]] = []
-        new_waits: list[dict[str, Any]] = []
+        contact_rows: list[tuple[Any, ...]] = []
+        score_rows: list[tuple[Any, ...]] = []
+        list_adds: list[tuple[Any, ...]] = []
+        list_removes: list[tuple[Any, ...]] = []
+        new_runs: list[tuple[Any, ...]] = []
+        changed_runs: list[tuple[Any, ...]] = []
+        new_waits: list[tuple[Any, ...]] = []
         for state in self.contacts.values():
+            contact_id = state.id
             if state.dirty:
                 contact_rows.append(
-                    {
-                        "id": state.id,
-                        "attributes": state.attributes,
-                        "grades": state.grades,
-                        "account_id": state.account_id,
-                        "updated_at": state.updated_at,
-                    }
+                    (
+                        contact_id,
+                        state.attributes,
+                        state.grades,
+                        state.account_id,
+                        state.updated_at,
+                    )
                 )
                 state.dirty = False
-            for name in state.dirty_scores:
-                score_rows.append(
-                    {
-                        "contact_id": state.id,
-                        "name": name,
-                        "value": state.scores[name],
-                        "peak": state.peaks.get(name, state.scores[name]),
-                        "updated_at": state.updated_at,
-                        "increased_at": state.increased.get(name),
-                    }
-                )
-            state.dirty_scores.clear()
-            list_adds.extend(
-                {"list_name": n, "contact_id": state.id, "added_at": at}
-                for n, at in state.added_lists.items()
-            )
-            list_removes.extend(
-                {"list_name": n, "contact_id": state.id} for n in state.removed_lists
-            )
-            state.added_lists.clear()
-            state.removed_lists.clear()
-            for run in state.runs:
-                if run.new:
-                    new_runs.append(_run_row(run, state.id))
-                elif run.dirty:
-                    changed_runs.append({"id": run.id, **_run_changes(run)})
-                if (run.new or run.dirty) and run.wait is not None and run.state == "waiting":
-                    new_waits.append(_wait_row(run.wait, state.id))
-                run.new = run.dirty = False
-            state.runs = [r for r in state.runs if r.state in ("active", "waiting")]
-        bulk_update(conn, contacts, ("id",), contact_rows)
-        bulk_upsert(
+            if state.dirty_scores:
+                current, peaks, increased = state.scores, state.peaks, state.increased
+                for name in state.dirty_scores:
+                    value = current[name]
+                    score_rows.append(
+                        (
+                            contact_id,
+                            name,
+                            value,
+                            peaks.get(name, value),
+                            state.updated_at,
+                            increased.get(name),
+                        )
+                    )
+                state.dirty_scores.clear()
+            if state.added_lists:
+                list_adds.extend((n, contact_id, at) for n, at in state.added_lists.items())
+                state.added_lists.clear()
+            if state.removed_lists:
+                list_removes.extend((n, contact_id) for n in state.removed_lists)
+                state.removed_lists.clear()
+            if state.runs:
+                ended = False
+                for run in state.runs:
+                    if run.new:
+                        new_runs.append(
+                            (
+                                run.id,
+                                contact_id,
+                                run.workflow_id,
+                                run.version,
+                                run.entered_at,
+                                run.state,
+                                run.node,
+                                run.steps,
+                                run.properties,
+                                run.ended_at,
+                                run.end_reason,
+                                run.error,
+                            )
+                        )
+                    elif run.dirty:
+                        changed_runs.append(
+                            (
+                                run.id,
+                                run.state,
+                                run.node,
+                                run.steps,
+                                run.properties,
+                                run.ended_at,
+                                run.end_reason,
+                                run.error,
+                            )
+                        )
+                    else:
+                        if run.state not in _IN_FLIGHT:
+                            ended = True
+                        continue
+                    wait = run.wait
+                    if wait is not None and run.state == "waiting":
+                        new_waits.append(
+                            (
+                                wait.run_id,
+                                contact_id,
+                                wait.due_at,
+                                wait.event_name,
+                                wait.next_node,
+                                wait.timeout_node,
+                                None,
+                                None,
+                            )
+                        )
+                    elif run.state not in _IN_FLIGHT:
+                        ended = True
+                    run.new = run.dirty = False
+                if ended:
+                    state.runs = [r for r in state.runs if r.state in _IN_FLIGHT]
+        update_rows(conn, contacts, ("id",), _CONTACT_COLUMNS, contact_rows)
+        upsert_rows(
             conn,
             scores,
+            _SCORE_COLUMNS,
             score_rows,
             ("contact_id", "name"),
             ("value", "peak", "updated_at", "increased_at"),
         )
-        bulk_delete(conn, list_members, list_removes)
-        bulk_insert(conn, list_members, list_adds, ignore=True)
+        if list_removes:
+            bulk_delete_rows(conn, list_members, ("list_name", "contact_id"), list_removes)
+        insert_rows(conn, list_members, ("list_name", "contact_id", "added_at"), list_adds, True)
         if self.deleted_waits:
             conn.execute(delete(waits).where(in_values(conn, waits.c.run_id, self.deleted_waits)))
             self.deleted_waits.clear()
-        bulk_insert(conn, runs, new_runs)
-        bulk_update(conn, runs, ("id",), changed_runs)
-        bulk_insert(conn, waits, new_waits)
+        insert_rows(conn, runs, _RUN_COLUMNS, new_runs)
+        update_rows(conn, runs, ("id",), _RUN_CHANGE_COLUMNS, changed_runs)
+        insert_rows(conn, waits, _WAIT_COLUMNS, new_waits)
         if self.audit_rows:
-            bulk_insert(conn, audit, self.audit_rows)
+            insert_rows(conn, audit, AUDIT_COLUMNS, self.audit_rows)
             self.audit_rows.clear()
         bulk_insert(conn, outbox, self.outbox_rows, ignore=True)
         self.outbox_rows.clear()
@@ -373,41 +411,156 @@ class Batch:
             self.quiet_fired.clear()
 
 
-def _aware(moment: datetime) -> datetime:
-    return ensure_utc(moment)
+_IN_FLIGHT = ("active", "waiting")
+AUDIT_COLUMNS = (
+    "contact_id",
+    "at",
+    "subject",
+    "name",
+    "old",
+    "new",
+    "workflow_id",
+    "version",
+    "node",
+    "cause",
+)
+"""The columns of :attr:`Batch.audit_rows`' tuples."""
+_CONTACT_COLUMNS = ("id", "attributes", "grades", "account_id", "updated_at")
+_SCORE_COLUMNS = ("contact_id", "name", "value", "peak", "updated_at", "increased_at")
+_RUN_CHANGE_COLUMNS = (
+    "id",
+    "state",
+    "node",
+    "steps",
+    "properties",
+    "ended_at",
+    "end_reason",
+    "error",
+)
+_RUN_COLUMNS = (
+    "id",
+    "contact_id",
+    "workflow_id",
+    "version",
+    "entered_at",
+    *_RUN_CHANGE_COLUMNS[1:],
+)
+_WAIT_COLUMNS = (
+    "run_id",
+    "contact_id",
+    "due_at",
+    "event_name",
+    "next_node",
+    "timeout_node",
+    "lease_owner",
+    "lease_until",
+)
+
+# --- raw loading -------------------------------------------------------------------------
 
 
-def _run_row(run: RunState, contact_id: str) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "contact_id": contact_id,
-        "workflow_id": run.workflow_id,
-        "version": run.version,
-        "entered_at": run.entered_at,
-        **_run_changes(run),
-    }
+@dataclass(frozen=True, slots=True)
+class _LoadSQL:
+    present: str
+    contacts: str
+    scores: str
+    members: str
+    runs: str
+    waits: str
+    entries: str
 
 
-def _run_changes(run: RunState) -> dict[str, Any]:
-    return {
-        "state": run.state,
-        "node": run.node,
-        "steps": run.steps,
-        "properties": run.properties,
-        "ended_at": run.ended_at,
-        "end_reason": run.end_reason,
-        "error": run.error,
-    }
+def _build_load_sql(postgres: bool) -> _LoadSQL:
+    if postgres:
+        ids = "= ANY(%b::VARCHAR(320)[])"
+        lock = " ORDER BY id FOR UPDATE"
+    else:
+        ids = "IN (SELECT value FROM json_each(?))"
+        lock = ""
+    return _LoadSQL(
+        present=f"SELECT id FROM contacts WHERE id {ids}",
+        contacts=(
+            "SELECT id, attributes, grades, account_id, created_at, updated_at "
+            f"FROM contacts WHERE id {ids}{lock}"
+        ),
+        scores=(
+            f"SELECT contact_id, name, value, peak, increased_at FROM scores WHERE contact_id {ids}"
+        ),
+        members=f"SELECT contact_id, list_name FROM list_members WHERE contact_id {ids}",
+        runs=(
+            "SELECT id, contact_id, workflow_id, version, state, node, steps, properties, "
+            f"entered_at FROM runs WHERE contact_id {ids} AND state IN ('active', 'waiting')"
+        ),
+        waits=(
+            "SELECT run_id, due_at, event_name, next_node, timeout_node "
+            f"FROM waits WHERE contact_id {ids}"
+        ),
+        entries=(
+            "SELECT contact_id, workflow_id, max(entered_at) "
+            f"FROM runs WHERE contact_id {ids} GROUP BY contact_id, workflow_id"
+        ),
+    )
 
 
-def _wait_row(wait: WaitState, contact_id: str) -> dict[str, Any]:
-    return {
-        "run_id": wait.run_id,
-        "contact_id": contact_id,
-        "due_at": wait.due_at,
-        "event_name": wait.event_name,
-        "next_node": wait.next_node,
-        "timeout_node": wait.timeout_node,
-        "lease_owner": None,
-        "lease_until": None,
-    }
+_SQLITE_LOAD = _build_load_sql(postgres=False)
+_POSTGRES_LOAD = _build_load_sql(postgres=True)
+
+
+def _load_sql(connection: Connection) -> _LoadSQL:
+    return _POSTGRES_LOAD if is_postgres(connection) else _SQLITE_LOAD
+
+
+def _ids_param(connection: Connection, ids: list[str]) -> Any:
+    """The id list as one parameter: an array on PostgreSQL, a JSON array on SQLite (what
+    :func:`engine.store.sql.in_values` binds)."""
+    return ids if is_postgres(connection) else json.dumps(ids)
+
+
+_MOMENTS: dict[str, datetime] = {}
+
+
+class _Reader:
+    """Raw driver values as the column types give them: ``UTCDateTime`` an aware UTC
+    datetime, ``JSON`` the decoded document (SQLite stores both as text; psycopg decodes
+    JSON and timestamptz itself)."""
+
+    __slots__ = ("document", "moment")
+
+    def __init__(self, postgres: bool) -> None:
+        self.moment: Callable[[Any], Any] = _pg_moment if postgres else _sqlite_moment
+        self.document: Callable[[Any], Any] = _pg_document if postgres else _sqlite_document
+
+
+def _sqlite_moment(text: str | None) -> datetime | None:
+    """What SQLAlchemy's SQLite DATETIME (``fromisoformat``) and then ``UTCDateTime`` give
+    for stored text; memoised, since a batch reads the same few moments many times."""
+    if text is None:
+        return None
+    moment = _MOMENTS.get(text)
+    if moment is None:
+        parsed = datetime.fromisoformat(text)
+        moment = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        if len(_MOMENTS) >= 20_000:
+            _MOMENTS.clear()
+        _MOMENTS[text] = moment
+    return moment
+
+
+def _pg_moment(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _sqlite_document(text: str | None) -> Any:
+    """``json.loads`` of the stored text (a new object each time: callers change them)."""
+    if text is None:
+        return None
+    if text == "{}":
+        return {}
+    return json.loads(text)
+
+
+def _pg_document(value: Any) -> Any:
+    """A fresh copy of what psycopg decoded, as the loader hands documents out to change."""
+    return dict(value) if type(value) is dict else value
