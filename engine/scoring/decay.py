@@ -40,6 +40,7 @@ from sqlalchemy import (
 from engine.kinds import Signal
 from engine.scoring.accounts import AccountChange
 from engine.scoring.models import ScoreModel
+from engine.state import AUDIT_COLUMNS
 from engine.store.sql import bulk_update, is_postgres
 from engine.store.tables import account_scores, audit, contacts, events, scores
 
@@ -123,18 +124,7 @@ def decay_once(runner: Runner, model: ScoreModel, tick: datetime) -> int:
         this_tick = and_(scores.c.name == model.score, scores.c.decayed_at == tick)
         connection.execute(
             insert(audit).from_select(
-                [
-                    "contact_id",
-                    "at",
-                    "subject",
-                    "name",
-                    "old",
-                    "new",
-                    "workflow_id",
-                    "version",
-                    "node",
-                    "cause",
-                ],
+                list(AUDIT_COLUMNS),
                 select(
                     scores.c.contact_id,
                     literal(tick),
