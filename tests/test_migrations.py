@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from importlib.resources import as_file, files
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, insert, inspect, select
 
-from engine.store.db import current_revision, head_revision, upgrade
-from engine.store.tables import metadata
+from engine.store.db import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    make_engine,
+    upgrade,
+)
+from engine.store.tables import contacts, metadata, scores
 
 
 def test_upgrade_reaches_head_and_matches_the_metadata(store: Engine) -> None:
@@ -22,3 +32,39 @@ def test_upgrade_twice_changes_nothing(store: Engine) -> None:
     assert upgrade(store) == head_revision()
     assert set(inspect(store).get_table_names()) == tables
     assert {t.name for t in metadata.sorted_tables} <= tables
+
+
+def _score_indexes(engine: Engine) -> set[str]:
+    return {str(index["name"]) for index in inspect(engine).get_indexes("scores")}
+
+
+def test_a_store_from_revision_0001_upgrades_and_keeps_its_scores(store_url: str) -> None:
+    """0002 drops scores(name, value) (decay rewrote it on every tick): a store made by the
+    first release upgrades in place, its rows kept, and downgrades back."""
+    engine = make_engine(store_url)
+    try:
+        upgrade(engine)
+        moment = datetime(2026, 1, 5, tzinfo=UTC)
+        with engine.begin() as connection:
+            connection.execute(
+                insert(contacts).values(
+                    id="ann", attributes={}, grades={}, created_at=moment, updated_at=moment
+                )
+            )
+            connection.execute(
+                insert(scores).values(
+                    contact_id="ann", name="SCORE", value=42.0, peak=42.0, updated_at=moment
+                )
+            )
+        with as_file(files("engine").joinpath("migrations")):
+            command.downgrade(alembic_config(engine), "0001")
+        assert current_revision(engine) == "0001"
+        assert "ix_scores_name_value" in _score_indexes(engine)
+        assert upgrade(engine) == head_revision() == "0002"
+        assert "ix_scores_name_value" not in _score_indexes(engine)
+        with engine.connect() as connection:
+            kept = connection.execute(select(scores.c.contact_id, scores.c.value)).all()
+        assert [tuple(row) for row in kept] == [("ann", 42.0)]
+    finally:
+        upgrade(engine)
+        engine.dispose()
