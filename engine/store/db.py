@@ -15,13 +15,13 @@ from sqlalchemy.pool import StaticPool
 
 DEFAULT_URL = "sqlite:///leadflow.db"
 THROWAWAY_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=OFF",
     "PRAGMA wal_autocheckpoint=10000",
     "PRAGMA cache_size=-16000",
 )
-"""A store nobody keeps (simulate, backtest): no fsync, checkpoints every 40 MB of WAL
-rather than 4 MB, and a 16 MB page cache per connection instead of 2 MB."""
+"""A store nobody keeps (simulate, backtest), in WAL mode like every file store: no
+fsync, checkpoints every 40 MB of WAL rather than 4 MB, and a 16 MB page cache per
+connection instead of 2 MB."""
 
 
 def database_url(url: str | None) -> str:
@@ -60,7 +60,7 @@ def _tune_sqlite(engine: Engine, wal: bool, durable: bool = True) -> None:
         if durable:
             cursor.execute("PRAGMA synchronous=NORMAL")
         else:
-            for pragma in THROWAWAY_PRAGMAS[1:]:
+            for pragma in THROWAWAY_PRAGMAS:
                 cursor.execute(pragma)
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
