@@ -591,6 +591,22 @@ class Runner:
             )
         return ensure_utc(last) if last is not None else self.clock.now()
 
+    def take_decay_tick(self, connection: Connection, model: ScoreModel, tick: datetime) -> bool:
+        """Claim ``model``'s tick at ``tick`` in the caller's transaction, so the claim
+        and the decay commit together: a tick whose decay fails is rolled back with it and
+        taken again on the next run, and a second worker waits on the claim (PostgreSQL)
+        or the write lock (SQLite) and then finds it taken."""
+        taken = connection.execute(
+            insert_for(connection, schedule_fires).on_conflict_do_nothing(),
+            {
+                "workflow_id": self._decay_key(model),
+                "trigger_index": 0,
+                "fire_at": tick,
+                "taken_by": self.owner,
+            },
+        ).rowcount
+        return bool(taken)
+
     def fire_decay(self, now: datetime) -> int:
         """Every decay tick due by ``now``, each taken by one worker, each at its moment."""
         fallen = 0
@@ -599,18 +615,7 @@ class Runner:
             with self.engine.connect() as connection:
                 tick = model.decay.every.after(self._decay_since(connection, model))
             while tick <= now:
-                with self.writer.begin() as connection:
-                    taken = connection.execute(
-                        insert_for(connection, schedule_fires).on_conflict_do_nothing(),
-                        {
-                            "workflow_id": self._decay_key(model),
-                            "trigger_index": 0,
-                            "fire_at": tick,
-                            "taken_by": self.owner,
-                        },
-                    ).rowcount
-                if taken:
-                    fallen += decay_once(self, model, tick)
+                fallen += decay_once(self, model, tick)
                 tick = model.decay.every.after(tick)
         return fallen
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, desc, func, select, update
+from sqlalchemy import ColumnElement, Connection, and_, desc, func, select, update
 
 from engine.catalog import Catalog
 from engine.store.sql import insert_ignore
@@ -82,29 +82,44 @@ class AccountRollup:
         return changes
 
 
+def rollup_of(
+    account: str | ColumnElement[Any], name: str, method: str, top: int | None
+) -> ColumnElement[Any]:
+    """The roll-up of ``account``'s members' ``name`` score as a scalar SQL expression
+    (0.0 with no member). ``account`` is a literal id or a column, so the same expression
+    computes one account here and, correlated to ``account_scores.account_id``, every
+    account in one UPDATE during a decay tick. The plan walks the account's members
+    through ``ix_contacts_account_id`` and their scores by primary key."""
+    joined = scores.join(contacts, contacts.c.id == scores.c.contact_id)
+    member = and_(
+        contacts.c.account_id == account,
+        contacts.c.merged_into.is_(None),
+        scores.c.name == name,
+    )
+    if method == "top":
+        ranked = (
+            select(scores.c.value)
+            .select_from(joined)
+            .where(member)
+            .order_by(desc(scores.c.value))
+            .limit(top or 1)
+        )
+        if isinstance(account, ColumnElement):
+            # A derived table is not correlated by itself: name the outer table.
+            ranked = ranked.correlate(account_scores)
+        top_values = ranked.subquery()
+        return select(func.coalesce(func.sum(top_values.c.value), 0.0)).scalar_subquery()
+    combined: ColumnElement[Any]
+    if method == "max":
+        combined = func.max(scores.c.value)
+    elif method == "average":
+        combined = func.avg(scores.c.value)
+    else:
+        combined = func.sum(scores.c.value)
+    return select(func.coalesce(combined, 0.0)).select_from(joined).where(member).scalar_subquery()
+
+
 def recompute(
     connection: Connection, account_id: str, name: str, method: str, top: int | None
 ) -> float:
-    members = (
-        select(scores.c.value)
-        .join(contacts, contacts.c.id == scores.c.contact_id)
-        .where(
-            contacts.c.account_id == account_id,
-            contacts.c.merged_into.is_(None),
-            scores.c.name == name,
-        )
-    )
-    if method == "top":
-        ranked = members.order_by(desc(scores.c.value)).limit(top or 1).subquery()
-        total = connection.scalar(select(func.coalesce(func.sum(ranked.c.value), 0.0)))
-    else:
-        sub = members.subquery()
-        combined: Any
-        if method == "max":
-            combined = func.max(sub.c.value)
-        elif method == "average":
-            combined = func.avg(sub.c.value)
-        else:
-            combined = func.sum(sub.c.value)
-        total = connection.scalar(select(func.coalesce(combined, 0.0)))
-    return float(total or 0.0)
+    return float(connection.scalar(select(rollup_of(account_id, name, method, top))) or 0.0)

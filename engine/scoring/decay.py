@@ -38,11 +38,11 @@ from sqlalchemy import (
 )
 
 from engine.kinds import Signal
-from engine.scoring.accounts import AccountChange
+from engine.scoring.accounts import AccountChange, rollup_of
 from engine.scoring.models import ScoreModel
 from engine.state import AUDIT_COLUMNS
-from engine.store.sql import bulk_update, is_postgres
-from engine.store.tables import account_scores, audit, contacts, events, scores
+from engine.store.sql import is_postgres
+from engine.store.tables import account_scores, audit, events, scores
 
 if TYPE_CHECKING:
     from engine.runner import Runner
@@ -85,11 +85,14 @@ def _tick_cache(connection: Connection) -> Iterator[None]:
 
 
 def decay_once(runner: Runner, model: ScoreModel, tick: datetime) -> int:
-    """Apply one tick of ``model``'s decay at ``tick``; returns how many scores fell."""
+    """Take and apply one tick of ``model``'s decay at ``tick``, in one transaction;
+    returns how many scores fell (0 when another worker took the tick)."""
     policy = model.decay
     assert policy is not None
     cause = f"decay by {model.id} v{model.version}"
     with runner.writer.begin() as connection, _tick_cache(connection):
+        if not runner.take_decay_tick(connection, model, tick):
+            return 0
         floor: Any = literal(float(policy.floor or 0.0))
         if policy.floor_of_peak is not None:
             floor = _greatest(connection, floor, scores.c.peak * policy.floor_of_peak)
@@ -221,9 +224,11 @@ def _follow_up(
 def _refresh_accounts(
     wake: Any, connection: Connection, model: ScoreModel, tick: datetime
 ) -> list[AccountChange]:
-    """Recompute the roll-up of every account holding this score, in one statement for
-    sums and one grouped query for the other methods; returns the accounts whose score
-    changed."""
+    """Recompute the roll-up of every account holding this score in one UPDATE, each
+    account's members read through ``ix_contacts_account_id`` (the same expression as
+    :func:`engine.scoring.accounts.recompute`); returns the accounts whose score changed.
+    One window query over all members instead sorted every member of every account: twice
+    as slow at 50,000 accounts (bench/bench_decay.py)."""
     before = dict(
         connection.execute(
             select(account_scores.c.account_id, account_scores.c.value).where(
@@ -233,86 +238,17 @@ def _refresh_accounts(
     )
     if not before:
         return []
-    changes = []
-    if model.rollup == "sum":
-        members = (
-            select(func.coalesce(func.sum(scores.c.value), 0.0))
-            .join(contacts, contacts.c.id == scores.c.contact_id)
-            .where(
-                contacts.c.account_id == account_scores.c.account_id,
-                contacts.c.merged_into.is_(None),
-                scores.c.name == model.score,
-            )
-            .scalar_subquery()
+    after = connection.execute(
+        update(account_scores)
+        .where(account_scores.c.name == model.score)
+        .values(
+            value=rollup_of(account_scores.c.account_id, model.score, model.rollup, model.top),
+            updated_at=tick,
         )
-        after: list[tuple[Any, float]] = [
-            tuple(row)
-            for row in connection.execute(
-                update(account_scores)
-                .where(account_scores.c.name == model.score)
-                .values(value=members, updated_at=tick)
-                .returning(account_scores.c.account_id, account_scores.c.value)
-            )
-        ]
-    else:
-        rolled = _member_rollups(connection, model)
-        after = [(account_id, rolled.get(account_id, 0.0)) for account_id in before]
-        connection.execute(
-            update(account_scores)
-            .where(account_scores.c.name == model.score)
-            .values(updated_at=tick)
-        )
-        bulk_update(
-            connection,
-            account_scores,
-            ("account_id", "name"),
-            [
-                {"account_id": account_id, "name": model.score, "value": value}
-                for account_id, value in after
-                if value != before[account_id]
-            ],
-        )
-    for account_id, value in after:
-        if abs(value - before[account_id]) > 1e-9:
-            changes.append(AccountChange(account_id, model.score, before[account_id], value))
-    return changes
-
-
-def _member_rollups(connection: Connection, model: ScoreModel) -> dict[str, float]:
-    """Max, average or top-N of the members' score for every account, in one pass over the
-    members (``row_number()`` ranks them for top-N): the same values as
-    :func:`engine.scoring.accounts.recompute`, without a query per account. (That query,
-    run per account, walks every score of the name on SQLite: 8 ms an account at 20,000
-    contacts, growing with the table; bench_decay.py.)"""
-    joined = scores.join(contacts, contacts.c.id == scores.c.contact_id)
-    members = and_(
-        contacts.c.account_id.is_not(None),
-        contacts.c.merged_into.is_(None),
-        scores.c.name == model.score,
-    )
-    if model.rollup == "top":
-        rank = (
-            func.row_number()
-            .over(partition_by=contacts.c.account_id, order_by=scores.c.value.desc())
-            .label("rank")
-        )
-        ranked = (
-            select(contacts.c.account_id, scores.c.value, rank)
-            .select_from(joined)
-            .where(members)
-            .subquery()
-        )
-        query = (
-            select(ranked.c.account_id, func.sum(ranked.c.value))
-            .where(ranked.c.rank <= (model.top or 1))
-            .group_by(ranked.c.account_id)
-        )
-    else:
-        combine = func.max if model.rollup == "max" else func.avg
-        query = (
-            select(contacts.c.account_id, combine(scores.c.value))
-            .select_from(joined)
-            .where(members)
-            .group_by(contacts.c.account_id)
-        )
-    return {account_id: float(value or 0.0) for account_id, value in connection.execute(query)}
+        .returning(account_scores.c.account_id, account_scores.c.value)
+    ).all()
+    return [
+        AccountChange(account_id, model.score, before[account_id], value)
+        for account_id, value in after
+        if abs(value - before[account_id]) > 1e-9
+    ]
