@@ -174,7 +174,7 @@ def child_floor(events: Path, folder: Path) -> dict[str, Any]:
         "contact_id TEXT NOT NULL, type TEXT NOT NULL, name TEXT, properties TEXT NOT NULL, "
         "timestamp TEXT NOT NULL)"
     )
-    db.execute("CREATE INDEX ix_events_contact_name_ts ON events (contact_id, name, timestamp)")
+    db.execute("CREATE INDEX ix_events_contact_ts_name ON events (contact_id, timestamp, name)")
     for first in range(0, len(parsed), 2000):
         db.execute("BEGIN")
         db.executemany(

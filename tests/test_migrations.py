@@ -10,6 +10,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, insert, inspect, select
 
+from engine.api import Leadflow
+from engine.clock import VirtualClock
+from engine.state import Batch
 from engine.store.db import (
     alembic_config,
     current_revision,
@@ -60,11 +63,67 @@ def test_a_store_from_revision_0001_upgrades_and_keeps_its_scores(store_url: str
             command.downgrade(alembic_config(engine), "0001")
         assert current_revision(engine) == "0001"
         assert "ix_scores_name_value" in _score_indexes(engine)
-        assert upgrade(engine) == head_revision() == "0002"
+        assert upgrade(engine) == head_revision()
         assert "ix_scores_name_value" not in _score_indexes(engine)
         with engine.connect() as connection:
             kept = connection.execute(select(scores.c.contact_id, scores.c.value)).all()
         assert [tuple(row) for row in kept] == [("ann", 42.0)]
+    finally:
+        upgrade(engine)
+        engine.dispose()
+
+
+def _event_indexes(engine: Engine) -> dict[str, list[str]]:
+    return {
+        str(index["name"]): [str(column) for column in index["column_names"]]
+        for index in inspect(engine).get_indexes("events")
+    }
+
+
+def test_revision_0003_orders_the_events_index_by_time_and_keeps_the_events(
+    store_url: str,
+) -> None:
+    """0003 replaces events(contact, name, time) by events(contact, time, name) (one seek
+    per score for decay's quiet test): a revision-0002 store upgrades with its events and
+    the runner's per-contact counts still hold; it downgrades back."""
+    engine = make_engine(store_url)
+    try:
+        upgrade(engine)
+        with as_file(files("engine").joinpath("migrations")):
+            command.downgrade(alembic_config(engine), "0002")
+        assert current_revision(engine) == "0002"
+        assert _event_indexes(engine)["ix_events_contact_name_ts"] == [
+            "contact_id",
+            "name",
+            "timestamp",
+        ]
+        flow = Leadflow(engine=engine, clock=VirtualClock(datetime(2026, 1, 20, tzinfo=UTC)))
+        flow.send(
+            [
+                {
+                    "type": "track",
+                    "userId": "ann",
+                    "event": name,
+                    "messageId": f"m{day}-{name}",
+                    "timestamp": f"2026-01-{day:02d}T10:00:00Z",
+                }
+                for day in (5, 10, 15)
+                for name in ("Page Viewed", "Email Clicked")
+            ]
+        )
+        assert upgrade(engine) == head_revision() == "0003"
+        indexes = _event_indexes(engine)
+        assert "ix_events_contact_name_ts" not in indexes
+        assert indexes["ix_events_contact_ts_name"] == ["contact_id", "timestamp", "name"]
+        with engine.connect() as connection:
+            state = Batch(connection)
+            since = datetime(2026, 1, 8, tzinfo=UTC)
+            now = datetime(2026, 1, 20, tzinfo=UTC)
+            assert state.count_events("ann", "Page Viewed", since, now) == 2
+            assert state.count_events("ann", "Email Clicked", None, now) == 3
+        with as_file(files("engine").joinpath("migrations")):
+            command.downgrade(alembic_config(engine), "0002")
+        assert "ix_events_contact_name_ts" in _event_indexes(engine)
     finally:
         upgrade(engine)
         engine.dispose()

@@ -111,7 +111,7 @@ events = Table(
     Column("properties", JSON, nullable=False),
     Column("timestamp", TS, nullable=False),
     Column("received_at", TS, nullable=False),
-    Index("ix_events_contact_name_ts", "contact_id", "name", "timestamp"),
+    Index("ix_events_contact_ts_name", "contact_id", "timestamp", "name"),
 )
 
 workflow_versions = Table(
