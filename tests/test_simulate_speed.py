@@ -214,11 +214,12 @@ def test_only_the_throwaway_store_gives_up_durability(tmp_path: Path) -> None:
         with durable.connect() as connection:
             assert connection.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
             assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA page_size")).scalar() == 16384
         with throwaway.connect() as connection:
             assert connection.execute(text("PRAGMA synchronous")).scalar() == 0  # OFF
-            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "memory"
             assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
-            assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 10000
+            assert connection.execute(text("PRAGMA page_size")).scalar() == 16384
         # rolling back still works
         with throwaway.begin() as connection:
             connection.execute(text("CREATE TABLE t (x INTEGER)"))
