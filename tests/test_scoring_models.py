@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from engine.clock import format_timestamp, parse_timestamp
+from engine.scoring.models import compile_score_model
 from engine.simulate import simulate
 from engine.store.db import make_engine
 from engine.store.tables import audit, outbox
@@ -466,6 +467,34 @@ def test_decay_onto_a_bound_moves_only_when_the_bound_belongs_to_the_lower_band(
     assert out.lists("bob") == ["Mid"]
     assert out.lists("cat") == ["Top"]
     assert [r.name for r in out.audit("list", "bob", "bands")] == ["Mid"]
+
+
+def test_decay_with_a_negative_floor_raises_a_negative_score_across_a_band_edge(
+    tmp_path: Path, store_url: str
+) -> None:
+    """A percentage of a negative score brings it up towards zero; with a floor under it,
+    the tick does that, and the band it rises into takes the contact (the tick looks for
+    upward crossings only when a floor is negative)."""
+    model = score_model(
+        "sub-zero",
+        bands=[{"list": "Negative", "below": -10}, {"list": "Neutral", "from": -10}],
+        decay={"after": "P7D", "every": "P7D", "percent": 50, "floor": -50},
+    )
+    out = run(
+        tmp_path,
+        [model, points("Complaint", 20, op="subtract")],
+        [track("ann", "Complaint", "2026-01-01")],
+        until="2026-01-09",
+        database_url=store_url,
+    )
+    assert out.decay_ticks("ann") == [("2026-01-08T00:00:00Z", -20, -10)]
+    assert compile_score_model(model).decay.apply(-20, 0) == -10  # type: ignore[union-attr]
+    assert out.lists("ann") == ["Neutral"]
+    assert [(r.name, r.new) for r in out.audit("list", "ann", "bands")] == [
+        ("Negative", True),
+        ("Negative", False),
+        ("Neutral", True),
+    ]
 
 
 # --- grades ---------------------------------------------------------------------------------

@@ -180,16 +180,20 @@ def _follow_up(
             if band.high is not None:
                 (over if band.high_included else at_or_over).add(float(band.high))
     old_value, new_value = scores.c.decayed_from, scores.c.value
+    # With a floor of zero or more, only scores over it decay and every one of them
+    # falls, so only downward crossings can happen (a percentage of a negative score
+    # would rise towards zero; that needs a negative floor).
+    rising = _may_rise(model)
     near = [
         or_(
             and_(new_value < edge, old_value >= edge),
-            and_(old_value < edge, new_value >= edge),
+            *([and_(old_value < edge, new_value >= edge)] if rising else []),
         )
         for edge in sorted(at_or_over)
     ] + [
         or_(
             and_(new_value <= edge, old_value > edge),
-            and_(old_value <= edge, new_value > edge),
+            *([and_(old_value <= edge, new_value > edge)] if rising else []),
         )
         for edge in sorted(over)
     ]
@@ -219,6 +223,14 @@ def _follow_up(
     wake.batch.flush()
     wake._account_crossings(_refresh_accounts(wake, connection, model, tick), tick)
     wake.finish()
+
+
+def _may_rise(model: ScoreModel) -> bool:
+    """Whether a tick can raise a score: only a percentage of a negative score, which is
+    over the floor only when the floor is negative."""
+    policy = model.decay
+    assert policy is not None
+    return policy.percent is not None and float(policy.floor or 0.0) < 0
 
 
 def _refresh_accounts(

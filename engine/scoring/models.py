@@ -237,9 +237,12 @@ class Decay:
         return max(lowered, bound)
 
     def floor_value(self, peak: float) -> float:
+        """The fixed floor (0 when none is given), or the share of the peak when that is
+        higher: what the set-wise statement computes, a negative fixed floor included."""
         fixed = self.floor if self.floor is not None else 0.0
-        share = peak * self.floor_of_peak if self.floor_of_peak is not None else 0.0
-        return max(fixed, share)
+        if self.floor_of_peak is None:
+            return fixed
+        return max(fixed, peak * self.floor_of_peak)
 
 
 @dataclass(frozen=True, eq=False)
