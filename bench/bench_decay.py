@@ -43,7 +43,6 @@ from engine.clock import VirtualClock
 from engine.runner import Runner
 from engine.scoring.decay import TICK_CACHE_KIB
 from engine.scoring.models import compile_score_model
-from engine.store.checkpoints import Checkpointer, is_sqlite_file
 from engine.store.db import open_engine
 from engine.store.tables import account_scores, audit, list_members, runs, scores
 
@@ -301,8 +300,6 @@ class Outcome:
     band_rows: int = 0
     cooling_runs: int = 0
     rollups: dict[str, float] = field(default_factory=dict)
-    checkpoint: float | None = None
-    """Seconds of the WAL checkpoint after the commit, on SQLite (not in ``seconds``)."""
 
 
 def settle() -> None:
@@ -313,23 +310,12 @@ def settle() -> None:
 
 
 def run_engine(engine: Engine) -> Outcome:
-    """The tick as ``leadflow worker`` runs it: on SQLite its connections leave WAL
-    checkpoints to the worker's checkpoint thread (engine/store/checkpoints.py), so the
-    checkpoint after the commit is timed on its own."""
-    checkpointer = Checkpointer(engine) if is_sqlite_file(engine) else None
-    if checkpointer is not None:
-        checkpointer.install()
     runner = Runner(engine, VirtualClock(TICK))
     runner.catalog  # noqa: B018 - loaded before timing, as a running worker has it
     settle()
     start, cpu = time.perf_counter(), time.process_time()
     fallen = runner.fire_decay(TICK)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    checkpoint = None
-    if checkpointer is not None:
-        begun = time.perf_counter()
-        checkpointer.run()
-        checkpoint = time.perf_counter() - begun
     with engine.connect() as connection:
         values = dict(
             connection.execute(
@@ -365,7 +351,6 @@ def run_engine(engine: Engine) -> Outcome:
         sum(lists.values()) - int(lists.get(COOLING, 0)),
         int(cooling_runs or 0),
         rolled,
-        checkpoint,
     )
 
 
@@ -385,19 +370,12 @@ def run_baseline(engine: Engine, postgres: bool) -> Outcome:
     else:
         assert isinstance(db, sqlite3.Connection)
         db.execute(f"PRAGMA cache_size = -{TICK_CACHE_KIB}")  # the cache a tick runs with
-        db.execute("PRAGMA wal_autocheckpoint = 0")  # as the engine's: timed on its own
         db.execute("BEGIN IMMEDIATE")
         touched = db.execute(sql).rowcount
         db.execute("COMMIT")
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    checkpoint = None
-    if not postgres:
-        assert isinstance(db, sqlite3.Connection)
-        begun = time.perf_counter()
-        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        checkpoint = time.perf_counter() - begun
     raw.close()
-    return Outcome(seconds, cpu, touched, {}, checkpoint=checkpoint)
+    return Outcome(seconds, cpu, touched, {})
 
 
 def check(ours: Outcome, base: Outcome, want: Expected, count: int) -> list[str]:
@@ -482,18 +460,12 @@ def report(backend: str, ours: Outcome, base: Outcome) -> None:
         ratio += f", {ours.cpu / base.cpu:.2f}x its CPU time"
     print(ratio)
     if sqlite:
-        assert ours.checkpoint is not None and base.checkpoint is not None
-        print(
-            f"WAL checkpoint after the commit (the worker's checkpoint thread, not in the "
-            f"times above): engine {ours.checkpoint:.2f} s, baseline {base.checkpoint:.2f} s"
-        )
-        per_million = GOAL_CONTACTS / ours.decayed
-        wall, cpu = ours.seconds * per_million, ours.cpu * per_million
+        wall = ours.seconds * GOAL_CONTACTS / ours.decayed
+        cpu = ours.cpu * GOAL_CONTACTS / ours.decayed
         print(
             f"goal (1,000,000 decayed in < {GOAL_SECONDS:g} s on SQLite): {wall:.2f} s wall "
             f"and {cpu:.2f} s CPU per million decayed, "
             + ("met" if wall < GOAL_SECONDS else "NOT met")
-            + f"; {(ours.seconds + ours.checkpoint) * per_million:.2f} s with the checkpoint"
         )
 
 
