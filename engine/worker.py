@@ -20,7 +20,6 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from engine.runner import Runner
-from engine.store.checkpoints import Checkpointer, is_sqlite_file
 
 log = logging.getLogger("leadflow.worker")
 
@@ -36,9 +35,6 @@ class WorkerSettings:
     delivery_poll_seconds: float = 2.0
     delivery_batches: int = 10
     """Outbox batches per delivery run, so a backlog does not hold up due waits."""
-    checkpoint_seconds: float = 1.0
-    """SQLite file stores: how often the ``wal-checkpoint`` thread copies the log back
-    (engine/store/checkpoints.py)."""
 
 
 @dataclass
@@ -118,15 +114,7 @@ class Worker:
         scheduler.add_listener(started, EVENT_SCHEDULER_START)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        checkpoints = None
-        if is_sqlite_file(self.runner.engine):
-            checkpoints = Checkpointer(self.runner.engine)
-            checkpoints.start(self.settings.checkpoint_seconds)
-        try:
-            self.resume_waits()
-            if not self.stopping.is_set():
-                self.timers()
-            scheduler.start()
-        finally:
-            if checkpoints is not None:
-                checkpoints.stop()
+        self.resume_waits()
+        if not self.stopping.is_set():
+            self.timers()
+        scheduler.start()
