@@ -20,7 +20,7 @@ from engine.store.db import (
     make_engine,
     upgrade,
 )
-from engine.store.tables import contacts, list_members, metadata, scores
+from engine.store.tables import contacts, metadata, scores
 
 
 def test_upgrade_reaches_head_and_matches_the_metadata(store: Engine) -> None:
@@ -111,7 +111,7 @@ def test_revision_0003_orders_the_events_index_by_time_and_keeps_the_events(
                 for name in ("Page Viewed", "Email Clicked")
             ]
         )
-        assert upgrade(engine) == head_revision()
+        assert upgrade(engine) == head_revision() == "0003"
         indexes = _event_indexes(engine)
         assert "ix_events_contact_name_ts" not in indexes
         assert indexes["ix_events_contact_ts_name"] == ["contact_id", "timestamp", "name"]
@@ -124,84 +124,6 @@ def test_revision_0003_orders_the_events_index_by_time_and_keeps_the_events(
         with as_file(files("engine").joinpath("migrations")):
             command.downgrade(alembic_config(engine), "0002")
         assert "ix_events_contact_name_ts" in _event_indexes(engine)
-    finally:
-        upgrade(engine)
-        engine.dispose()
-
-
-def _table_sql(engine: Engine, table: str) -> str:
-    with engine.connect() as connection:
-        return str(
-            connection.exec_driver_sql(
-                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-            ).scalar()
-        )
-
-
-def test_revision_0004_keeps_scores_and_lists_in_their_key_on_sqlite(store_url: str) -> None:
-    """0004 rebuilds scores and list_members WITHOUT ROWID on SQLite (one search per key
-    lookup): rows and indexes kept, and back again on downgrade; PostgreSQL unchanged."""
-    engine = make_engine(store_url)
-    sqlite = engine.dialect.name == "sqlite"
-    try:
-        upgrade(engine)
-        with as_file(files("engine").joinpath("migrations")):
-            command.downgrade(alembic_config(engine), "0003")
-        if sqlite:
-            assert "WITHOUT ROWID" not in _table_sql(engine, "scores")
-        flow = Leadflow(engine=engine, clock=VirtualClock(datetime(2026, 1, 20, tzinfo=UTC)))
-        flow.deploy(
-            [
-                {
-                    "id": "clicks",
-                    "version": 1,
-                    "triggers": [{"type": "event", "event": "Email Clicked"}],
-                    "reentry": "always",
-                    "start": "score",
-                    "nodes": {
-                        "score": {
-                            "type": "update_score",
-                            "score": "SCORE",
-                            "add": 7,
-                            "next": "list",
-                        },
-                        "list": {"type": "add_to_list", "list": "Clicked"},
-                    },
-                }
-            ]
-        )
-        flow.send(
-            [
-                {"type": "track", "userId": user, "event": "Email Clicked", "messageId": user}
-                for user in ("ann", "bob")
-            ]
-        )
-        assert upgrade(engine) == head_revision() == "0004"
-        if sqlite:
-            for table in ("scores", "list_members"):
-                assert _table_sql(engine, table).rstrip().endswith("WITHOUT ROWID")
-        assert "ix_list_members_contact" in {
-            str(index["name"]) for index in inspect(engine).get_indexes("list_members")
-        }
-        with engine.connect() as connection:
-            kept = connection.execute(select(scores.c.contact_id, scores.c.value)).all()
-            members = connection.execute(
-                select(list_members.c.list_name, list_members.c.contact_id)
-            ).all()
-        assert sorted(tuple(row) for row in kept) == [("ann", 7.0), ("bob", 7.0)]
-        assert sorted(tuple(row) for row in members) == [("Clicked", "ann"), ("Clicked", "bob")]
-        # the runner works on the rebuilt tables: another click adds to the kept score
-        flow.runner.reload()
-        flow.send([{"type": "track", "userId": "ann", "event": "Email Clicked", "messageId": "a2"}])
-        with engine.connect() as connection:
-            assert (
-                connection.scalar(select(scores.c.value).where(scores.c.contact_id == "ann"))
-                == 14.0
-            )
-        with as_file(files("engine").joinpath("migrations")):
-            command.downgrade(alembic_config(engine), "0003")
-        if sqlite:
-            assert "WITHOUT ROWID" not in _table_sql(engine, "list_members")
     finally:
         upgrade(engine)
         engine.dispose()

@@ -80,8 +80,6 @@ scores = Table(
     Column("decayed_from", Float),
     # No index on value (revision 0002 dropped ix_scores_name_value): a decay tick rewrites
     # the value of nearly every row, and no query needs scores in value order.
-    # SQLite stores the rows in their key's b-tree (revision 0004): one search per lookup.
-    sqlite_with_rowid=False,
 )
 
 account_scores = Table(
@@ -100,7 +98,6 @@ list_members = Table(
     Column("contact_id", String(320), primary_key=True),
     Column("added_at", TS, nullable=False),
     Index("ix_list_members_contact", "contact_id"),
-    sqlite_with_rowid=False,  # revision 0004: a membership change touches two b-trees
 )
 
 events = Table(
