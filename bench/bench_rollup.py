@@ -11,8 +11,7 @@ roll-up work is done. Figures: member score changes/s with roll-ups on and off, 
 and account roll-up updates/s.
 
     python bench/bench_rollup.py --methods sum   # 200,000 events, 100,000 contacts, 3 min
-    python bench/bench_rollup.py            # sum and top: top takes hours on SQLite while
-                                            # accounts.recompute walks every score (README)
+    python bench/bench_rollup.py            # sum and top 3
     python bench/bench_rollup.py --quick    # 20,000 events, 10,000 contacts
     python bench/bench_rollup.py --quick --postgres postgresql://postgres@127.0.0.1:5432/test
 """

@@ -239,8 +239,8 @@ def _refresh_accounts(
     """Recompute the roll-up of every account holding this score in one UPDATE, each
     account's members read through ``ix_contacts_account_id`` (the same expression as
     :func:`engine.scoring.accounts.recompute`); returns the accounts whose score changed.
-    One window query over all members instead sorted every member of every account: twice
-    as slow at 50,000 accounts (bench/bench_decay.py)."""
+    A window query ranking every member of every account took twice as long at 50,000
+    accounts of 10 (bench/bench_decay.py)."""
     before = dict(
         connection.execute(
             select(account_scores.c.account_id, account_scores.c.value).where(
