@@ -377,3 +377,44 @@ def test_upgrade_is_idempotent_and_keeps_data(store_url: str) -> None:
         ]
     finally:
         engine.dispose()
+
+
+def test_a_decay_tick_that_fails_is_not_taken_and_runs_again(
+    flow: Leadflow, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick's claim commits with its decay: a tick that fails half-way leaves neither
+    the claim nor any lowered score behind, and the next run takes it and decays."""
+    from engine.scoring import decay
+    from engine.store.tables import schedule_fires, scores
+
+    flow.deploy(
+        [
+            {
+                "kind": "score_model",
+                "id": "cooling",
+                "version": 1,
+                "score": "SCORE",
+                "decay": {"after": "P7D", "every": "P7D", "points": 10},
+            },
+            doc("quote", {"s": {"type": "update_score", "score": "SCORE", "add": 50}}, on("Q")),
+        ]
+    )
+    flow.track("ann", "Q", timestamp=at("2026-01-05 10:00"), message_id="q1")
+    tick = at("2026-01-12 10:00")  # deployed at 2026-01-05 10:00, every P7D
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(decay, "_follow_up", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        flow.runner.fire_decay(tick)
+    assert rows(flow.engine, select(schedule_fires.c.fire_at)) == []
+    assert rows(flow.engine, select(scores.c.value)) == [(50.0,)]
+
+    monkeypatch.undo()
+    assert flow.runner.fire_decay(tick) == 1
+    assert rows(flow.engine, select(scores.c.value)) == [(40.0,)]
+    assert len(rows(flow.engine, select(schedule_fires.c.fire_at))) == 1
+    # and taken once: running it again changes nothing
+    assert flow.runner.fire_decay(tick) == 0
+    assert rows(flow.engine, select(scores.c.value)) == [(40.0,)]
