@@ -183,7 +183,8 @@ def _follow_up(
     # With a floor of zero or more, only scores over it decay and every one of them
     # falls, so only downward crossings can happen (a percentage of a negative score
     # would rise towards zero; that needs a negative floor).
-    rising = _may_rise(model)
+    assert model.decay is not None
+    rising = model.decay.may_raise
     near = [
         or_(
             and_(new_value < edge, old_value >= edge),
@@ -221,20 +222,12 @@ def _follow_up(
             wake.queue.append(Signal("score_changed", model.score, old, new))
             wake.drain(state, tick, cause)
     wake.batch.flush()
-    wake._account_crossings(_refresh_accounts(wake, connection, model, tick), tick)
+    wake._account_crossings(_refresh_accounts(connection, model, tick), tick)
     wake.finish()
 
 
-def _may_rise(model: ScoreModel) -> bool:
-    """Whether a tick can raise a score: only a percentage of a negative score, which is
-    over the floor only when the floor is negative."""
-    policy = model.decay
-    assert policy is not None
-    return policy.percent is not None and float(policy.floor or 0.0) < 0
-
-
 def _refresh_accounts(
-    wake: Any, connection: Connection, model: ScoreModel, tick: datetime
+    connection: Connection, model: ScoreModel, tick: datetime
 ) -> list[AccountChange]:
     """Recompute the roll-up of every account holding this score in one UPDATE, each
     account's members read through ``ix_contacts_account_id`` (the same expression as

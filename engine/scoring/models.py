@@ -236,6 +236,12 @@ class Decay:
             return value
         return max(lowered, bound)
 
+    @property
+    def may_raise(self) -> bool:
+        """Whether a tick can raise a score: only a percentage of a negative score does,
+        and such a score is over the floor only when the fixed floor is negative."""
+        return self.percent is not None and (self.floor or 0.0) < 0
+
     def floor_value(self, peak: float) -> float:
         """The fixed floor (0 when none is given), or the share of the peak when that is
         higher: what the set-wise statement computes, a negative fixed floor included."""
