@@ -456,7 +456,9 @@ def sigterm(worker: Child, url: str, total: int) -> tuple[dict[str, int], float]
 
 @pytest.mark.slow
 def test_sigterm_during_the_first_drain_finishes_the_batch_and_exits_0(pg: str, spawn: Any) -> None:
-    total, batch = 3_000, 100
+    # Enough waits that a fast worker cannot drain what is left between SIGCONT and
+    # the SIGTERM handler running (3,000 were drained first once: ~0.3 s of work).
+    total, batch = 20_000, 100
     populate(pg, total, datetime.now(UTC))
     worker = spawn(*leadflow("worker", "--db", pg, "--batch", str(batch)))
     left = freeze_after_progress(worker, pg, total, batch)
@@ -471,7 +473,9 @@ def test_sigterm_during_the_first_drain_finishes_the_batch_and_exits_0(pg: str, 
 
 @pytest.mark.slow
 def test_sigterm_during_a_scheduled_job_finishes_the_batch_and_exits_0(pg: str, spawn: Any) -> None:
-    total, batch = 3_000, 100
+    # Enough waits that a fast worker cannot drain what is left between SIGCONT and
+    # the SIGTERM handler running (3,000 were drained first once: ~0.3 s of work).
+    total, batch = 20_000, 100
     populate(pg, 0, datetime.now(UTC))
     worker = spawn(*leadflow("worker", "--db", pg, "--batch", str(batch)))
     deadline = time.monotonic() + 60
