@@ -45,6 +45,7 @@ from engine.store.sql import (
     is_postgres,
 )
 from engine.store.tables import (
+    RUN_IN_FLIGHT,
     accounts,
     contacts,
     events,
@@ -63,9 +64,9 @@ from engine.templates import TemplateCatalog
 MAX_NODES_PER_WAKE = 1000
 """Loop guard: a run that executes more nodes than this in one wake is failed."""
 MAX_ENTRIES_PER_WAKE = 200
+"""Cascade guard: workflows entering each other without end are cut off here."""
 MAX_ACCOUNT_ROUNDS = 5
 """Account crossings that enter workflows that change scores that cross again: cut off."""
-"""Cascade guard: workflows entering each other without end are cut off here."""
 BATCH_SIZE = 2000
 _NO_ORIGIN = (None, None, None)
 _EVENT_COLUMNS = (
@@ -399,7 +400,9 @@ class Runner:
             )
             if self.catalog.paused:  # held waits are not leased, so resume frees them at once
                 held = select(runs.c.id).where(
-                    runs.c.workflow_id.in_(sorted(self.catalog.paused)), runs.c.state == "waiting"
+                    runs.c.workflow_id.in_(sorted(self.catalog.paused)),
+                    RUN_IN_FLIGHT,
+                    runs.c.state == "waiting",
                 )
                 free = and_(free, waits.c.run_id.not_in(held))
             pick = select(waits.c.run_id).where(free).order_by(waits.c.due_at).limit(limit)

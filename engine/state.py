@@ -489,7 +489,8 @@ def _build_load_sql(postgres: bool) -> _LoadSQL:
         members=f"SELECT contact_id, list_name FROM list_members WHERE contact_id {ids}",
         runs=(
             "SELECT id, contact_id, workflow_id, version, state, node, steps, properties, "
-            f"entered_at FROM runs WHERE contact_id {ids} AND state IN ('active', 'waiting')"
+            f"entered_at FROM runs WHERE contact_id {ids} AND state IN ('active', 'waiting') "
+            "AND ended_at IS NULL"
         ),
         waits=(
             "SELECT run_id, due_at, event_name, next_node, timeout_node "

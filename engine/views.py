@@ -12,6 +12,7 @@ from engine.clock import format_timestamp
 from engine.errors import UnknownContact
 from engine.store.sql import chunks
 from engine.store.tables import (
+    RUN_IN_FLIGHT,
     account_scores,
     accounts,
     audit,
@@ -47,7 +48,7 @@ def contact_view(connection: Connection, contact_id: str, history: bool = False)
             }
             for r in connection.execute(
                 select(runs)
-                .where(runs.c.contact_id == contact_id, runs.c.state.in_(("active", "waiting")))
+                .where(runs.c.contact_id == contact_id, RUN_IN_FLIGHT)
                 .order_by(runs.c.entered_at)
             )
         ]
@@ -215,7 +216,7 @@ def deployed_workflows(connection: Connection) -> list[dict[str, Any]]:
     active: dict[str, int] = dict(
         connection.execute(
             select(runs.c.workflow_id, func.count())
-            .where(runs.c.state.in_(("active", "waiting")))
+            .where(RUN_IN_FLIGHT)
             .group_by(runs.c.workflow_id)
         ).all()
     )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from importlib.resources import as_file, files
+from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, insert, inspect, select
+from sqlalchemy import Engine, func, insert, inspect, select
 
 from engine.api import Leadflow
 from engine.clock import VirtualClock
-from engine.state import Batch
+from engine.state import _SQLITE_LOAD, Batch
 from engine.store.db import (
     alembic_config,
     current_revision,
@@ -20,7 +21,8 @@ from engine.store.db import (
     make_engine,
     upgrade,
 )
-from engine.store.tables import contacts, metadata, scores
+from engine.store.tables import contacts, metadata, runs, scores
+from engine.views import deployed_workflows
 
 
 def test_upgrade_reaches_head_and_matches_the_metadata(store: Engine) -> None:
@@ -111,7 +113,7 @@ def test_revision_0003_orders_the_events_index_by_time_and_keeps_the_events(
                 for name in ("Page Viewed", "Email Clicked")
             ]
         )
-        assert upgrade(engine) == head_revision() == "0003"
+        assert upgrade(engine) == head_revision()
         indexes = _event_indexes(engine)
         assert "ix_events_contact_name_ts" not in indexes
         assert indexes["ix_events_contact_ts_name"] == ["contact_id", "timestamp", "name"]
@@ -126,4 +128,89 @@ def test_revision_0003_orders_the_events_index_by_time_and_keeps_the_events(
         assert "ix_events_contact_name_ts" in _event_indexes(engine)
     finally:
         upgrade(engine)
+        engine.dispose()
+
+
+def _run_indexes(engine: Engine) -> set[str]:
+    return {str(index["name"]) for index in inspect(engine).get_indexes("runs")}
+
+
+PAUSE_THEN_SCORE = {
+    "id": "pause-then-score",
+    "version": 1,
+    "triggers": [{"type": "event", "event": "Signed Up"}],
+    "reentry": "always",
+    "start": "pause",
+    "nodes": {
+        "pause": {"type": "wait", "for": "P1D", "next": "points"},
+        "points": {"type": "update_score", "score": "SCORE", "add": 5},
+    },
+}
+
+
+def test_revision_0004_indexes_runs_in_flight_and_keeps_them_resumable(store_url: str) -> None:
+    """0004 replaces runs(contact, state) and runs(workflow, state) by partial indexes of the
+    runs in flight and an index of entries: runs waiting in a revision-0003 store are still
+    found, counted and resumed after the upgrade, and the store downgrades back."""
+    engine = make_engine(store_url)
+    try:
+        upgrade(engine)
+        with as_file(files("engine").joinpath("migrations")):
+            command.downgrade(alembic_config(engine), "0003")
+        assert {"ix_runs_contact_state", "ix_runs_workflow_state"} <= _run_indexes(engine)
+        clock = VirtualClock(datetime(2026, 1, 5, 10, tzinfo=UTC))
+        flow = Leadflow(engine=engine, clock=clock)
+        flow.deploy([PAUSE_THEN_SCORE])
+        flow.send(
+            [
+                {
+                    "type": "track",
+                    "userId": who,
+                    "event": "Signed Up",
+                    "messageId": f"m-{who}",
+                    "timestamp": "2026-01-05T10:00:00Z",
+                }
+                for who in ("ann", "bob")
+            ]
+        )
+        assert upgrade(engine) == head_revision()
+        indexes = _run_indexes(engine)
+        assert {"ix_runs_contact_live", "ix_runs_workflow_live", "ix_runs_contact_entries"} <= (
+            indexes
+        )
+        assert not {"ix_runs_contact_state", "ix_runs_workflow_state"} & indexes
+        flow = Leadflow(engine=engine, clock=clock)
+        assert flow.contact("ann", history=True)["runs"][0]["state"] == "waiting"
+        with engine.connect() as connection:
+            listed = {w["id"]: w for w in deployed_workflows(connection)}
+        assert listed["pause-then-score"]["active_runs"] == 2
+        clock.advance_to(datetime(2026, 1, 6, 11, tzinfo=UTC))
+        assert flow.run_due() == 2
+        assert flow.contact("ann")["scores"]["SCORE"] == 5
+        with engine.connect() as connection:
+            left = connection.scalar(
+                select(func.count()).select_from(runs).where(runs.c.ended_at.is_(None))
+            )
+        assert left == 0
+        with as_file(files("engine").joinpath("migrations")):
+            command.downgrade(alembic_config(engine), "0003")
+        assert {"ix_runs_contact_state", "ix_runs_workflow_state"} <= _run_indexes(engine)
+    finally:
+        upgrade(engine)
+        engine.dispose()
+
+
+def test_loading_runs_in_flight_reads_the_partial_index_on_sqlite(tmp_path: Path) -> None:
+    """The partial index is only used when a query says ``ended_at IS NULL``: the loader's
+    statement must keep saying it (a plain ``state IN (...)`` would scan every run of the
+    contact)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    try:
+        upgrade(engine)
+        with engine.connect() as connection:
+            plan = connection.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + _SQLITE_LOAD.runs, ('["ann"]',)
+            ).all()
+        assert any("ix_runs_contact_live" in str(row[-1]) for row in plan), plan
+    finally:
         engine.dispose()

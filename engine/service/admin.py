@@ -23,6 +23,7 @@ from engine.service.http import HttpError, json_response, parse_json, read_body
 from engine.service.state import Service, service_of
 from engine.store.db import writer
 from engine.store.tables import (
+    RUN_IN_FLIGHT,
     events,
     outbox,
     rejected,
@@ -315,9 +316,7 @@ def metrics_text(service: Service) -> str:
         refused = connection.scalar(select(func.count()).select_from(rejected)) or 0
         run_states: dict[str, int] = dict(
             connection.execute(
-                select(runs.c.state, func.count())
-                .where(runs.c.state.in_(("active", "waiting")))
-                .group_by(runs.c.state)
+                select(runs.c.state, func.count()).where(RUN_IN_FLIGHT).group_by(runs.c.state)
             ).all()
         )
         due = (

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 
@@ -161,9 +162,31 @@ runs = Table(
     Column("ended_at", TS),
     Column("end_reason", String(40)),
     Column("error", Text),
-    Index("ix_runs_contact_state", "contact_id", "state"),
-    Index("ix_runs_workflow_state", "workflow_id", "state"),
+    # Runs in flight (active or waiting) are the only ones looked up by state, and they
+    # are few beside the finished ones: the partial indexes hold just them, so a run that
+    # finishes leaves them instead of moving inside them, and a run that ends in the wake
+    # that started it never enters them (revision 0004).
+    Index(
+        "ix_runs_contact_live",
+        "contact_id",
+        "state",
+        sqlite_where=text("ended_at IS NULL"),
+        postgresql_where=text("ended_at IS NULL"),
+    ),
+    Index(
+        "ix_runs_workflow_live",
+        "workflow_id",
+        "state",
+        sqlite_where=text("ended_at IS NULL"),
+        postgresql_where=text("ended_at IS NULL"),
+    ),
+    # re-entry rules read each contact's last entry per workflow from this index alone
+    Index("ix_runs_contact_entries", "contact_id", "workflow_id", "entered_at"),
 )
+
+RUN_IN_FLIGHT = runs.c.ended_at.is_(None)
+"""Active or waiting: what the partial ``ix_runs_*_live`` indexes hold. Queries for runs in
+flight must say it in these words, so SQLite and PostgreSQL can use those indexes."""
 
 waits = Table(
     "waits",
