@@ -35,7 +35,7 @@ from engine.messaging.cli import outbox as outbox_group
 from engine.registry import default_registry
 from engine.report import report_command
 from engine.review import review_group
-from engine.runner import Runner
+from engine.runner import BATCH_SIZE, Runner
 from engine.schema import build_schema, render
 from engine.segment import read_lines
 from engine.segments import segment_command
@@ -222,7 +222,12 @@ def ingest(source: Any, db_url: str | None, template_dirs: tuple[Path, ...]) -> 
 
 @main.command()
 @db_option
-@click.option("--batch", default=1000, show_default=True, help="Waits resumed per transaction.")
+@click.option(
+    "--batch",
+    default=BATCH_SIZE,
+    show_default=True,
+    help="Waits resumed per transaction.",
+)
 @click.option("--once", is_flag=True, help="Run everything due now, then exit.")
 def worker(db_url: str | None, batch: int, once: bool) -> None:
     """Run the scheduler: due waits, inactivity and schedule triggers, lease reaping."""
