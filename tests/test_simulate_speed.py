@@ -217,7 +217,7 @@ def test_only_the_throwaway_store_gives_up_durability(tmp_path: Path) -> None:
             assert connection.execute(text("PRAGMA page_size")).scalar() == 16384
         with throwaway.connect() as connection:
             assert connection.execute(text("PRAGMA synchronous")).scalar() == 0  # OFF
-            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "memory"
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "truncate"
             assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
             assert connection.execute(text("PRAGMA page_size")).scalar() == 16384
         # rolling back still works
