@@ -490,7 +490,7 @@ class Runner:
                     wake.load({contact_id: now for contact_id in part})
                     rows = connection.execute(
                         select(quiet_watch.c.contact_id, quiet_watch.c.last_at).where(
-                            match, quiet_watch.c.contact_id.in_(part)
+                            match, in_values(connection, quiet_watch.c.contact_id, part)
                         )
                     )
                     for contact_id, last_at in rows:
