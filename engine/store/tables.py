@@ -147,6 +147,9 @@ reviews = Table(
     Index("ix_reviews_workflow_at", "workflow_id", "reviewed_at"),
 )
 
+_RUN_IN_FLIGHT_SQL = text("ended_at IS NULL")
+"""The partial runs indexes' condition; :data:`RUN_IN_FLIGHT` says it in queries."""
+
 runs = Table(
     "runs",
     metadata,
@@ -170,15 +173,15 @@ runs = Table(
         "ix_runs_contact_live",
         "contact_id",
         "state",
-        sqlite_where=text("ended_at IS NULL"),
-        postgresql_where=text("ended_at IS NULL"),
+        sqlite_where=_RUN_IN_FLIGHT_SQL,
+        postgresql_where=_RUN_IN_FLIGHT_SQL,
     ),
     Index(
         "ix_runs_workflow_live",
         "workflow_id",
         "state",
-        sqlite_where=text("ended_at IS NULL"),
-        postgresql_where=text("ended_at IS NULL"),
+        sqlite_where=_RUN_IN_FLIGHT_SQL,
+        postgresql_where=_RUN_IN_FLIGHT_SQL,
     ),
     # re-entry rules read each contact's last entry per workflow from this index alone
     Index("ix_runs_contact_entries", "contact_id", "workflow_id", "entered_at"),
