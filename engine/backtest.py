@@ -375,6 +375,7 @@ def _run_variant(
             progress=progress,
             durable=False,
             consume=consume,
+            complete=job.keep is not None,
         )
         try:
             with engine.connect() as connection:
@@ -429,15 +430,19 @@ def replay(
     progress: Callable[[int, int], None] | None = None,
     durable: bool = True,
     consume: bool = False,
+    complete: bool = True,
 ) -> Engine:
     """What ``engine.simulate.simulate`` does, on a store the caller keeps and disposes of:
     deploy the variant, ingest the history on a virtual clock, run every wait due.
 
     ``durable=False``: the store is written without fsync (``engine.store.db.make_engine``);
-    ``consume``: ``messages`` is emptied as it is applied (``engine.simulate.run_clock``)."""
+    ``consume``: ``messages`` is emptied as it is applied (``engine.simulate.run_clock``);
+    ``complete=False``: the store will be thrown away once measured, so the audit's index
+    by contact, left out while a fresh store replays, is not built
+    (``engine.simulate.complete_history``)."""
     from engine.catalog import deploy
     from engine.runner import Runner
-    from engine.simulate import run_clock
+    from engine.simulate import complete_history, history_is_empty, run_clock, store_history
     from engine.store.db import open_engine, writer
     from engine.templates import TemplateCatalog
 
@@ -450,7 +455,25 @@ def replay(
         runner = Runner(engine, clock, TemplateCatalog.near(list(paths)))
         if rejections:
             runner.ingest(list(rejections), source=source)
-        run_clock(runner, clock, messages, None, progress, source=source, consume=consume)
+        stored = history_is_empty(engine)
+        if stored:
+            history = store_history(engine, messages, None)
+            if consume:
+                messages.clear()  # ``history`` holds them now, and lets them go as it runs
+        else:
+            history = messages
+        run_clock(
+            runner,
+            clock,
+            history,
+            None,
+            progress,
+            source=source,
+            consume=consume or history is not messages,
+            stored=stored,
+        )
+        if stored and complete:
+            complete_history(engine)
     except BaseException:
         engine.dispose()
         raise

@@ -74,7 +74,7 @@ indexes; five times the 2,000 of the first releases shares those pages among fiv
 the messages (200,000 events ingested in 20.6 s instead of 27.9 s; bench/README.md,
 "Fourth round")."""
 _NO_ORIGIN = (None, None, None)
-_EVENT_COLUMNS = (
+EVENT_COLUMNS = (
     "message_id",
     "contact_id",
     "type",
@@ -191,15 +191,20 @@ class Runner:
         source: str = "-",
         batch_size: int = BATCH_SIZE,
         progress: Callable[[int], None] | None = None,
+        stored: bool = False,
     ) -> IngestReport:
-        """Apply messages in order, in batches; merges run in transactions of their own."""
+        """Apply messages in order, in batches; merges run in transactions of their own.
+
+        ``stored``: the messages are already in ``events``, deduplicated (a simulation
+        writes its whole history first: ``engine.simulate.store_history``), so they are
+        only run."""
         report = IngestReport()
         pending: list[Message] = []
         bad: list[Rejection] = []
 
         def flush() -> None:
             if pending or bad:
-                report.add(self._ingest_batch(pending, bad, source))
+                report.add(self._ingest_batch(pending, bad, source, stored))
                 if progress is not None:
                     progress(len(pending) + len(bad))
                 pending.clear()
@@ -220,7 +225,7 @@ class Runner:
         return report
 
     def _ingest_batch(
-        self, messages: list[Message], bad: list[Rejection], source: str
+        self, messages: list[Message], bad: list[Rejection], source: str, stored: bool = False
     ) -> IngestReport:
         report = IngestReport(rejected=len(bad), rejections=list(bad))
         now = self.clock.now()
@@ -242,7 +247,7 @@ class Runner:
             if not messages:
                 return report
             redirect = _merged_into(connection, {m.contact_id for m in messages})
-            fresh = _deduplicate(connection, messages)
+            fresh = messages if stored else _deduplicate(connection, messages)
             report.duplicates = len(messages) - len(fresh)
             report.taken = len(fresh)
             if not fresh:
@@ -263,10 +268,14 @@ class Runner:
                 )
             # a concurrent worker may have taken the same messageId since _deduplicate looked:
             # only the events this transaction really inserted are run
-            taken = set(
-                insert_rows_returning(connection, events, _EVENT_COLUMNS, rows, "message_id")
+            taken = (
+                set()
+                if stored
+                else set(
+                    insert_rows_returning(connection, events, EVENT_COLUMNS, rows, "message_id")
+                )
             )
-            if len(taken) < len({m.message_id for m in fresh}):
+            if not stored and len(taken) < len({m.message_id for m in fresh}):
                 kept = [
                     (m, r)
                     for m, r in zip(fresh, rows, strict=True)
@@ -306,6 +315,13 @@ class Runner:
             wake = Wake(self, connection)
             if exists is None:
                 wake.load({target_id: moment})
+                # none of its events has run yet, but a simulation stores its whole history
+                # before it runs (engine.simulate.store_history): they may be there already
+                connection.execute(
+                    update(events)
+                    .where(events.c.contact_id == source_id)
+                    .values(contact_id=target_id)
+                )
             else:
                 wake.load({source_id: moment, target_id: moment})
                 source = wake.batch.contacts[source_id]

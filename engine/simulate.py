@@ -10,15 +10,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, Index, Table, func, select
 
 from engine.catalog import deploy
 from engine.clock import SystemClock, VirtualClock
 from engine.errors import InvalidWorkflow
-from engine.runner import BATCH_SIZE, Runner
+from engine.runner import BATCH_SIZE, EVENT_COLUMNS, Runner
 from engine.segment import Message, Rejection, read_lines
 from engine.store.db import open_engine, writer
-from engine.store.tables import quiet_watch, waits
+from engine.store.sql import insert_rows
+from engine.store.tables import audit, events, quiet_watch, waits
 from engine.templates import TemplateCatalog
 from engine.validation import validate_paths
 from engine.views import summary
@@ -92,11 +93,23 @@ def simulate(
             runner = Runner(engine, clock, TemplateCatalog.near(paths))
             if rejections:
                 runner.ingest(rejections, source=str(events_path))
+            stored = history_is_empty(engine)
+            if stored:
+                messages = store_history(engine, messages, until)
             # the messages are let go as they are applied, before the summary is built
             run_clock(
-                runner, clock, messages, until, progress, source=str(events_path), consume=True
+                runner,
+                clock,
+                messages,
+                until,
+                progress,
+                source=str(events_path),
+                consume=True,
+                stored=stored,
             )
             del messages
+            if stored and database_url is not None:
+                complete_history(engine)  # the caller's store outlives the simulation
             with engine.connect() as connection:
                 result = summary(connection)
         finally:
@@ -112,13 +125,15 @@ def run_clock(
     progress: Progress | None = None,
     source: str = "-",
     consume: bool = False,
+    stored: bool = False,
 ) -> None:
     """Apply messages in timestamp order, and every timed wake between them at its own
     moment. Without ``until``, go on after the last message until every wait the messages
     started has come due (schedules alone do not keep the clock going).
 
     ``consume``: each message is replaced in ``messages`` by a placeholder once applied,
-    so the list does not keep them all alive until the end."""
+    so the list does not keep them all alive until the end. ``stored``: the messages are
+    in the store already (:func:`store_history`) and are only run."""
     total = len(messages)
     index = 0
     while True:
@@ -157,12 +172,91 @@ def run_clock(
             end += 1
         clock.advance_to(messages[end - 1].timestamp)
         runner.resume_due(messages[index].timestamp, limit=10**9)
-        runner.ingest(messages[index:end], source=source, batch_size=BATCH_SIZE)
+        runner.ingest(messages[index:end], source=source, batch_size=BATCH_SIZE, stored=stored)
         if consume:
             messages[index:end] = [_SPENT] * (end - index)
         index = end
         if progress is not None:
             progress(index, total)
+
+
+def history_is_empty(engine: Engine) -> bool:
+    """No event stored yet: a replay may write its whole history first."""
+    with engine.connect() as connection:
+        return connection.scalar(select(events.c.id).limit(1)) is None
+
+
+HISTORY_CHUNK = 20_000
+"""Events per INSERT batch of :func:`store_history`."""
+
+
+def store_history(engine: Engine, messages: list[Message], until: datetime | None) -> list[Message]:
+    """Write a simulation's whole history (up to ``until``) into its fresh store at once,
+    and return the messages left to run: the first of each messageId, in time order.
+
+    A replay on a throwaway store knows every event before it starts. Written one batch
+    at a time, as ingestion does, each event lands at a random place in the messageId
+    and the contact indexes, both bigger than the page cache, which cost 13 of a
+    1,000,000-event backtest's 76 s. Here the rows go in by messageId, so that index
+    grows at its end, and the contact index is built afterwards, sorted in one pass.
+
+    The replay sees the same history: every query of events during a run reads only
+    events up to the run's moment (``timestamp <= now``), and a merge re-points the
+    source contact's events whenever they happened. Events of one moment are all seen
+    together, where batch by batch an event could miss one of its own moment that fell
+    into the next batch. An event's ``received_at`` is its own moment."""
+    kept: list[Message] = []
+    seen: set[str] = set()
+    written = 0  # the messages up to ``until``: the ones after it are never run
+    for message in messages:
+        if message.message_id is not None:
+            if message.message_id in seen:
+                continue
+            seen.add(message.message_id)
+        kept.append(message)
+        if until is None or message.timestamp <= until:
+            written = len(kept)
+    del seen
+    order = sorted(range(written), key=lambda i: kept[i].message_id or "")
+    contact_index = _index(events, "ix_events_contact_ts_name")
+    with writer(engine).begin() as connection:
+        contact_index.drop(connection)
+        # nothing reads the audit while a replay runs: its index is built once at the end,
+        # for a store that is kept (complete_history), instead of growing at random places
+        _index(audit, AUDIT_INDEX).drop(connection)
+        for start in range(0, written, HISTORY_CHUNK):
+            rows = []
+            for i in order[start : start + HISTORY_CHUNK]:
+                m = kept[i]
+                rows.append(
+                    (
+                        m.message_id,
+                        m.contact_id,
+                        m.type,
+                        m.event,
+                        m.properties or m.traits,
+                        m.timestamp,
+                        m.timestamp,
+                    )
+                )
+            insert_rows(connection, events, EVENT_COLUMNS, rows)
+        contact_index.create(connection)
+    return kept
+
+
+AUDIT_INDEX = "ix_audit_contact_at"
+
+
+def complete_history(engine: Engine) -> None:
+    """Build the index :func:`store_history` left out (the audit's, by contact), for a
+    replayed store that is kept: ``contacts show`` and ``explain`` read it."""
+    with writer(engine).begin() as connection:
+        _index(audit, AUDIT_INDEX).create(connection, checkfirst=True)
+
+
+def _index(table: Table, name: str) -> Index:
+    (index,) = (i for i in table.indexes if i.name == name)
+    return index
 
 
 def _next_timer(runner: Runner, finite_only: bool) -> datetime | None:
