@@ -3,6 +3,7 @@ jumps from one due moment to the next, so months of waits take seconds."""
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -134,6 +135,26 @@ def run_clock(
     ``consume``: each message is replaced in ``messages`` by a placeholder once applied,
     so the list does not keep them all alive until the end. ``stored``: the messages are
     in the store already (:func:`store_history`) and are only run."""
+    # The messages (a million objects or more) live until they are applied; frozen, the
+    # cyclic collector no longer walks them after every batch (about 2 s of a
+    # 1,000,000-event backtest). Reference counting still frees each one once applied.
+    gc.freeze()
+    try:
+        _run_clock(runner, clock, messages, until, progress, source, consume, stored)
+    finally:
+        gc.unfreeze()
+
+
+def _run_clock(
+    runner: Runner,
+    clock: VirtualClock,
+    messages: list[Message],
+    until: datetime | None,
+    progress: Progress | None,
+    source: str,
+    consume: bool,
+    stored: bool,
+) -> None:
     total = len(messages)
     index = 0
     while True:
