@@ -42,7 +42,7 @@ from engine.kinds import Signal
 from engine.model import Workflow
 from engine.problems import suggest
 from engine.scoring.models import ScoreModel
-from engine.segment import Message
+from engine.segment import Message, first_of_each_id
 from engine.validation import Validation, validate_documents, validate_paths
 
 DEFAULT_THRESHOLD = 100.0
@@ -275,19 +275,6 @@ def _union_find(messages: Sequence[Message]) -> dict[str, str]:
     return {item: find(item) for item in parent}
 
 
-def _unique(messages: list[Message]) -> list[Message]:
-    """A repeated messageId counts once (the contract's rule), the first one wins."""
-    seen: set[str] = set()
-    kept = []
-    for message in messages:
-        if message.message_id is not None:
-            if message.message_id in seen:
-                continue
-            seen.add(message.message_id)
-        kept.append(message)
-    return kept
-
-
 def read_history(events_path: Path) -> list[Message]:
     from engine.simulate import read_event_file
 
@@ -304,7 +291,7 @@ def read_history(events_path: Path) -> list[Message]:
             "line right (fix or remove them)",
             shown,
         )
-    return _unique(messages)
+    return first_of_each_id(messages)
 
 
 Cutoffs = dict[str, tuple[int, datetime]]

@@ -32,7 +32,7 @@ from engine.scoring.accounts import AccountChange, AccountRollup
 from engine.scoring.decay import decay_once
 from engine.scoring.hooks import ScoringHooks
 from engine.scoring.models import ScoreModel
-from engine.segment import Message, Rejection
+from engine.segment import Message, Rejection, first_of_each_id
 from engine.state import Batch, ContactFacts, ContactState, RunState, WaitState
 from engine.store.db import writer
 from engine.store.sql import (
@@ -674,14 +674,7 @@ def _deduplicate(connection: Connection, messages: list[Message]) -> list[Messag
                 select(events.c.message_id).where(in_values(connection, events.c.message_id, ids))
             )
         )
-    fresh = []
-    for message in messages:
-        if message.message_id is not None:
-            if message.message_id in seen:
-                continue
-            seen.add(message.message_id)
-        fresh.append(message)
-    return fresh
+    return first_of_each_id(messages, seen)
 
 
 class Wake:

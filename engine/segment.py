@@ -42,6 +42,20 @@ class Rejection:
     reason: str
 
 
+def first_of_each_id(messages: Iterable[Message], seen: set[str] | None = None) -> list[Message]:
+    """The messages without a repeated messageId (the contract's rule: the first one
+    wins), in their order; ``seen``: ids taken before these (it is filled in as well)."""
+    seen = set() if seen is None else seen
+    kept = []
+    for message in messages:
+        if message.message_id is not None:
+            if message.message_id in seen:
+                continue
+            seen.add(message.message_id)
+        kept.append(message)
+    return kept
+
+
 def parse_message(data: Any, now: datetime, line: int | None = None) -> Message:
     """Validate one decoded message; raises ValueError with the reason."""
     if not isinstance(data, dict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import tempfile
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from engine.catalog import deploy
 from engine.clock import SystemClock, VirtualClock
 from engine.errors import InvalidWorkflow
 from engine.runner import BATCH_SIZE, EVENT_COLUMNS, Runner
-from engine.segment import Message, Rejection, read_lines
+from engine.segment import Message, Rejection, first_of_each_id, read_lines
 from engine.store.db import open_engine, writer
 from engine.store.sql import insert_rows
 from engine.store.tables import audit, events, quiet_watch, waits
@@ -226,18 +227,9 @@ def store_history(engine: Engine, messages: list[Message], until: datetime | Non
     source contact's events whenever they happened. Events of one moment are all seen
     together, where batch by batch an event could miss one of its own moment that fell
     into the next batch. An event's ``received_at`` is its own moment."""
-    kept: list[Message] = []
-    seen: set[str] = set()
-    written = 0  # the messages up to ``until``: the ones after it are never run
-    for message in messages:
-        if message.message_id is not None:
-            if message.message_id in seen:
-                continue
-            seen.add(message.message_id)
-        kept.append(message)
-        if until is None or message.timestamp <= until:
-            written = len(kept)
-    del seen
+    kept = first_of_each_id(messages)
+    # the messages after ``until`` are never run: returned, but not stored
+    written = len(kept) if until is None else bisect_right(kept, until, key=_timestamp)
     order = sorted(range(written), key=lambda i: kept[i].message_id or "")
     contact_index = _index(events, "ix_events_contact_ts_name")
     with writer(engine).begin() as connection:

@@ -465,3 +465,41 @@ def test_writing_the_history_first_changes_no_result(
     assert merged and waited and plain["outbox"] and plain["audit"]
     for name in plain:
         assert written[name] == plain[name], name
+
+
+def test_store_history_keeps_the_first_of_each_id_and_stores_only_up_to_until(
+    tmp_path: Path,
+) -> None:
+    import engine.simulate as simulation
+    from engine.clock import parse_timestamp
+    from engine.segment import first_of_each_id
+    from engine.store.tables import events
+
+    def at(day: int) -> Any:
+        return parse_timestamp(f"2026-01-0{day}T10:00:00Z")
+
+    messages = [
+        Message("track", "ann", at(1), "a", "Signed Up"),
+        Message("track", "bob", at(2), "b", "Signed Up"),
+        Message("track", "ann", at(2), "a", "Email Clicked"),  # resent: "a" again
+        Message("track", "bob", at(3), None, "Email Opened"),
+        Message("track", "ann", at(4), "c", "Email Opened"),
+    ]
+    seen = {"b"}
+    assert [m.message_id for m in first_of_each_id(messages, seen)] == ["a", None, "c"]
+    assert seen == {"a", "b", "c"}
+    engine = open_engine(f"sqlite:///{tmp_path / 'h.db'}", durable=False)
+    try:
+        kept = simulation.store_history(engine, messages, until=at(3))
+        assert [m.message_id for m in kept] == ["a", "b", None, "c"]
+        with engine.connect() as connection:
+            stored = connection.execute(
+                select(events.c.message_id, events.c.name).order_by(events.c.timestamp)
+            ).all()
+        assert [tuple(row) for row in stored] == [
+            ("a", "Signed Up"),
+            ("b", "Signed Up"),
+            (None, "Email Opened"),
+        ]
+    finally:
+        engine.dispose()
