@@ -17,7 +17,7 @@ from sqlalchemy import Engine, Index, Table, func, select
 from engine.catalog import deploy
 from engine.clock import SystemClock, VirtualClock
 from engine.errors import InvalidWorkflow
-from engine.runner import BATCH_SIZE, EVENT_COLUMNS, Runner
+from engine.runner import BATCH_SIZE, EVENT_COLUMNS, Runner, gc_paused
 from engine.segment import Message, Rejection, first_of_each_id, read_lines
 from engine.store.db import open_engine, writer
 from engine.store.sql import insert_rows
@@ -46,7 +46,10 @@ def read_event_file(path: Path) -> tuple[list[Message], list[Rejection]]:
     The file is read line by line (never held whole): only the parsed messages stay."""
     messages: list[Message] = []
     rejections: list[Rejection] = []
-    with path.open("rb") as handle:
+    # a million messages and their dicts, and no reference cycle among them: without the
+    # pause, the cyclic collector walks the growing list again and again (a third of the
+    # time it takes to read a 1,000,000-line file)
+    with gc_paused(), path.open("rb") as handle:
         anchor = _first_timestamp(handle)
         handle.seek(0)
         for item in read_lines(handle, anchor):
@@ -227,6 +230,13 @@ def store_history(engine: Engine, messages: list[Message], until: datetime | Non
     source contact's events whenever they happened. Events of one moment are all seen
     together, where batch by batch an event could miss one of its own moment that fell
     into the next batch. An event's ``received_at`` is its own moment."""
+    with gc_paused():
+        return _store_history(engine, messages, until)
+
+
+def _store_history(
+    engine: Engine, messages: list[Message], until: datetime | None
+) -> list[Message]:
     kept = first_of_each_id(messages)
     # the messages after ``until`` are never run: returned, but not stored
     written = len(kept) if until is None else bisect_right(kept, until, key=_timestamp)
