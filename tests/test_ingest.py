@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from engine.api import Leadflow
 from engine.clock import VirtualClock
 from engine.errors import UnknownContact
-from engine.segment import Message, Rejection, parse_message, read_lines
+from engine.segment import Message, Rejection, first_of_each_id, parse_message, read_lines
 from engine.store.tables import audit, contacts, events, rejected, runs
 
 NOW = at("2026-01-05 12:00")
@@ -436,3 +436,30 @@ def test_identify_merges_into_a_contact_not_seen_before(flow: Leadflow) -> None:
     assert cid["attributes"] == {"joined": "B", "name": "Cid"}
     with pytest.raises(UnknownContact):
         flow.contact("nobody")
+
+
+@given(
+    ids=st.lists(st.one_of(st.none(), st.sampled_from("abcde")), max_size=30),
+    before=st.sets(st.sampled_from("abcde")),
+)
+def test_first_of_each_id_keeps_the_first_of_every_message_id(
+    ids: list[str | None], before: set[str]
+) -> None:
+    """The contract's rule, shared by ingestion, calibrate and simulation: a messageId
+    counts once, the first wins; messages without one always count."""
+    moment = datetime(2026, 1, 5, tzinfo=UTC)
+    messages = [Message("track", f"c{n}", moment, i, "Email Opened") for n, i in enumerate(ids)]
+    seen = set(before)
+    kept = first_of_each_id(messages, seen)
+    positions = [next(n for n, m in enumerate(messages) if m is k) for k in kept]
+    assert positions == sorted(positions)  # in their order
+    named = [k.message_id for k in kept if k.message_id is not None]
+    assert len(named) == len(set(named)) and not set(named) & before  # each id once, new
+    for n, message in enumerate(messages):
+        if message.message_id is None:
+            assert n in positions  # no id, always kept
+        elif n not in positions:  # dropped: taken before, or by an earlier message
+            assert message.message_id in before or any(
+                messages[p].message_id == message.message_id for p in positions if p < n
+            )
+    assert seen == before | set(named)
