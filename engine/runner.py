@@ -266,26 +266,23 @@ class Runner:
                         now,
                     )
                 )
-            # a concurrent worker may have taken the same messageId since _deduplicate looked:
-            # only the events this transaction really inserted are run
-            taken = (
-                set()
-                if stored
-                else set(
+            if not stored:
+                # a concurrent worker may have taken the same messageId since
+                # _deduplicate looked: only the events this transaction really inserted run
+                taken = set(
                     insert_rows_returning(connection, events, EVENT_COLUMNS, rows, "message_id")
                 )
-            )
-            if not stored and len(taken) < len({m.message_id for m in fresh}):
-                kept = [
-                    (m, r)
-                    for m, r in zip(fresh, rows, strict=True)
-                    if m.message_id is None or m.message_id in taken
-                ]
-                report.duplicates += len(fresh) - len(kept)
-                report.taken = len(kept)
-                fresh, rows = [m for m, _ in kept], [r for _, r in kept]
-                if not fresh:
-                    return report
+                if len(taken) < len({m.message_id for m in fresh}):
+                    kept = [
+                        (m, r)
+                        for m, r in zip(fresh, rows, strict=True)
+                        if m.message_id is None or m.message_id in taken
+                    ]
+                    report.duplicates += len(fresh) - len(kept)
+                    report.taken = len(kept)
+                    fresh, rows = [m for m, _ in kept], [r for _, r in kept]
+                    if not fresh:
+                        return report
             wake = Wake(self, connection)
             first_seen: dict[str, datetime] = {}
             for message, row in zip(fresh, rows, strict=True):
@@ -315,13 +312,6 @@ class Runner:
             wake = Wake(self, connection)
             if exists is None:
                 wake.load({target_id: moment})
-                # none of its events has run yet, but a simulation stores its whole history
-                # before it runs (engine.simulate.store_history): they may be there already
-                connection.execute(
-                    update(events)
-                    .where(events.c.contact_id == source_id)
-                    .values(contact_id=target_id)
-                )
             else:
                 wake.load({source_id: moment, target_id: moment})
                 source = wake.batch.contacts[source_id]
@@ -346,7 +336,7 @@ class Runner:
                 source.runs = []
                 wake.drain(target, moment, cause)
                 wake.finish()
-                for table in (events, audit_table, runs, waits):
+                for table in (audit_table, runs, waits):
                     connection.execute(
                         update(table)
                         .where(table.c.contact_id == source_id)
@@ -354,6 +344,12 @@ class Runner:
                     )
                 for table in (scores, list_members, quiet_watch):
                     connection.execute(table.delete().where(table.c.contact_id == source_id))
+            # the source's events, with or without a contact: one whose events have not run
+            # yet may have them stored already (a simulation writes its whole history
+            # first, engine.simulate.store_history)
+            connection.execute(
+                update(events).where(events.c.contact_id == source_id).values(contact_id=target_id)
+            )
             insert_ignore(
                 connection,
                 contacts,
