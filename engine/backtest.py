@@ -442,7 +442,7 @@ def replay(
     (``engine.simulate.complete_history``)."""
     from engine.catalog import deploy
     from engine.runner import Runner
-    from engine.simulate import complete_history, history_is_empty, run_clock, store_history
+    from engine.simulate import replay_history
     from engine.store.db import open_engine, writer
     from engine.templates import TemplateCatalog
 
@@ -455,25 +455,16 @@ def replay(
         runner = Runner(engine, clock, TemplateCatalog.near(list(paths)))
         if rejections:
             runner.ingest(list(rejections), source=source)
-        stored = history_is_empty(engine)
-        if stored:
-            history = store_history(engine, messages, None)
-            if consume:
-                messages.clear()  # ``history`` holds them now, and lets them go as it runs
-        else:
-            history = messages
-        run_clock(
+        replay_history(
             runner,
             clock,
-            history,
+            messages,
             None,
             progress,
             source=source,
-            consume=consume or history is not messages,
-            stored=stored,
+            consume=consume,
+            complete=complete,
         )
-        if stored and complete:
-            complete_history(engine)
     except BaseException:
         engine.dispose()
         raise

@@ -98,11 +98,9 @@ def simulate(
             runner = Runner(engine, clock, TemplateCatalog.near(paths))
             if rejections:
                 runner.ingest(rejections, source=str(events_path))
-            stored = history_is_empty(engine)
-            if stored:
-                messages = store_history(engine, messages, until)
-            # the messages are let go as they are applied, before the summary is built
-            run_clock(
+            # the messages are let go as they are applied, before the summary is built;
+            # a store of the caller's outlives the simulation and gets all its indexes
+            replay_history(
                 runner,
                 clock,
                 messages,
@@ -110,16 +108,50 @@ def simulate(
                 progress,
                 source=str(events_path),
                 consume=True,
-                stored=stored,
+                complete=database_url is not None,
             )
             del messages
-            if stored and database_url is not None:
-                complete_history(engine)  # the caller's store outlives the simulation
             with engine.connect() as connection:
                 result = summary(connection)
         finally:
             engine.dispose()
     return Simulation(result, count, start, clock.now() if count else None)
+
+
+def replay_history(
+    runner: Runner,
+    clock: VirtualClock,
+    messages: list[Message],
+    until: datetime | None,
+    progress: Progress | None = None,
+    source: str = "-",
+    consume: bool = False,
+    complete: bool = True,
+) -> None:
+    """:func:`run_clock` over ``messages``; on a store without events, its whole history
+    is written first (:func:`store_history`) and then only run.
+
+    ``consume``: ``messages`` is let go of (emptied at once when the history is written
+    first, else as it is applied); ``complete=False``: the store is thrown away after, so
+    the index :func:`store_history` leaves out is not built (:func:`complete_history`)."""
+    stored = history_is_empty(runner.engine)
+    history = messages
+    if stored:
+        history = store_history(runner.engine, messages, until)
+        if consume:
+            messages.clear()  # ``history`` holds them now, and lets them go as it runs
+    run_clock(
+        runner,
+        clock,
+        history,
+        until,
+        progress,
+        source=source,
+        consume=consume or stored,
+        stored=stored,
+    )
+    if stored and complete:
+        complete_history(runner.engine)
 
 
 def run_clock(
