@@ -44,6 +44,7 @@ from engine.runner import Runner
 from engine.scoring.decay import TICK_CACHE_KIB
 from engine.scoring.models import compile_score_model
 from engine.store.db import open_engine
+from engine.store.moments import stored_moment
 from engine.store.tables import account_scores, audit, list_members, runs, scores
 
 SEED = 20260105
@@ -198,11 +199,6 @@ def _model_document() -> dict[str, Any]:
 # --- stores ------------------------------------------------------------------------------
 
 
-def _sqlite_time(moment: datetime) -> str:
-    """How SQLAlchemy stores a UTC datetime in SQLite."""
-    return moment.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
 def _rows(data: Data) -> dict[str, list[tuple[Any, ...]]]:
     rng = random.Random(SEED + 1)
     contact_rows, score_rows, member_rows = [], [], []
@@ -244,7 +240,7 @@ def load_sqlite(engine: Engine, data: Data) -> None:
         marks = ", ".join("?" * len(rows[0]))
         db.executemany(
             f"INSERT INTO {table} ({COLUMNS[table]}) VALUES ({marks})",
-            [tuple(_sqlite_time(v) if isinstance(v, datetime) else v for v in r) for r in rows],
+            [tuple(stored_moment(v) if isinstance(v, datetime) else v for v in r) for r in rows],
         )
     db.execute("COMMIT")  # no ANALYZE: the engine never runs it, so neither does the bench
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

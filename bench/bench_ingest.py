@@ -39,6 +39,7 @@ from engine.api import Leadflow
 from engine.clock import VirtualClock, format_timestamp
 from engine.runner import BATCH_SIZE
 from engine.store.db import open_engine
+from engine.store.moments import stored_moment
 from engine.store.tables import audit, contacts, list_members, runs, scores
 
 SEED = 20260105
@@ -130,7 +131,7 @@ def run_floor(folder: Path, lines: list[bytes], now: datetime, write: bool = Tru
     raw = store.raw_connection()  # with the engine's connection pragmas, autocommit mode
     db = raw.driver_connection
     assert isinstance(db, sqlite3.Connection)
-    received = now.replace(tzinfo=None).isoformat(sep=" ")
+    received = stored_moment(now)
     value: dict[str, float] = {}
     peak: dict[str, float] = {}
     count: dict[str, int] = {}
@@ -147,8 +148,7 @@ def run_floor(folder: Path, lines: list[bytes], now: datetime, write: bool = Tru
             data = orjson.loads(line)
             contact = data["userId"]
             properties = data.get("properties") or {}
-            moment = datetime.fromisoformat(data["timestamp"]).replace(tzinfo=None)
-            at = moment.isoformat(sep=" ")
+            at = stored_moment(datetime.fromisoformat(data["timestamp"]))
             events.append(
                 (
                     data["messageId"],

@@ -48,6 +48,7 @@ from engine.clock import VirtualClock
 from engine.model import compile_workflow
 from engine.runner import Runner
 from engine.store.db import open_engine, writer
+from engine.store.moments import stored_moment
 from engine.store.tables import audit, runs, scores, waits
 from engine.worker import WorkerSettings
 
@@ -89,11 +90,6 @@ def make_rows(count: int) -> Rows:
     return Rows(contacts, run_ids, due)
 
 
-def _sqlite_ts(moment: datetime) -> str:
-    """SQLAlchemy's SQLite storage format for the UTC moment."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 def deploy_workflow(engine: Engine) -> None:
     with writer(engine).begin() as connection:
         deploy(connection, [compile_workflow(WORKFLOW)], ENTERED)
@@ -104,7 +100,7 @@ def fill_sqlite(path: Path, rows: Rows) -> None:
     deploy_workflow(engine)
     engine.dispose()
     db = sqlite3.connect(path, isolation_level=None)
-    entered = _sqlite_ts(ENTERED)
+    entered = stored_moment(ENTERED)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("BEGIN")
     db.executemany(
@@ -120,7 +116,7 @@ def fill_sqlite(path: Path, rows: Rows) -> None:
     db.executemany(
         "INSERT INTO waits (run_id, contact_id, due_at, next_node) VALUES (?, ?, ?, 'points')",
         (
-            (r, c, _sqlite_ts(d))
+            (r, c, stored_moment(d))
             for r, c, d in zip(rows.run_ids, rows.contacts, rows.due, strict=True)
         ),
     )
@@ -203,7 +199,7 @@ def baseline_sqlite(path: Path, batch: int, expected: int) -> Measured:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    now, ended = _sqlite_ts(NOW), _sqlite_ts(NOW)
+    now, ended = stored_moment(NOW), stored_moment(NOW)
     done = batches = 0
     start, cpu = time.perf_counter(), time.process_time()
     while True:

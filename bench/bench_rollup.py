@@ -41,6 +41,7 @@ from engine.clock import VirtualClock
 from engine.runner import BATCH_SIZE, Runner
 from engine.segment import Message
 from engine.store.db import open_engine
+from engine.store.moments import stored_moment
 from engine.store.tables import account_scores, scores
 
 SEED = 20260105
@@ -122,10 +123,6 @@ def rollup_of(values: list[float], method: str) -> float:
 # --- stores ------------------------------------------------------------------------------
 
 
-def _sqlite_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
 def bulk_load(engine: Engine, tables: dict[str, tuple[str, list[tuple[Any, ...]]]]) -> None:
     """Rows straight into the tables: sqlite3 executemany in one transaction, or COPY."""
     raw = engine.raw_connection()
@@ -138,7 +135,7 @@ def bulk_load(engine: Engine, tables: dict[str, tuple[str, list[tuple[Any, ...]]
                 db.executemany(
                     f"INSERT INTO {table} ({columns}) VALUES ({marks})",
                     [
-                        tuple(_sqlite_time(v) if isinstance(v, datetime) else v for v in row)
+                        tuple(stored_moment(v) if isinstance(v, datetime) else v for v in row)
                         for row in rows
                     ],
                 )

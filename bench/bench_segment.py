@@ -52,6 +52,7 @@ from engine.segments import (
     write_jsonl,
 )
 from engine.store.db import open_engine
+from engine.store.moments import stored_moment
 
 SEED = 20260105
 NOW = datetime(2026, 1, 12, tzinfo=UTC)
@@ -124,10 +125,6 @@ def make_rows(count: int) -> dict[str, tuple[str, list[tuple[Any, ...]]]]:
 # --- stores ------------------------------------------------------------------------------
 
 
-def _sqlite_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
 def bulk_load(engine: Engine, tables: dict[str, tuple[str, list[tuple[Any, ...]]]]) -> None:
     """Rows straight into the tables: sqlite3 executemany in one transaction, or COPY."""
     raw = engine.raw_connection()
@@ -139,7 +136,7 @@ def bulk_load(engine: Engine, tables: dict[str, tuple[str, list[tuple[Any, ...]]
             db.executemany(
                 f"INSERT INTO {table} ({columns}) VALUES ({marks})",
                 [
-                    tuple(_sqlite_time(v) if isinstance(v, datetime) else v for v in row)
+                    tuple(stored_moment(v) if isinstance(v, datetime) else v for v in row)
                     for row in rows
                 ],
             )

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
+from engine.store.moments import moment_of
 from engine.store.sql import (
     bulk_delete_rows,
     bulk_insert,
@@ -517,13 +518,10 @@ def _ids_param(connection: Connection, ids: list[str]) -> Any:
     return ids if is_postgres(connection) else json.dumps(ids)
 
 
-_MOMENTS: dict[str, datetime] = {}
-
-
 class _Reader:
     """Raw driver values as the column types give them: ``UTCDateTime`` an aware UTC
-    datetime, ``JSON`` the decoded document (SQLite stores both as text; psycopg decodes
-    JSON and timestamptz itself)."""
+    datetime, ``JSON`` the decoded document (SQLite keeps moments as integers and documents
+    as text; psycopg decodes JSON and timestamptz itself)."""
 
     __slots__ = ("document", "moment")
 
@@ -532,19 +530,9 @@ class _Reader:
         self.document: Callable[[Any], Any] = _pg_document if postgres else _sqlite_document
 
 
-def _sqlite_moment(text: str | None) -> datetime | None:
-    """What SQLAlchemy's SQLite DATETIME (``fromisoformat``) and then ``UTCDateTime`` give
-    for stored text; memoised, since a batch reads the same few moments many times."""
-    if text is None:
-        return None
-    moment = _MOMENTS.get(text)
-    if moment is None:
-        parsed = datetime.fromisoformat(text)
-        moment = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-        if len(_MOMENTS) >= 20_000:
-            _MOMENTS.clear()
-        _MOMENTS[text] = moment
-    return moment
+def _sqlite_moment(stored: int | str | None) -> datetime | None:
+    """What ``UTCDateTime`` gives for what SQLite keeps (:mod:`engine.store.moments`)."""
+    return None if stored is None else moment_of(stored)
 
 
 def _pg_moment(value: datetime | None) -> datetime | None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from importlib.resources import as_file, files
 from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Engine, func, insert, inspect, select
 
 from engine.api import Leadflow
@@ -21,6 +23,7 @@ from engine.store.db import (
     make_engine,
     upgrade,
 )
+from engine.store.moments import moment_of, stored_moment
 from engine.store.tables import contacts, metadata, runs, scores
 from engine.views import deployed_workflows
 
@@ -214,3 +217,91 @@ def test_loading_runs_in_flight_reads_the_partial_index_on_sqlite(tmp_path: Path
         assert any("ix_runs_contact_live" in str(row[-1]) for row in plan), plan
     finally:
         engine.dispose()
+
+
+OLD_TEXT_MOMENTS = {
+    "ann": ("2026-01-05 10:02:03.000000", datetime(2026, 1, 5, 10, 2, 3, tzinfo=UTC)),
+    "bob": ("2026-01-05 10:02:03.250001", datetime(2026, 1, 5, 10, 2, 3, 250001, tzinfo=UTC)),
+    "cid": ("1969-12-31 23:59:59.500000", datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC)),
+}
+
+
+def test_revision_0005_turns_sqlite_moment_text_into_integers_and_back(store_url: str) -> None:
+    """0005: SQLite moments were SQLAlchemy's 26-byte text, now integer microseconds. A
+    revision-0004 store's text becomes integers that read back as the same moments and
+    compare in time order, NULLs stay NULL, and a downgrade gives back the same text.
+    PostgreSQL keeps timestamptz: the same steps leave its rows as they were."""
+    engine = make_engine(store_url)
+    sqlite = engine.dialect.name == "sqlite"
+    try:
+        upgrade(engine)
+        with as_file(files("engine").joinpath("migrations")):
+            command.downgrade(alembic_config(engine), "0004")
+        with engine.begin() as connection:
+            for contact, (text, _) in OLD_TEXT_MOMENTS.items():
+                stored = text if sqlite else f"{text}+00"
+                connection.exec_driver_sql(
+                    "INSERT INTO scores (contact_id, name, value, peak, updated_at, "
+                    "increased_at) VALUES (?, 'SCORE', 1.0, 1.0, ?, NULL)"
+                    if sqlite
+                    else "INSERT INTO scores (contact_id, name, value, peak, updated_at, "
+                    "increased_at) VALUES (%s, 'SCORE', 1.0, 1.0, %s, NULL)",
+                    (contact, stored),
+                )
+        assert upgrade(engine) == head_revision()
+        with engine.connect() as connection:
+            read = {
+                contact: (updated, increased)
+                for contact, updated, increased in connection.execute(
+                    select(scores.c.contact_id, scores.c.updated_at, scores.c.increased_at)
+                )
+            }
+            later = connection.execute(
+                select(scores.c.contact_id)
+                .where(scores.c.updated_at > OLD_TEXT_MOMENTS["ann"][1])
+                .order_by(scores.c.updated_at)
+            ).scalars()
+            assert list(later) == ["bob"]
+            if sqlite:
+                kinds = connection.exec_driver_sql(
+                    "SELECT DISTINCT typeof(updated_at), typeof(increased_at) FROM scores"
+                ).all()
+                assert [tuple(kind) for kind in kinds] == [("integer", "null")]
+        assert read == {
+            contact: (moment, None) for contact, (_, moment) in OLD_TEXT_MOMENTS.items()
+        }
+        with as_file(files("engine").joinpath("migrations")):
+            command.downgrade(alembic_config(engine), "0004")
+        if sqlite:
+            with engine.connect() as connection:
+                back = dict(
+                    connection.exec_driver_sql("SELECT contact_id, updated_at FROM scores").all()
+                )
+            assert back == {contact: text for contact, (text, _) in OLD_TEXT_MOMENTS.items()}
+    finally:
+        upgrade(engine)
+        engine.dispose()
+
+
+MOMENTS = st.datetimes(
+    min_value=datetime(1900, 1, 1), max_value=datetime(9000, 1, 1), timezones=st.just(UTC)
+)
+
+
+@given(
+    MOMENTS,
+    MOMENTS,
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_moments_round_trip_through_the_sqlite_integer(
+    first: datetime, second: datetime, offset_minutes: int
+) -> None:
+    """What engine.store.moments keeps: exact to the microsecond, in time order, and the
+    same for one instant given in any zone; text from an older store still reads."""
+    kept, other = stored_moment(first), stored_moment(second)
+    assert moment_of(kept) == first
+    assert (kept < other) == (first < second) and (kept == other) == (first == second)
+    zone = timezone(timedelta(minutes=offset_minutes))
+    assert stored_moment(first.astimezone(zone)) == kept
+    text = first.replace(tzinfo=None).isoformat(" ", "microseconds")
+    assert moment_of(text) == first

@@ -42,7 +42,7 @@ from engine.scoring.accounts import AccountChange, rollup_of
 from engine.scoring.models import ScoreModel
 from engine.state import AUDIT_COLUMNS
 from engine.store.sql import is_postgres
-from engine.store.tables import account_scores, audit, events, scores
+from engine.store.tables import TS, account_scores, audit, events, scores
 
 if TYPE_CHECKING:
     from engine.runner import Runner
@@ -130,7 +130,7 @@ def decay_once(runner: Runner, model: ScoreModel, tick: datetime) -> int:
                 list(AUDIT_COLUMNS),
                 select(
                     scores.c.contact_id,
-                    literal(tick),
+                    literal(tick, TS),
                     literal("score"),
                     scores.c.name,
                     _as_json(connection, scores.c.decayed_from),

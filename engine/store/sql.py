@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
+from engine.store.moments import stored_moment
 from engine.store.tables import UTCDateTime
 
 T = TypeVar("T")
@@ -122,27 +123,11 @@ _C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
 _DEFAULT = json.JSONEncoder().default
 _FLAGS = (False, False, True)  # sort_keys, skipkeys, allow_nan: json.dumps' defaults
 _ENCODERS = threading.local()
-_SQLITE_MOMENTS: dict[datetime, str] = {}
 
 
-def _sqlite_datetime(value: datetime | None) -> str | None:
-    """The text SQLAlchemy stores for a UTCDateTime on SQLite (naive UTC, microseconds).
-    Memoised: the rows of one batch share a few moments (a message's audit rows, runs
-    and event all carry its timestamp)."""
-    if value is None:
-        return None
-    text = _SQLITE_MOMENTS.get(value)
-    if text is None:
-        if value.tzinfo is UTC:  # the usual case: drop the "+00:00" instead of a replace()
-            text = value.isoformat(" ", "microseconds")[:-6]
-        else:
-            utc = value.astimezone(UTC)
-            text = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
-        if len(_SQLITE_MOMENTS) >= 10_000:
-            _SQLITE_MOMENTS.clear()
-        if value.tzinfo is not None:  # a naive moment's meaning depends on the local zone
-            _SQLITE_MOMENTS[value] = text
-    return text
+def _sqlite_datetime(value: datetime | None) -> int | None:
+    """What a UTCDateTime keeps on SQLite (:mod:`engine.store.moments`)."""
+    return None if value is None else stored_moment(value)
 
 
 def _pg_datetime(value: datetime | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,26 +24,47 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
+from engine.store.moments import moment_of, stored_moment
+
 metadata = MetaData()
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC in Python on every backend (SQLite has no time zones: stored as UTC)."""
+    """Aware UTC in Python on every backend. PostgreSQL keeps ``timestamptz``; SQLite, which
+    has no time type, keeps whole microseconds since the epoch as an integer
+    (:mod:`engine.store.moments`), in a column still declared DATETIME."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name == "sqlite":
+            return _sqlite_bind
+        return super().bind_processor(dialect)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        if dialect.name == "sqlite":
+            return _sqlite_result
+        return super().result_processor(dialect, coltype)
+
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        value = value.astimezone(UTC)
-        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _sqlite_bind(value: datetime | None) -> int | None:
+    return None if value is None else stored_moment(value)
+
+
+def _sqlite_result(value: int | str | None) -> datetime | None:
+    return None if value is None else moment_of(value)
 
 
 TS = UTCDateTime()
