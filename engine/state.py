@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
-from engine.store.moments import moment_of
+from engine.store.moments import moment_or_none
 from engine.store.sql import (
     bulk_delete_rows,
     bulk_insert,
@@ -526,13 +526,8 @@ class _Reader:
     __slots__ = ("document", "moment")
 
     def __init__(self, postgres: bool) -> None:
-        self.moment: Callable[[Any], Any] = _pg_moment if postgres else _sqlite_moment
+        self.moment: Callable[[Any], Any] = _pg_moment if postgres else moment_or_none
         self.document: Callable[[Any], Any] = _pg_document if postgres else _sqlite_document
-
-
-def _sqlite_moment(stored: int | str | None) -> datetime | None:
-    """What ``UTCDateTime`` gives for what SQLite keeps (:mod:`engine.store.moments`)."""
-    return None if stored is None else moment_of(stored)
 
 
 def _pg_moment(value: datetime | None) -> datetime | None:

@@ -53,6 +53,18 @@ def moment_of(stored: int | str) -> datetime:
     return moment
 
 
+def stored_or_none(value: datetime | None) -> int | None:
+    """:func:`stored_moment`, passing NULL through: the bind step of every SQLite moment
+    (the column type, the bulk writers)."""
+    return None if value is None else stored_moment(value)
+
+
+def moment_or_none(stored: int | str | None) -> datetime | None:
+    """:func:`moment_of`, passing NULL through: the read step of every SQLite moment (the
+    column type, the batch loader)."""
+    return None if stored is None else moment_of(stored)
+
+
 def _moment_of_text(text: str) -> datetime:
     parsed = datetime.fromisoformat(text)
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
-from engine.store.moments import stored_moment
+from engine.store.moments import stored_or_none
 from engine.store.tables import UTCDateTime
 
 T = TypeVar("T")
@@ -82,7 +82,7 @@ def is_postgres(connection: Connection) -> bool:
 # writes (events, runs, audit, scores). The helpers below write the same values with one
 # statement per call: on SQLite the driver's executemany over tuples converted once per
 # column, on PostgreSQL one statement over unnest()ed text arrays, cast server-side. The
-# stored values are the ones SQLAlchemy would store (same datetime text on SQLite, same
+# stored values are the ones SQLAlchemy would store (the same moment integers on SQLite, same
 # JSON text on both), so everything reading the rows back sees no difference.
 
 Row = Mapping[str, Any]
@@ -123,11 +123,6 @@ _C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
 _DEFAULT = json.JSONEncoder().default
 _FLAGS = (False, False, True)  # sort_keys, skipkeys, allow_nan: json.dumps' defaults
 _ENCODERS = threading.local()
-
-
-def _sqlite_datetime(value: datetime | None) -> int | None:
-    """What a UTCDateTime keeps on SQLite (:mod:`engine.store.moments`)."""
-    return None if value is None else stored_moment(value)
 
 
 def _pg_datetime(value: datetime | None) -> str | None:
@@ -184,7 +179,7 @@ def _converter(table: Table, name: str, dialect: Dialect) -> ColumnConverter | N
     if dialect.name == "postgresql":
         return _each(_pg_datetime) if isinstance(kind, UTCDateTime) else _texts
     if isinstance(kind, UTCDateTime):
-        return _each(_sqlite_datetime)
+        return _each(stored_or_none)
     # None for the plain types (text, numbers) the driver takes as they are
     process = kind.dialect_impl(dialect).bind_processor(dialect)
     return None if process is None else _each(process)

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
-from engine.store.moments import moment_of, stored_moment
+from engine.store.moments import moment_or_none, stored_or_none
 
 metadata = MetaData()
 
@@ -39,12 +39,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         if dialect.name == "sqlite":
-            return _sqlite_bind
+            return stored_or_none
         return super().bind_processor(dialect)
 
     def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
         if dialect.name == "sqlite":
-            return _sqlite_result
+            return moment_or_none
         return super().result_processor(dialect, coltype)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
@@ -57,14 +57,6 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _sqlite_bind(value: datetime | None) -> int | None:
-    return None if value is None else stored_moment(value)
-
-
-def _sqlite_result(value: int | str | None) -> datetime | None:
-    return None if value is None else moment_of(value)
 
 
 TS = UTCDateTime()
