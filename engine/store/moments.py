@@ -8,8 +8,10 @@ that rewrites every score wrote every page of that width (bench/bench_decay.py).
 Integers order like the moments they stand for, so comparisons and indexes are unchanged.
 PostgreSQL keeps ``timestamptz`` and never comes here.
 
-Revision 0005 turns the text of older stores into these integers; :func:`moment_of` still
-reads that text, so a row written by a process that has not been upgraded is read right.
+Revision 0005 turns the text of older stores into these integers. :func:`moment_of` still
+reads text, but SQLite orders every integer before every text, so text written after the
+upgrade (by a process still on an older release) would compare wrongly: a due wait kept as
+text is never due. Processes on a store are stopped before it is upgraded (README).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
-from engine.store.moments import moment_or_none, stored_or_none
+from engine.store.moments import moment_or_none, stored_moment, stored_or_none
 
 metadata = MetaData()
 
@@ -42,6 +42,11 @@ class UTCDateTime(TypeDecorator[datetime]):
             return stored_or_none
         return super().bind_processor(dialect)
 
+    def literal_processor(self, dialect: Dialect) -> Callable[[Any], str] | None:
+        if dialect.name == "sqlite":
+            return _sqlite_literal
+        return super().literal_processor(dialect)
+
     def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
         if dialect.name == "sqlite":
             return moment_or_none
@@ -57,6 +62,11 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _sqlite_literal(value: datetime | None) -> str:
+    """A moment written into SQL text (``literal_binds``), as the bind step would store it."""
+    return "NULL" if value is None else str(stored_moment(value))
 
 
 TS = UTCDateTime()
