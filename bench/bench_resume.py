@@ -6,7 +6,7 @@ past 30 days. The rows are bulk-inserted with the plain driver (executemany on S
 on PostgreSQL) in one transaction; a second, identical store is made for the baseline (a
 file copy on SQLite, ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL).
 
-Measured: ``Runner.resume_due(now, WorkerSettings.batch)`` called until it returns 0, which
+Measured: ``Runner.resume_due(now, wait_batch(dialect))`` called until it returns 0, which
 is what ``Worker.resume_waits`` does: lease a batch of due waits, load and lock their
 contacts, run the rest of each run (+5 SCORE with its audit row, then exit) and write it
 all back, one transaction per step. Baseline, in the same run and on the identical copy:
@@ -50,7 +50,7 @@ from engine.runner import Runner
 from engine.store.db import open_engine, writer
 from engine.store.moments import stored_moment
 from engine.store.tables import audit, runs, scores, waits
-from engine.worker import WorkerSettings
+from engine.worker import WorkerSettings, wait_batch
 
 SEED = 20260105
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -315,17 +315,17 @@ def main() -> int:
     parser.add_argument("--waits", type=int, help="number of due waits (default 1,000,000)")
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument(
-        "--batch", type=int, help="waits per resume_due call (default: WorkerSettings.batch)"
+        "--batch", type=int, help="waits per resume_due call (default: engine.worker.wait_batch)"
     )
     args = parser.parse_args()
     count = args.waits or (100_000 if args.quick else 1_000_000)
     rows = make_rows(count)
-    batch = args.batch or WorkerSettings().batch
-    print(f"inputs: {count:,} due waits, one per contact, batch {batch:,}")
+    print(f"inputs: {count:,} due waits, one per contact")
     if args.backend in ("sqlite", "both"):
         start = time.perf_counter()
         with sqlite_stores(rows) as (url, copy):
             setup = time.perf_counter() - start
+            batch = args.batch or wait_batch("sqlite")
             ours = run_engine(url, count, batch)
             base = baseline_sqlite(copy, batch, count)
         report("sqlite", batch, setup, ours, base)
@@ -333,6 +333,7 @@ def main() -> int:
         start = time.perf_counter()
         with postgres_stores(rows) as (url, copy):
             setup = time.perf_counter() - start
+            batch = args.batch or wait_batch("postgresql")
             ours = run_engine(url, count, batch)
             base = baseline_postgres(copy, batch, count)
         report("postgresql", batch, setup, ours, base)

@@ -30,7 +30,7 @@ from bench_resume import NOW, fill_sqlite, make_rows
 from engine.clock import VirtualClock
 from engine.runner import Runner
 from engine.store.db import open_engine
-from engine.worker import Worker, WorkerSettings
+from engine.worker import Worker, WorkerSettings, wait_batch
 
 GOAL_GROWTH = 0.20
 
@@ -92,7 +92,7 @@ def main() -> int:
         print(f"FAIL: the worker resumed {worker.resumed:,} of {count:,} waits")
         return 1
     print(
-        f"inputs: {count:,} due waits on SQLite, worker batch {WorkerSettings().batch:,}; "
+        f"inputs: {count:,} due waits on SQLite, worker batch {wait_batch('sqlite'):,}; "
         f"setup {setup:.1f} s (not timed)"
     )
     print(

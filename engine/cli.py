@@ -35,7 +35,7 @@ from engine.messaging.cli import outbox as outbox_group
 from engine.registry import default_registry
 from engine.report import report_command
 from engine.review import review_group
-from engine.runner import BATCH_SIZE, Runner
+from engine.runner import Runner
 from engine.schema import build_schema, render
 from engine.segment import read_lines
 from engine.segments import segment_command
@@ -224,12 +224,12 @@ def ingest(source: Any, db_url: str | None, template_dirs: tuple[Path, ...]) -> 
 @db_option
 @click.option(
     "--batch",
-    default=BATCH_SIZE,
-    show_default=True,
-    help="Waits resumed per transaction.",
+    type=int,
+    default=None,
+    help="Waits resumed per transaction [default: 50,000 on SQLite, 10,000 on PostgreSQL].",
 )
 @click.option("--once", is_flag=True, help="Run everything due now, then exit.")
-def worker(db_url: str | None, batch: int, once: bool) -> None:
+def worker(db_url: str | None, batch: int | None, once: bool) -> None:
     """Run the scheduler: due waits, inactivity and schedule triggers, lease reaping."""
     import logging
 

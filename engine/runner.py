@@ -436,17 +436,25 @@ class Runner:
     def resume_due(
         self, now: datetime, limit: int = 1000, lease: timedelta = timedelta(minutes=5)
     ) -> int:
-        """Resume up to ``limit`` due waits' contacts; returns how many runs were resumed."""
+        """Resume up to ``limit`` due waits' contacts in one transaction; returns how many
+        runs were resumed. The contacts are loaded, run and written :data:`BATCH_SIZE` at a
+        time, so memory stays that of one such batch however large ``limit`` is, while
+        the commit (and on SQLite the checkpoint of every page touched) is shared by all
+        of them (bench/README.md, "Sixth round")."""
         contact_ids = self.claim_due(now, limit, lease)
         if not contact_ids:
             return 0
-        with gc_paused(), self.writer.begin() as connection:
-            wake = Wake(self, connection)
-            wake.load({contact_id: now for contact_id in contact_ids})
-            for contact_id in contact_ids:
-                wake.resume_due_waits(wake.batch.contacts[contact_id], now)
-            wake.finish()
-            return wake.resumed
+        resumed = 0
+        with self.writer.begin() as connection:
+            for chunk in chunks(contact_ids, BATCH_SIZE):
+                with gc_paused():
+                    wake = Wake(self, connection)
+                    wake.load({contact_id: now for contact_id in chunk})
+                    for contact_id in chunk:
+                        wake.resume_due_waits(wake.batch.contacts[contact_id], now)
+                    wake.finish()
+                    resumed += wake.resumed
+        return resumed
 
     def release_leases(self, now: datetime) -> int:
         """The lease reaper: forget leases that expired (their worker died)."""

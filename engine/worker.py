@@ -24,13 +24,26 @@ from engine.runner import BATCH_SIZE, Runner
 log = logging.getLogger("leadflow.worker")
 
 
+SQLITE_WAIT_BATCH = 50_000
+"""Due waits resumed per transaction on SQLite. Due waits lie at random places in ``waits``,
+``runs`` and ``scores``, and SQLite logs, and checkpoints at commit, every page a
+transaction touched: 10,000 waits out of 1,000,000 touch most pages of those b-trees, so
+a bigger transaction shares the same pages among more waits (1,000,000 due waits: 7,732/s
+at 10,000 a transaction, 14,549/s at 50,000; bench/README.md, "Sixth round"). Memory
+stays that of ``BATCH_SIZE`` contacts (``Runner.resume_due`` works through a transaction
+that many at a time). SQLite has one writer, so no other worker waits for a share."""
+
+
+def wait_batch(dialect: str) -> int:
+    """Due waits per transaction when none is set: :data:`SQLITE_WAIT_BATCH` on SQLite,
+    ``BATCH_SIZE`` on PostgreSQL, where workers share a backlog a batch at a time."""
+    return SQLITE_WAIT_BATCH if dialect == "sqlite" else BATCH_SIZE
+
+
 @dataclass
 class WorkerSettings:
-    batch: int = BATCH_SIZE
-    """Waits resumed per transaction. SQLite logs every page a transaction touches, and
-    due waits lie at random places in ``waits``, ``runs`` and ``scores``: a bigger batch
-    shares those pages among more waits (300,000 waits: 8,300/s at 5,000, 12,800/s at
-    20,000; bench/README.md, "Fourth round")."""
+    batch: int | None = None
+    """Waits resumed per transaction; ``None``: :func:`wait_batch` for the store."""
     lease: timedelta = timedelta(minutes=5)
     wait_poll_seconds: float = 1.0
     timers_poll_seconds: float = 30.0
@@ -50,10 +63,9 @@ class Worker:
 
     def resume_waits(self) -> None:
         """Drain due waits batch by batch; stop between batches when asked to."""
+        batch = self.settings.batch or wait_batch(self.runner.engine.dialect.name)
         while not self.stopping.is_set():
-            done = self.runner.resume_due(
-                self.runner.clock.now(), self.settings.batch, self.settings.lease
-            )
+            done = self.runner.resume_due(self.runner.clock.now(), batch, self.settings.lease)
             self.resumed += done
             if not done:
                 return

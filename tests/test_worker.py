@@ -28,11 +28,11 @@ from sqlalchemy import func, select, text
 
 from engine.api import Leadflow
 from engine.clock import VirtualClock, format_timestamp
-from engine.runner import Runner
+from engine.runner import BATCH_SIZE, Runner, Wake
 from engine.store.db import make_engine, open_engine
 from engine.store.sql import chunks
 from engine.store.tables import audit, metadata, runs, scores, waits
-from engine.worker import Worker, WorkerSettings
+from engine.worker import SQLITE_WAIT_BATCH, Worker, WorkerSettings
 
 CHILD = Path(__file__).with_name("worker_child.py")
 LEADFLOW = Path(sys.executable).with_name("leadflow")
@@ -624,3 +624,93 @@ def test_overlapping_batches_lock_contacts_without_deadlock(
         thread.join(30)
     store.dispose()
     assert not errors, errors
+
+
+def test_the_default_wait_batch_is_by_store(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite has one writer and logs every page a transaction touches: its worker takes
+    50,000 due waits a transaction. On PostgreSQL workers share a backlog, 10,000 at a
+    time. A batch set by hand wins on both."""
+    runner = Runner(store, VirtualClock(datetime(2026, 1, 5, tzinfo=UTC)))
+    asked: list[int] = []
+
+    def resume_due(now: datetime, batch: int, lease: timedelta) -> int:
+        asked.append(batch)
+        return 0
+
+    monkeypatch.setattr(runner, "resume_due", resume_due)
+    Worker(runner, WorkerSettings()).resume_waits()
+    Worker(runner, WorkerSettings(batch=123)).resume_waits()
+    expected = SQLITE_WAIT_BATCH if store.dialect.name == "sqlite" else BATCH_SIZE
+    assert asked == [expected, 123]
+    assert SQLITE_WAIT_BATCH == 50_000 and BATCH_SIZE == 10_000
+
+
+PAUSE_THEN_SCORE = {
+    "id": "pause-then-score",
+    "version": 1,
+    "triggers": [{"type": "event", "event": "Signed Up"}],
+    "reentry": "always",
+    "start": "pause",
+    "nodes": {
+        "pause": {"type": "wait", "for": "P1D", "next": "points"},
+        "points": {"type": "update_score", "score": "SCORE", "add": 5},
+    },
+}
+
+
+def _parked(store: Any, people: int) -> tuple[Leadflow, datetime]:
+    entered = datetime(2026, 1, 5, 10, tzinfo=UTC)
+    flow = Leadflow(engine=store, clock=VirtualClock(entered))
+    flow.deploy([PAUSE_THEN_SCORE])
+    flow.send(
+        [
+            {
+                "type": "track",
+                "userId": f"p{number:02d}",
+                "event": "Signed Up",
+                "messageId": f"m{number}",
+                "timestamp": "2026-01-05T10:00:00Z",
+            }
+            for number in range(people)
+        ]
+    )
+    return flow, entered + timedelta(days=2)
+
+
+def test_one_resume_transaction_works_through_its_contacts_a_batch_at_a_time(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """resume_due loads, runs and writes BATCH_SIZE contacts at a time (memory stays that of
+    one batch) inside the one transaction of its lease: every wait is resumed once, and a
+    failure in a later batch takes back the earlier ones, leaving every wait to retry."""
+    monkeypatch.setattr("engine.runner.BATCH_SIZE", 3)
+    flow, due = _parked(store, 10)
+    runner = Runner(store, VirtualClock(due))
+    loads: list[int] = []
+    real_load = Wake.load
+
+    def counting_load(wake: Wake, wanted: dict[str, datetime]) -> None:
+        loads.append(len(wanted))
+        real_load(wake, wanted)
+
+    monkeypatch.setattr(Wake, "load", counting_load)
+    failing = Wake.resume_due_waits
+
+    def fail_on_p09(wake: Wake, state: Any, until: datetime) -> None:
+        if state.id == "p09":
+            raise RuntimeError("boom")
+        failing(wake, state, until)
+
+    monkeypatch.setattr(Wake, "resume_due_waits", fail_on_p09)
+    with pytest.raises(RuntimeError):
+        runner.resume_due(due, 100, timedelta(minutes=5))
+    assert loads == [3, 3, 3, 1]
+    assert all("SCORE" not in flow.contact(f"p{n:02d}")["scores"] for n in range(10))
+    monkeypatch.setattr(Wake, "resume_due_waits", failing)
+    loads.clear()
+    later = due + timedelta(minutes=10)  # the failed batch's leases have run out
+    assert runner.resume_due(later, 100, timedelta(minutes=5)) == 10
+    assert loads == [3, 3, 3, 1]
+    assert [flow.contact(f"p{n:02d}")["scores"]["SCORE"] for n in range(10)] == [5] * 10
+    with store.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(waits)) == 0
