@@ -29,7 +29,7 @@ SQLITE_WAIT_BATCH = 50_000
 ``runs`` and ``scores``, and SQLite logs, and checkpoints at commit, every page a
 transaction touched: 10,000 waits out of 1,000,000 touch most pages of those b-trees, so
 a bigger transaction shares the same pages among more waits (1,000,000 due waits: 7,732/s
-at 10,000 a transaction, 14,549/s at 50,000; bench/README.md, "Sixth round"). Memory
+at 10,000 a transaction, 16,019/s at 50,000; bench/README.md, "Sixth round"). Memory
 stays that of ``BATCH_SIZE`` contacts (``Runner.resume_due`` works through a transaction
 that many at a time). SQLite has one writer, so no other worker waits for a share."""
 

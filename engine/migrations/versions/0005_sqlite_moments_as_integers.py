@@ -24,7 +24,6 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
