@@ -446,7 +446,9 @@ class Runner:
             return 0
         resumed = 0
         with self.writer.begin() as connection:
-            for chunk in chunks(contact_ids, BATCH_SIZE):
+            # in id order across the chunks too: every transaction locks contacts in one
+            # order (Batch.load), so workers sharing a contact never deadlock
+            for chunk in chunks(sorted(contact_ids), BATCH_SIZE):
                 with gc_paused():
                     wake = Wake(self, connection)
                     wake.load({contact_id: now for contact_id in chunk})

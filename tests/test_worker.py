@@ -681,19 +681,26 @@ def test_one_resume_transaction_works_through_its_contacts_a_batch_at_a_time(
     store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """resume_due loads, runs and writes BATCH_SIZE contacts at a time (memory stays that of
-    one batch) inside the one transaction of its lease: every wait is resumed once, and a
-    failure in a later batch takes back the earlier ones, leaving every wait to retry."""
+    one batch) inside the one transaction of its lease, in contact id order across the
+    batches (the lock order): every wait is resumed once, and a failure in a later batch
+    takes back the earlier ones, leaving every wait to retry."""
     monkeypatch.setattr("engine.runner.BATCH_SIZE", 3)
     flow, due = _parked(store, 10)
     runner = Runner(store, VirtualClock(due))
     loads: list[int] = []
+    order: list[str] = []
     real_load = Wake.load
 
     def counting_load(wake: Wake, wanted: dict[str, datetime]) -> None:
         loads.append(len(wanted))
+        order.extend(wanted)
         real_load(wake, wanted)
 
     monkeypatch.setattr(Wake, "load", counting_load)
+    real_claim = runner.claim_due
+    monkeypatch.setattr(  # a lease may come back in any order (due time, then storage)
+        runner, "claim_due", lambda *args: list(reversed(real_claim(*args)))
+    )
     failing = Wake.resume_due_waits
 
     def fail_on_p09(wake: Wake, state: Any, until: datetime) -> None:
@@ -709,8 +716,10 @@ def test_one_resume_transaction_works_through_its_contacts_a_batch_at_a_time(
     monkeypatch.setattr(Wake, "resume_due_waits", failing)
     loads.clear()
     later = due + timedelta(minutes=10)  # the failed batch's leases have run out
+    order.clear()
     assert runner.resume_due(later, 100, timedelta(minutes=5)) == 10
     assert loads == [3, 3, 3, 1]
+    assert order == sorted(order)  # one lock order across the chunks, as within one
     assert [flow.contact(f"p{n:02d}")["scores"]["SCORE"] for n in range(10)] == [5] * 10
     with store.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(waits)) == 0
