@@ -224,7 +224,7 @@ def ingest(source: Any, db_url: str | None, template_dirs: tuple[Path, ...]) -> 
 @db_option
 @click.option(
     "--batch",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Waits resumed per transaction [default: 50,000 on SQLite, 10,000 on PostgreSQL].",
 )

@@ -335,3 +335,15 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
 def test_an_unreachable_store_is_an_input_problem(tmp_path: Path) -> None:
     result = invoke(["workflows", "--db", "postgresql://nobody@127.0.0.1:1/none"], code=1)
     assert "cannot open the store" in result.stderr
+
+
+@pytest.mark.parametrize("batch", ["0", "-5"])
+def test_worker_refuses_a_batch_under_one(batch: str, tmp_path: Path) -> None:
+    """A LIMIT of 0 would resume nothing forever, and SQLite reads a negative LIMIT as
+    no limit at all: the worker says so instead of starting."""
+    result = CliRunner().invoke(
+        main, ["worker", "--db", f"sqlite:///{tmp_path / 'w.db'}", "--batch", batch, "--once"]
+    )
+    assert result.exit_code == 2
+    assert "Invalid value for '--batch'" in result.output
+    assert "x>=1" in result.output
