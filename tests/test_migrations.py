@@ -13,6 +13,7 @@ from typing import Any
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from helpers import PAUSE_THEN_SCORE
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, insert, inspect, select
@@ -142,19 +143,6 @@ def test_revision_0003_orders_the_events_index_by_time_and_keeps_the_events(
 
 def _run_indexes(engine: Engine) -> set[str]:
     return {str(index["name"]) for index in inspect(engine).get_indexes("runs")}
-
-
-PAUSE_THEN_SCORE = {
-    "id": "pause-then-score",
-    "version": 1,
-    "triggers": [{"type": "event", "event": "Signed Up"}],
-    "reentry": "always",
-    "start": "pause",
-    "nodes": {
-        "pause": {"type": "wait", "for": "P1D", "next": "points"},
-        "points": {"type": "update_score", "score": "SCORE", "add": 5},
-    },
-}
 
 
 def test_revision_0004_indexes_runs_in_flight_and_keeps_them_resumable(store_url: str) -> None:

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import pytest
 from apscheduler.executors.pool import ThreadPoolExecutor
+from helpers import PAUSE_THEN_SCORE
 from sqlalchemy import func, select, text
 
 from engine.api import Leadflow
@@ -643,19 +644,6 @@ def test_the_default_wait_batch_is_by_store(store: Any, monkeypatch: pytest.Monk
     expected = SQLITE_WAIT_BATCH if store.dialect.name == "sqlite" else BATCH_SIZE
     assert asked == [expected, 123]
     assert SQLITE_WAIT_BATCH == 50_000 and BATCH_SIZE == 10_000
-
-
-PAUSE_THEN_SCORE = {
-    "id": "pause-then-score",
-    "version": 1,
-    "triggers": [{"type": "event", "event": "Signed Up"}],
-    "reentry": "always",
-    "start": "pause",
-    "nodes": {
-        "pause": {"type": "wait", "for": "P1D", "next": "points"},
-        "points": {"type": "update_score", "score": "SCORE", "add": 5},
-    },
-}
 
 
 def _parked(store: Any, people: int) -> tuple[Leadflow, datetime]:
