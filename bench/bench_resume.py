@@ -6,8 +6,8 @@ past 30 days. The rows are bulk-inserted with the plain driver (executemany on S
 on PostgreSQL) in one transaction; a second, identical store is made for the baseline (a
 file copy on SQLite, ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL).
 
-Measured: ``Runner.resume_due(now, wait_batch(dialect))`` called until it returns 0, which
-is what ``Worker.resume_waits`` does: lease a batch of due waits, load and lock their
+Measured: ``Runner.resume_due(now, wait_batch(dialect), chunk=...)`` called until it returns
+0, which is what ``Worker.resume_waits`` does: lease a batch of due waits, load and lock their
 contacts, run the rest of each run (+5 SCORE with its audit row, then exit) and write it
 all back, one transaction per step. Baseline, in the same run and on the identical copy:
 the least that resuming needs, batch by batch in one transaction each with the plain driver:
@@ -46,7 +46,7 @@ from sqlalchemy import Engine, func, select
 from engine.catalog import deploy
 from engine.clock import VirtualClock
 from engine.model import compile_workflow
-from engine.runner import Runner
+from engine.runner import BATCH_SIZE, Runner
 from engine.store.db import open_engine, writer
 from engine.store.moments import stored_moment
 from engine.store.tables import audit, runs, scores, waits
@@ -168,10 +168,11 @@ def run_engine(url: str, expected: int, batch: int) -> Measured:
         runner = Runner(engine, VirtualClock(NOW))
         runner.catalog  # noqa: B018 - compiled before timing, as a running worker has it
         settings = WorkerSettings()
+        chunk = BATCH_SIZE if engine.dialect.name == "sqlite" else None  # as the worker
         resumed = batches = 0
         start, cpu = time.perf_counter(), time.process_time()
         while True:
-            done = runner.resume_due(NOW, batch, settings.lease)
+            done = runner.resume_due(NOW, batch, settings.lease, chunk=chunk)
             if not done:
                 break
             resumed += done

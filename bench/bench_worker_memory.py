@@ -52,9 +52,13 @@ class SampledRunner(Runner):
     resumed_total: int
 
     def resume_due(
-        self, now: datetime, limit: int = 1000, lease: timedelta = timedelta(minutes=5)
+        self,
+        now: datetime,
+        limit: int = 1000,
+        lease: timedelta = timedelta(minutes=5),
+        chunk: int | None = None,
     ) -> int:
-        done = super().resume_due(now, limit, lease)
+        done = super().resume_due(now, limit, lease, chunk)
         self.resumed_total += done
         while self.marks and self.resumed_total >= self.marks[0]:
             self.samples[self.marks.pop(0)] = rss_kib()

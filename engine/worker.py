@@ -25,13 +25,14 @@ log = logging.getLogger("leadflow.worker")
 
 
 SQLITE_WAIT_BATCH = 50_000
-"""Due waits resumed per transaction on SQLite. Due waits lie at random places in ``waits``,
+"""Due waits leased per transaction on SQLite. Due waits lie at random places in ``waits``,
 ``runs`` and ``scores``, and SQLite logs, and checkpoints at commit, every page a
 transaction touched: 10,000 waits out of 1,000,000 touch most pages of those b-trees, so
 a bigger transaction shares the same pages among more waits (1,000,000 due waits: 7,732/s
-at 10,000 a transaction, 16,019/s at 50,000; bench/README.md, "Sixth round"). Memory
-stays that of ``BATCH_SIZE`` contacts (``Runner.resume_due`` works through a transaction
-that many at a time). SQLite has one writer, so no other worker waits for a share."""
+at 10,000 a transaction, 16,019/s at 50,000; bench/README.md, "Sixth round"). The worker
+works through such a lease ``BATCH_SIZE`` contacts at a time, in due order
+(``Runner.resume_due(chunk=...)``), so its memory stays that of ``BATCH_SIZE``. Other
+writers (ingest, the HTTP service) wait for the transaction: a few seconds here."""
 
 
 def wait_batch(dialect: str) -> int:
@@ -53,6 +54,10 @@ class WorkerSettings:
     delivery_batches: int = 10
     """Outbox batches per delivery run, so a backlog does not hold up due waits."""
 
+    def __post_init__(self) -> None:
+        if self.batch is not None and self.batch < 1:  # SQLite reads LIMIT -1 as no limit
+            raise ValueError(f"batch must be at least 1 waits per transaction, not {self.batch}")
+
 
 @dataclass
 class Worker:
@@ -63,9 +68,13 @@ class Worker:
 
     def resume_waits(self) -> None:
         """Drain due waits batch by batch; stop between batches when asked to."""
-        batch = self.settings.batch or wait_batch(self.runner.engine.dialect.name)
+        dialect = self.runner.engine.dialect.name
+        batch = wait_batch(dialect) if self.settings.batch is None else self.settings.batch
+        chunk = BATCH_SIZE if dialect == "sqlite" else None
         while not self.stopping.is_set():
-            done = self.runner.resume_due(self.runner.clock.now(), batch, self.settings.lease)
+            done = self.runner.resume_due(
+                self.runner.clock.now(), batch, self.settings.lease, chunk=chunk
+            )
             self.resumed += done
             if not done:
                 return

@@ -32,7 +32,7 @@ from engine.clock import VirtualClock, format_timestamp
 from engine.runner import BATCH_SIZE, Runner, Wake
 from engine.store.db import make_engine, open_engine
 from engine.store.sql import chunks
-from engine.store.tables import audit, metadata, runs, scores, waits
+from engine.store.tables import account_scores, audit, metadata, outbox, runs, scores, waits
 from engine.worker import SQLITE_WAIT_BATCH, Worker, WorkerSettings
 
 CHILD = Path(__file__).with_name("worker_child.py")
@@ -628,26 +628,34 @@ def test_overlapping_batches_lock_contacts_without_deadlock(
 
 
 def test_the_default_wait_batch_is_by_store(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SQLite has one writer and logs every page a transaction touches: its worker takes
-    50,000 due waits a transaction. On PostgreSQL workers share a backlog, 10,000 at a
-    time. A batch set by hand wins on both."""
+    """SQLite has one writer and logs every page a transaction touches: its worker leases
+    50,000 due waits a transaction and works through them BATCH_SIZE contacts at a time.
+    On PostgreSQL workers share a backlog, 10,000 at a time, in one part (one lock order).
+    A batch set by hand wins on both; one under 1 is refused."""
     runner = Runner(store, VirtualClock(datetime(2026, 1, 5, tzinfo=UTC)))
-    asked: list[int] = []
+    asked: list[tuple[int, int | None]] = []
 
-    def resume_due(now: datetime, batch: int, lease: timedelta) -> int:
-        asked.append(batch)
+    def resume_due(now: datetime, batch: int, lease: timedelta, chunk: int | None) -> int:
+        asked.append((batch, chunk))
         return 0
 
     monkeypatch.setattr(runner, "resume_due", resume_due)
     Worker(runner, WorkerSettings()).resume_waits()
     Worker(runner, WorkerSettings(batch=123)).resume_waits()
-    expected = SQLITE_WAIT_BATCH if store.dialect.name == "sqlite" else BATCH_SIZE
-    assert asked == [expected, 123]
+    if store.dialect.name == "sqlite":
+        assert asked == [(50_000, BATCH_SIZE), (123, BATCH_SIZE)]
+    else:
+        assert asked == [(BATCH_SIZE, None), (123, None)]
     assert SQLITE_WAIT_BATCH == 50_000 and BATCH_SIZE == 10_000
+    for wrong in (0, -1):
+        with pytest.raises(ValueError, match="at least 1"):
+            WorkerSettings(batch=wrong)
 
 
 def _parked(store: Any, people: int) -> tuple[Leadflow, datetime]:
-    entered = datetime(2026, 1, 5, 10, tzinfo=UTC)
+    """``people`` contacts p00, p01, ... each with a run parked on a day's wait; the last
+    id's wait falls due first, so due order and id order are opposite."""
+    entered = datetime(2026, 1, 5, 11, tzinfo=UTC)
     flow = Leadflow(engine=store, clock=VirtualClock(entered))
     flow.deploy([PAUSE_THEN_SCORE])
     flow.send(
@@ -657,7 +665,7 @@ def _parked(store: Any, people: int) -> tuple[Leadflow, datetime]:
                 "userId": f"p{number:02d}",
                 "event": "Signed Up",
                 "messageId": f"m{number}",
-                "timestamp": "2026-01-05T10:00:00Z",
+                "timestamp": f"2026-01-05T10:{59 - number:02d}:00Z",
             }
             for number in range(people)
         ]
@@ -665,49 +673,103 @@ def _parked(store: Any, people: int) -> tuple[Leadflow, datetime]:
     return flow, entered + timedelta(days=2)
 
 
-def test_one_resume_transaction_works_through_its_contacts_a_batch_at_a_time(
+def test_one_resume_transaction_works_through_its_lease_a_part_at_a_time(
     store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """resume_due loads, runs and writes BATCH_SIZE contacts at a time (memory stays that of
-    one batch) inside the one transaction of its lease, in contact id order across the
-    batches (the lock order): every wait is resumed once, and a failure in a later batch
-    takes back the earlier ones, leaving every wait to retry."""
-    monkeypatch.setattr("engine.runner.BATCH_SIZE", 3)
+    """resume_due(chunk=N) loads, runs and writes N contacts at a time (memory stays that
+    of one part) inside the one transaction of its lease, in the order their waits fell
+    due: every wait is resumed once, and a failure in a later part takes back the earlier
+    ones, leaving every wait to retry."""
     flow, due = _parked(store, 10)
     runner = Runner(store, VirtualClock(due))
-    loads: list[int] = []
-    order: list[str] = []
+    loads: list[list[str]] = []
     real_load = Wake.load
 
-    def counting_load(wake: Wake, wanted: dict[str, datetime]) -> None:
-        loads.append(len(wanted))
-        order.extend(wanted)
+    def recording_load(wake: Wake, wanted: dict[str, datetime]) -> None:
+        loads.append(list(wanted))
         real_load(wake, wanted)
 
-    monkeypatch.setattr(Wake, "load", counting_load)
-    real_claim = runner.claim_due
-    monkeypatch.setattr(  # a lease may come back in any order (due time, then storage)
-        runner, "claim_due", lambda *args: list(reversed(real_claim(*args)))
-    )
-    failing = Wake.resume_due_waits
+    monkeypatch.setattr(Wake, "load", recording_load)
+    real_resume = Wake.resume_due_waits
 
-    def fail_on_p09(wake: Wake, state: Any, until: datetime) -> None:
-        if state.id == "p09":
+    def fail_on_p00(wake: Wake, state: Any, until: datetime) -> None:
+        if state.id == "p00":  # due last: in the last part
             raise RuntimeError("boom")
-        failing(wake, state, until)
+        real_resume(wake, state, until)
 
-    monkeypatch.setattr(Wake, "resume_due_waits", fail_on_p09)
+    monkeypatch.setattr(Wake, "resume_due_waits", fail_on_p00)
     with pytest.raises(RuntimeError):
-        runner.resume_due(due, 100, timedelta(minutes=5))
-    assert loads == [3, 3, 3, 1]
+        runner.resume_due(due, 100, timedelta(minutes=5), chunk=3)
+    assert [len(part) for part in loads] == [3, 3, 3, 1]
     assert all("SCORE" not in flow.contact(f"p{n:02d}")["scores"] for n in range(10))
-    monkeypatch.setattr(Wake, "resume_due_waits", failing)
+    monkeypatch.setattr(Wake, "resume_due_waits", real_resume)
     loads.clear()
-    later = due + timedelta(minutes=10)  # the failed batch's leases have run out
-    order.clear()
-    assert runner.resume_due(later, 100, timedelta(minutes=5)) == 10
-    assert loads == [3, 3, 3, 1]
-    assert order == sorted(order)  # one lock order across the chunks, as within one
+    later = due + timedelta(minutes=10)  # the failed lease has run out
+    assert runner.resume_due(later, 100, timedelta(minutes=5), chunk=3) == 10
+    assert loads == [["p09", "p08", "p07"], ["p06", "p05", "p04"], ["p03", "p02", "p01"], ["p00"]]
     assert [flow.contact(f"p{n:02d}")["scores"]["SCORE"] for n in range(10)] == [5] * 10
     with store.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(waits)) == 0
+
+
+def _points(workflow_id: str, event: str, wait: str, add: float) -> dict[str, Any]:
+    return {
+        "id": workflow_id,
+        "version": 1,
+        "triggers": [{"type": "event", "event": event}],
+        "reentry": "always",
+        "start": "pause",
+        "nodes": {
+            "pause": {"type": "wait", "for": wait, "next": "points"},
+            "points": {"type": "update_score", "score": "SCORE", "add": add},
+        },
+    }
+
+
+ACCOUNT_READY = {
+    "id": "account-ready",
+    "version": 1,
+    "triggers": [{"type": "score_crossed", "score": "SCORE", "above": 100, "of": "account"}],
+    "start": "hook",
+    "nodes": {"hook": {"type": "webhook", "url": "https://crm.example.com/ready"}},
+}
+
+
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_a_lease_in_parts_rolls_accounts_up_in_due_order(store: Any, chunk: int | None) -> None:
+    """Two members of one account (sum 60): z falls 60 at 11:00, a rises 60 at 12:00. In
+    time the account goes 60 -> 0 -> 60 and never crosses 100. Parts taken by id (a
+    first) would make it 120 for a moment and send the webhook; parts in due order, like
+    one Wake over the lease, do not."""
+    start = datetime(2026, 1, 5, 10, tzinfo=UTC)
+    flow = Leadflow(engine=store, clock=VirtualClock(start))
+    flow.deploy(
+        [
+            ACCOUNT_READY,
+            _points("seed", "Seed", "PT1M", 60),
+            _points("down", "Down", "PT1H", -60),
+            _points("up", "Up", "PT2H", 60),
+        ]
+    )
+    stamp = "2026-01-05T10:00:00Z"
+    flow.send(
+        [
+            {"type": "group", "userId": who, "groupId": "acme", "messageId": f"g-{who}"}
+            | {"timestamp": stamp}
+            for who in ("a", "z")
+        ]
+        + [
+            {"type": "track", "userId": who, "event": name, "messageId": f"{name}-{who}"}
+            | {"timestamp": stamp}
+            for who, name in (("z", "Seed"), ("z", "Down"), ("a", "Up"))
+        ]
+    )
+    runner = Runner(store, VirtualClock(start))
+    seeded = start + timedelta(minutes=5)
+    assert runner.resume_due(seeded, 100, timedelta(minutes=5), chunk=chunk) == 1
+    later = start + timedelta(hours=3)
+    assert runner.resume_due(later, 100, timedelta(minutes=5), chunk=chunk) == 2
+    with store.connect() as connection:
+        hooks = connection.scalar(select(func.count()).select_from(outbox))
+        account = connection.scalar(select(account_scores.c.value))
+    assert (hooks, account) == (0, 60)

@@ -37,9 +37,13 @@ class CountingRunner(Runner):
     pause = 0.0
 
     def resume_due(
-        self, now: datetime, limit: int = 1000, lease: timedelta = timedelta(minutes=5)
+        self,
+        now: datetime,
+        limit: int = 1000,
+        lease: timedelta = timedelta(minutes=5),
+        chunk: int | None = None,
     ) -> int:
-        done = super().resume_due(now, limit, lease)
+        done = super().resume_due(now, limit, lease, chunk)
         if done:
             self.batches += 1
             time.sleep(self.pause)
