@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select, update
@@ -430,11 +429,9 @@ class Runner:
                 update(waits)
                 .where(waits.c.run_id.in_(pick.scalar_subquery()))
                 .values(lease_owner=self.owner, lease_until=now + lease)
-                .returning(waits.c.contact_id, waits.c.due_at)
-            ).all()
-            # each contact once, in the order its first wait fell due (RETURNING keeps none)
-            in_due_order = sorted(claimed, key=itemgetter(1))
-            return list(dict.fromkeys(contact_id for contact_id, _ in in_due_order))
+                .returning(waits.c.contact_id)
+            )
+            return list(dict.fromkeys(claimed.scalars()))
 
     def resume_due(
         self,
@@ -446,26 +443,33 @@ class Runner:
         """Resume up to ``limit`` due waits' contacts in one transaction; returns how many
         runs were resumed.
 
-        ``chunk``: work through the lease that many contacts at a time, in the order their
-        waits fell due, each part loaded, run and written before the next, so memory stays
-        that of one part while the commit (on SQLite, the checkpoint of every page
-        touched) is shared by the whole lease (bench/README.md, "Sixth round"). The parts
-        follow one another as successive leases would, account roll-ups included. For
-        SQLite's single writer: on PostgreSQL a part's locks would come after the last
-        part's, out of the one order that keeps workers from deadlocking."""
+        ``chunk``: load, run and write the lease that many contacts at a time, in id order,
+        so memory stays that of one part while the commit (on SQLite, the checkpoint of
+        every page touched) is shared by the whole lease (bench/README.md, "Sixth round").
+        Neighbouring ids share pages of the contact-keyed tables, so the parts are taken
+        in id order. The account roll-ups the parts cause are applied once, at the end,
+        as one wake over the whole lease applies them, so no account crosses a bound on
+        the way that the lease as a whole does not cross. Meant for SQLite's single
+        writer: a part's locks come after the previous part's."""
         contact_ids = self.claim_due(now, limit, lease)
         if not contact_ids:
             return 0
         resumed = 0
         with self.writer.begin() as connection:
-            for part in chunks(contact_ids, chunk or len(contact_ids)):
+            wake = Wake(self, connection)
+            for number, part in enumerate(chunks(sorted(contact_ids), chunk or len(contact_ids))):
                 with gc_paused():
-                    wake = Wake(self, connection)
+                    if number:  # a fresh batch of contacts, the same roll-up for the lease
+                        accounts, last_moment = wake.accounts, wake.last_moment
+                        wake = Wake(self, connection)
+                        wake.accounts, wake.last_moment = accounts, last_moment
                     wake.load({contact_id: now for contact_id in part})
                     for contact_id in part:
                         wake.resume_due_waits(wake.batch.contacts[contact_id], now)
-                    wake.finish()
+                    wake.batch.flush()
                     resumed += wake.resumed
+            with gc_paused():
+                wake.finish()
         return resumed
 
     def release_leases(self, now: datetime) -> int:

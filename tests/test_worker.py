@@ -677,9 +677,9 @@ def test_one_resume_transaction_works_through_its_lease_a_part_at_a_time(
     store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """resume_due(chunk=N) loads, runs and writes N contacts at a time (memory stays that
-    of one part) inside the one transaction of its lease, in the order their waits fell
-    due: every wait is resumed once, and a failure in a later part takes back the earlier
-    ones, leaving every wait to retry."""
+    of one part) inside the one transaction of its lease, in id order (neighbours share
+    pages), whatever order the lease came back in: every wait is resumed once, and a
+    failure in a later part takes back the earlier ones, leaving every wait to retry."""
     flow, due = _parked(store, 10)
     runner = Runner(store, VirtualClock(due))
     loads: list[list[str]] = []
@@ -690,14 +690,16 @@ def test_one_resume_transaction_works_through_its_lease_a_part_at_a_time(
         real_load(wake, wanted)
 
     monkeypatch.setattr(Wake, "load", recording_load)
+    real_claim = runner.claim_due
+    monkeypatch.setattr(runner, "claim_due", lambda *args: list(reversed(real_claim(*args))))
     real_resume = Wake.resume_due_waits
 
-    def fail_on_p00(wake: Wake, state: Any, until: datetime) -> None:
-        if state.id == "p00":  # due last: in the last part
+    def fail_on_p09(wake: Wake, state: Any, until: datetime) -> None:
+        if state.id == "p09":  # the last id: in the last part
             raise RuntimeError("boom")
         real_resume(wake, state, until)
 
-    monkeypatch.setattr(Wake, "resume_due_waits", fail_on_p00)
+    monkeypatch.setattr(Wake, "resume_due_waits", fail_on_p09)
     with pytest.raises(RuntimeError):
         runner.resume_due(due, 100, timedelta(minutes=5), chunk=3)
     assert [len(part) for part in loads] == [3, 3, 3, 1]
@@ -706,7 +708,7 @@ def test_one_resume_transaction_works_through_its_lease_a_part_at_a_time(
     loads.clear()
     later = due + timedelta(minutes=10)  # the failed lease has run out
     assert runner.resume_due(later, 100, timedelta(minutes=5), chunk=3) == 10
-    assert loads == [["p09", "p08", "p07"], ["p06", "p05", "p04"], ["p03", "p02", "p01"], ["p00"]]
+    assert loads == [["p00", "p01", "p02"], ["p03", "p04", "p05"], ["p06", "p07", "p08"], ["p09"]]
     assert [flow.contact(f"p{n:02d}")["scores"]["SCORE"] for n in range(10)] == [5] * 10
     with store.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(waits)) == 0
@@ -736,11 +738,11 @@ ACCOUNT_READY = {
 
 
 @pytest.mark.parametrize("chunk", [None, 1])
-def test_a_lease_in_parts_rolls_accounts_up_in_due_order(store: Any, chunk: int | None) -> None:
+def test_a_lease_in_parts_rolls_its_accounts_up_once(store: Any, chunk: int | None) -> None:
     """Two members of one account (sum 60): z falls 60 at 11:00, a rises 60 at 12:00. In
-    time the account goes 60 -> 0 -> 60 and never crosses 100. Parts taken by id (a
-    first) would make it 120 for a moment and send the webhook; parts in due order, like
-    one Wake over the lease, do not."""
+    time the account goes 60 -> 0 -> 60 and never crosses 100. Rolled up after each part
+    (a's part first, by id) it would be 120 for a moment and send the webhook; a lease in
+    parts rolls its accounts up once, at the end, as one wake over the lease does."""
     start = datetime(2026, 1, 5, 10, tzinfo=UTC)
     flow = Leadflow(engine=store, clock=VirtualClock(start))
     flow.deploy(
