@@ -29,10 +29,10 @@ SQLITE_WAIT_BATCH = 50_000
 ``runs`` and ``scores``, and SQLite logs, and checkpoints at commit, every page a
 transaction touched: 10,000 waits out of 1,000,000 touch most pages of those b-trees, so
 a bigger transaction shares the same pages among more waits (1,000,000 due waits: 7,732/s
-at 10,000 a transaction, 16,019/s at 50,000; bench/README.md, "Sixth round"). The worker
-works through such a lease ``BATCH_SIZE`` contacts at a time, in due order
-(``Runner.resume_due(chunk=...)``), so its memory stays that of ``BATCH_SIZE``. Other
-writers (ingest, the HTTP service) wait for the transaction: a few seconds here."""
+at 10,000 a transaction, 15,546/s at 50,000; bench/README.md, "Sixth round"). The worker
+works through such a lease ``BATCH_SIZE`` contacts at a time (``Runner.resume_due(chunk=
+...)``), so its memory stays that of ``BATCH_SIZE``. Other writers (ingest, the HTTP
+service) wait for the transaction: a few seconds here."""
 
 
 def wait_batch(dialect: str) -> int:
