@@ -233,7 +233,7 @@ def worker(db_url: str | None, batch: int | None, once: bool) -> None:
     """Run the scheduler: due waits, inactivity and schedule triggers, lease reaping."""
     import logging
 
-    from engine.worker import Worker, WorkerSettings
+    from engine.worker import Worker, WorkerSettings, wait_lease
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     engine = open_store(db_url)
@@ -241,7 +241,9 @@ def worker(db_url: str | None, batch: int | None, once: bool) -> None:
     if once:
         from engine.messaging.delivery import Deliverer
 
-        click.echo(f"{runner.run_timers(runner.clock.now())} run(s) resumed or entered")
+        limit, chunk = wait_lease(engine.dialect.name, batch)
+        done = runner.run_timers(runner.clock.now(), limit, chunk)
+        click.echo(f"{done} run(s) resumed or entered")
         report = Deliverer(engine, runner.clock, owner=runner.owner).deliver()
         click.echo(f"outbox: {report}")
         return

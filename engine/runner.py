@@ -663,11 +663,12 @@ class Runner:
                 tick = model.decay.every.after(tick)
         return fallen
 
-    def run_timers(self, now: datetime) -> int:
-        """Everything timed that is due at ``now``: waits, quiet spells, schedules."""
+    def run_timers(self, now: datetime, limit: int = 1000, chunk: int | None = None) -> int:
+        """Everything timed that is due at ``now``: waits (``limit`` a transaction, in
+        parts of ``chunk``: :meth:`resume_due`), quiet spells, schedules, decay."""
         done = 0
         while True:
-            resumed = self.resume_due(now)
+            resumed = self.resume_due(now, limit, chunk=chunk)
             done += resumed
             if not resumed:
                 break

@@ -41,6 +41,16 @@ def wait_batch(dialect: str) -> int:
     return SQLITE_WAIT_BATCH if dialect == "sqlite" else BATCH_SIZE
 
 
+def wait_lease(dialect: str, batch: int | None = None) -> tuple[int, int | None]:
+    """Due waits per transaction (``batch``, else :func:`wait_batch`) and contacts per
+    part of it (``Runner.resume_due``'s ``chunk``): ``BATCH_SIZE`` on SQLite, one part on
+    PostgreSQL, where one part keeps one lock order."""
+    return (
+        wait_batch(dialect) if batch is None else batch,
+        BATCH_SIZE if dialect == "sqlite" else None,
+    )
+
+
 @dataclass
 class WorkerSettings:
     batch: int | None = None
@@ -68,9 +78,7 @@ class Worker:
 
     def resume_waits(self) -> None:
         """Drain due waits batch by batch; stop between batches when asked to."""
-        dialect = self.runner.engine.dialect.name
-        batch = wait_batch(dialect) if self.settings.batch is None else self.settings.batch
-        chunk = BATCH_SIZE if dialect == "sqlite" else None
+        batch, chunk = wait_lease(self.runner.engine.dialect.name, self.settings.batch)
         while not self.stopping.is_set():
             done = self.runner.resume_due(
                 self.runner.clock.now(), batch, self.settings.lease, chunk=chunk

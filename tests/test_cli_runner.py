@@ -347,3 +347,59 @@ def test_worker_refuses_a_batch_under_one(batch: str, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "Invalid value for '--batch'" in result.output
     assert "x>=1" in result.output
+
+
+def test_worker_once_resumes_due_waits_by_its_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`worker --once` drains due waits with the --batch it is given (in parts of
+    BATCH_SIZE on SQLite, as the running worker does), and with the store's default
+    batch without it."""
+    from datetime import UTC, datetime, timedelta
+
+    from helpers import PAUSE_THEN_SCORE
+
+    from engine.api import Leadflow
+    from engine.clock import VirtualClock
+    from engine.runner import BATCH_SIZE, Runner
+    from engine.store.db import open_engine
+
+    url = f"sqlite:///{tmp_path / 'once.db'}"
+    store = open_engine(url)
+    flow = Leadflow(engine=store, clock=VirtualClock(datetime(2026, 1, 5, 10, tzinfo=UTC)))
+    flow.deploy([PAUSE_THEN_SCORE])
+    flow.send(
+        [
+            {
+                "type": "track",
+                "userId": f"p{n}",
+                "event": "Signed Up",
+                "messageId": f"m{n}",
+                "timestamp": "2026-01-05T10:00:00Z",
+            }
+            for n in range(5)
+        ]
+    )
+    store.dispose()
+    asked: list[tuple[int, int | None]] = []
+    real = Runner.resume_due
+
+    def recording(
+        runner: Runner,
+        now: datetime,
+        limit: int = 1000,
+        lease: timedelta = timedelta(minutes=5),
+        chunk: int | None = None,
+    ) -> int:
+        asked.append((limit, chunk))
+        return real(runner, now, limit, lease, chunk)
+
+    monkeypatch.setattr(Runner, "resume_due", recording)
+    result = CliRunner().invoke(main, ["worker", "--db", url, "--batch", "2", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "5 run(s) resumed or entered" in result.output
+    assert asked == [(2, BATCH_SIZE)] * 4  # 2 + 2 + 1, then none left
+    asked.clear()
+    result = CliRunner().invoke(main, ["worker", "--db", url, "--once"])
+    assert result.exit_code == 0, result.output
+    assert asked == [(50_000, BATCH_SIZE)]
