@@ -6,7 +6,7 @@ past 30 days. The rows are bulk-inserted with the plain driver (executemany on S
 on PostgreSQL) in one transaction; a second, identical store is made for the baseline (a
 file copy on SQLite, ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL).
 
-Measured: ``Runner.resume_due(now, wait_batch(dialect), chunk=...)`` called until it returns
+Measured: ``Runner.resume_due(now, *wait_lease(dialect))`` called until it returns
 0, which is what ``Worker.resume_waits`` does: lease a batch of due waits, load and lock their
 contacts, run the rest of each run (+5 SCORE with its audit row, then exit) and write it
 all back, one transaction per step. Baseline, in the same run and on the identical copy:
@@ -46,11 +46,11 @@ from sqlalchemy import Engine, func, select
 from engine.catalog import deploy
 from engine.clock import VirtualClock
 from engine.model import compile_workflow
-from engine.runner import BATCH_SIZE, Runner
+from engine.runner import Runner
 from engine.store.db import open_engine, writer
 from engine.store.moments import stored_moment
 from engine.store.tables import audit, runs, scores, waits
-from engine.worker import WorkerSettings, wait_batch
+from engine.worker import WorkerSettings, wait_lease
 
 SEED = 20260105
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -168,7 +168,7 @@ def run_engine(url: str, expected: int, batch: int) -> Measured:
         runner = Runner(engine, VirtualClock(NOW))
         runner.catalog  # noqa: B018 - compiled before timing, as a running worker has it
         settings = WorkerSettings()
-        chunk = BATCH_SIZE if engine.dialect.name == "sqlite" else None  # as the worker
+        _, chunk = wait_lease(engine.dialect.name)  # the worker's parts
         resumed = batches = 0
         start, cpu = time.perf_counter(), time.process_time()
         while True:
@@ -316,7 +316,7 @@ def main() -> int:
     parser.add_argument("--waits", type=int, help="number of due waits (default 1,000,000)")
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument(
-        "--batch", type=int, help="waits per resume_due call (default: engine.worker.wait_batch)"
+        "--batch", type=int, help="waits per resume_due call (default: engine.worker.wait_lease)"
     )
     args = parser.parse_args()
     count = args.waits or (100_000 if args.quick else 1_000_000)
@@ -326,7 +326,7 @@ def main() -> int:
         start = time.perf_counter()
         with sqlite_stores(rows) as (url, copy):
             setup = time.perf_counter() - start
-            batch = args.batch or wait_batch("sqlite")
+            batch, _ = wait_lease("sqlite", args.batch)
             ours = run_engine(url, count, batch)
             base = baseline_sqlite(copy, batch, count)
         report("sqlite", batch, setup, ours, base)
@@ -334,7 +334,7 @@ def main() -> int:
         start = time.perf_counter()
         with postgres_stores(rows) as (url, copy):
             setup = time.perf_counter() - start
-            batch = args.batch or wait_batch("postgresql")
+            batch, _ = wait_lease("postgresql", args.batch)
             ours = run_engine(url, count, batch)
             base = baseline_postgres(copy, batch, count)
         report("postgresql", batch, setup, ours, base)

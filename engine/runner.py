@@ -443,11 +443,11 @@ class Runner:
         """Resume up to ``limit`` due waits' contacts in one transaction; returns how many
         runs were resumed.
 
-        ``chunk``: load, run and write the lease that many contacts at a time, in id order,
-        so memory stays that of one part while the commit (on SQLite, the checkpoint of
-        every page touched) is shared by the whole lease (bench/README.md, "Sixth round").
-        Neighbouring ids share pages of the contact-keyed tables, so the parts are taken
-        in id order. The account roll-ups the parts cause are applied once, at the end,
+        ``chunk``: load, run and write the lease that many contacts at a time, so memory
+        stays that of one part while the commit (on SQLite, the checkpoint of every page
+        touched) is shared by the whole lease (bench/README.md, "Sixth round"). Parts go
+        in id order: neighbouring ids share pages of the contact-keyed tables. The account
+        roll-ups the parts cause are applied once, at the end,
         as one wake over the whole lease applies them, so no account crosses a bound on
         the way that the lease as a whole does not cross. Meant for SQLite's single
         writer: a part's locks come after the previous part's."""
