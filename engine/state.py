@@ -24,6 +24,7 @@ from engine.store.sql import (
     insert_rows,
     is_postgres,
     update_rows,
+    update_rows_at,
     upsert_rows,
 )
 from engine.store.tables import (
@@ -65,6 +66,9 @@ class RunState:
     wait: WaitState | None = None
     new: bool = False
     dirty: bool = False
+    rowid: int | None = None
+    """SQLite: the row's rowid, read with it in this transaction (see
+    :func:`engine.store.sql.update_rows_at`); None on PostgreSQL and for new runs."""
 
 
 @dataclass(slots=True)
@@ -208,6 +212,7 @@ class Batch:
             steps,
             properties,
             at,
+            rowid,
         ) in fetch(sql.runs):
             run = RunState(
                 run_id,
@@ -218,6 +223,7 @@ class Batch:
                 steps,
                 document(properties),
                 moment(at),
+                rowid=rowid,
             )
             by_run[run_id] = run
             found[contact_id].runs.append(run)
@@ -259,6 +265,7 @@ class Batch:
         list_removes: list[tuple[Any, ...]] = []
         new_runs: list[tuple[Any, ...]] = []
         changed_runs: list[tuple[Any, ...]] = []
+        changed_at: list[tuple[Any, ...]] = []  # SQLite: by rowid
         new_waits: list[tuple[Any, ...]] = []
         for state in self.contacts.values():
             contact_id = state.id
@@ -315,9 +322,9 @@ class Batch:
                             )
                         )
                     elif run.dirty:
-                        changed_runs.append(
+                        (changed_runs if run.rowid is None else changed_at).append(
                             (
-                                run.id,
+                                run.id if run.rowid is None else run.rowid,
                                 run.state,
                                 run.node,
                                 run.steps,
@@ -367,6 +374,7 @@ class Batch:
             self.deleted_waits.clear()
         insert_rows(conn, runs, _RUN_COLUMNS, new_runs)
         update_rows(conn, runs, ("id",), _RUN_CHANGE_COLUMNS, changed_runs)
+        update_rows_at(conn, runs, "id", _RUN_CHANGE_COLUMNS, changed_at)
         insert_rows(conn, waits, _WAIT_COLUMNS, new_waits)
         if self.audit_rows:
             insert_rows(conn, audit, AUDIT_COLUMNS, self.audit_rows)
@@ -478,6 +486,7 @@ def _build_load_sql(postgres: bool) -> _LoadSQL:
     else:
         ids = "IN (SELECT value FROM json_each(?))"
         lock = ""
+    rowid = "NULL" if postgres else "rowid"
     return _LoadSQL(
         present=f"SELECT id FROM contacts WHERE id {ids}",
         contacts=(
@@ -490,7 +499,7 @@ def _build_load_sql(postgres: bool) -> _LoadSQL:
         members=f"SELECT contact_id, list_name FROM list_members WHERE contact_id {ids}",
         runs=(
             "SELECT id, contact_id, workflow_id, version, state, node, steps, properties, "
-            f"entered_at FROM runs WHERE contact_id {ids} AND state IN ('active', 'waiting') "
+            f"entered_at, {rowid} FROM runs WHERE contact_id {ids} AND state IN ('active', 'waiting') "
             "AND ended_at IS NULL"
         ),
         waits=(
