@@ -499,8 +499,8 @@ def _build_load_sql(postgres: bool) -> _LoadSQL:
         members=f"SELECT contact_id, list_name FROM list_members WHERE contact_id {ids}",
         runs=(
             "SELECT id, contact_id, workflow_id, version, state, node, steps, properties, "
-            f"entered_at, {rowid} FROM runs WHERE contact_id {ids} AND state IN ('active', 'waiting') "
-            "AND ended_at IS NULL"
+            f"entered_at, {rowid} FROM runs WHERE contact_id {ids} "
+            "AND state IN ('active', 'waiting') AND ended_at IS NULL"
         ),
         waits=(
             "SELECT run_id, due_at, event_name, next_node, timeout_node "
