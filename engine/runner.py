@@ -336,7 +336,14 @@ class Runner:
                 source.runs = []
                 wake.drain(target, moment, cause)
                 wake.finish()
-                for table in (audit_table, runs, waits):
+                # waits first, found through their runs (waits have no index by contact)
+                source_runs = select(runs.c.id).where(runs.c.contact_id == source_id)
+                connection.execute(
+                    update(waits)
+                    .where(waits.c.run_id.in_(source_runs.where(RUN_IN_FLIGHT)))
+                    .values(contact_id=target_id)
+                )
+                for table in (audit_table, runs):
                     connection.execute(
                         update(table)
                         .where(table.c.contact_id == source_id)
@@ -407,7 +414,7 @@ class Runner:
 
     # --- due waits -------------------------------------------------------------------
 
-    def _due_waits(self, now: datetime, limit: int, column: str = "run_id") -> Select[tuple[str]]:
+    def _due_waits(self, now: datetime, limit: int, column: str = "run_id") -> Select[Any]:
         """The next ``limit`` due waits no live lease holds, earliest first: their run ids,
         or another ``column`` of theirs."""
         free = and_(
@@ -445,7 +452,8 @@ class Runner:
         before this transaction ends, and a crash rolls it back whole: a lease written
         first, in a transaction of its own, would protect nothing more, and cost an
         UPDATE of every wait and a second commit (bench/README.md, "Seventh round")."""
-        return list(dict.fromkeys(connection.scalars(self._due_waits(now, limit, "contact_id"))))
+        found = connection.scalars(self._due_waits(now, limit, "contact_id")).all()
+        return list(dict.fromkeys(found))
 
     def resume_due(
         self,
@@ -905,20 +913,27 @@ class Wake:
         due moment (so a simulation sees the same order as a live worker)."""
         if not state.runs:
             return
+        paused = self.catalog.paused
         while True:
-            due = [
-                run
-                for run in state.runs
-                if run.state == "waiting"
-                and run.wait is not None
-                and run.wait.due_at <= until
-                and run.workflow_id not in self.catalog.paused
-            ]
-            if not due:
+            # the earliest (due moment, entry) among due waits; the first of equals
+            run: RunState | None = None
+            wait: WaitState | None = None
+            for candidate in state.runs:
+                found = candidate.wait
+                if (
+                    found is not None
+                    and found.due_at <= until
+                    and candidate.state == "waiting"
+                    and candidate.workflow_id not in paused
+                    and (
+                        wait is None
+                        or run is None
+                        or (found.due_at, candidate.entered_at) < (wait.due_at, run.entered_at)
+                    )
+                ):
+                    run, wait = candidate, found
+            if run is None or wait is None:
                 return
-            run = min(due, key=lambda r: (r.wait.due_at if r.wait else until, r.entered_at))
-            wait = run.wait
-            assert wait is not None
             moment = wait.due_at
             timed_out = wait.event_name is not None
             self._release(run)

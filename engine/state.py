@@ -227,12 +227,12 @@ class Batch:
             )
             by_run[run_id] = run
             found[contact_id].runs.append(run)
-        if by_run:  # contacts without a run in flight have no wait either
-            for run_id, due_at, event_name, next_node, timeout_node in fetch(sql.waits):
-                if run_id in by_run:
-                    by_run[run_id].wait = WaitState(
-                        run_id, moment(due_at), event_name, next_node, timeout_node
-                    )
+        if by_run:  # only a run in flight has a wait
+            found_waits = conn.exec_driver_sql(sql.waits, (_ids_param(conn, list(by_run)),))
+            for run_id, due_at, event_name, next_node, timeout_node in found_waits.fetchall():
+                by_run[run_id].wait = WaitState(
+                    run_id, moment(due_at), event_name, next_node, timeout_node
+                )
         if self.entry_workflows is None or self.entry_workflows:
             for contact_id, workflow_id, entered in fetch(sql.entries):
                 found[contact_id].last_entries[workflow_id] = moment(entered)
@@ -482,9 +482,10 @@ class _LoadSQL:
 def _build_load_sql(postgres: bool) -> _LoadSQL:
     if postgres:
         ids = "= ANY(%b::VARCHAR(320)[])"
+        run_ids = "= ANY(%b::VARCHAR(32)[])"
         lock = " ORDER BY id FOR UPDATE"
     else:
-        ids = "IN (SELECT value FROM json_each(?))"
+        ids = run_ids = "IN (SELECT value FROM json_each(?))"
         lock = ""
     rowid = "NULL" if postgres else "rowid"
     return _LoadSQL(
@@ -504,7 +505,7 @@ def _build_load_sql(postgres: bool) -> _LoadSQL:
         ),
         waits=(
             "SELECT run_id, due_at, event_name, next_node, timeout_node "
-            f"FROM waits WHERE contact_id {ids}"
+            f"FROM waits WHERE run_id {run_ids}"
         ),
         entries=(
             "SELECT contact_id, workflow_id, max(entered_at) "

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from helpers import at
+from helpers import PAUSE_THEN_SCORE, at
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -17,7 +17,7 @@ from engine.api import Leadflow
 from engine.clock import VirtualClock
 from engine.errors import UnknownContact
 from engine.segment import Message, Rejection, first_of_each_id, parse_message, read_lines
-from engine.store.tables import audit, contacts, events, rejected, runs
+from engine.store.tables import audit, contacts, events, rejected, runs, waits
 
 NOW = at("2026-01-05 12:00")
 
@@ -401,6 +401,25 @@ def test_identify_with_both_ids_merges_the_anonymous_contact(flow: Leadflow) -> 
     with flow.engine.connect() as connection:
         merged = connection.scalar(select(contacts.c.merged_into).where(contacts.c.id == "anon-1"))
     assert merged == "ann"
+
+
+def test_a_merged_contacts_waiting_run_resumes_on_the_known_contact(flow: Leadflow) -> None:
+    """Waits have no index by contact (revision 0006): a merge finds them through their
+    runs, and the wait then resumes for the known contact."""
+    flow.deploy([PAUSE_THEN_SCORE])
+    flow.ingest_lines(
+        [
+            track("anon-9", "Signed Up", 0, "w-1"),
+            track("dan", "Act", 1, "w-2"),
+            '{"type": "alias", "userId": "dan", "previousId": "anon-9", '
+            '"timestamp": "2026-01-05T10:02:00Z", "messageId": "w-3"}',
+        ]
+    )
+    assert _contact_rows(flow, "dan", waits) == 1
+    assert _contact_rows(flow, "anon-9", waits) == 0
+    assert flow.run_due(at("2026-01-06 10:00")) == 1
+    assert flow.contact("dan")["scores"] == {"SCORE": 10 + 5}
+    assert _contact_rows(flow, "dan", waits) == 0
 
 
 def test_alias_merges_and_later_messages_follow(flow: Leadflow) -> None:

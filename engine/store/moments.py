@@ -52,6 +52,11 @@ def moment_of(stored: int | str) -> datetime:
         if len(_MOMENTS) >= _MEMO_LIMIT:
             _MOMENTS.clear()
         _MOMENTS[stored] = moment
+        # a moment read is often written back (a resumed wait's due moment stamps its
+        # run, score and audit rows): the way back is known already
+        if len(_STORED) >= _MEMO_LIMIT:
+            _STORED.clear()
+        _STORED[moment] = stored
     return moment
 
 

@@ -227,7 +227,7 @@ waits = Table(
     Column("lease_owner", String(100)),
     Column("lease_until", TS),
     Index("ix_waits_due", "due_at"),
-    Index("ix_waits_contact", "contact_id"),
+    # no index by contact: the loader reads waits by run id (revision 0006)
 )
 
 audit = Table(
