@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, Table, bindparam, delete, select, text, update
 
+from engine.store.db import open_engine
 from engine.store.sql import (
     bulk_delete,
     bulk_insert,
@@ -18,6 +20,8 @@ from engine.store.sql import (
     in_values,
     insert_ignore,
     json_text,
+    update_rows,
+    update_rows_at,
     upsert,
 )
 from engine.store.tables import audit, list_members, runs, scores
@@ -221,6 +225,38 @@ def test_bulk_update_and_delete(store: Engine) -> None:
         bulk_update(connection, runs, ("id",), changes)
         bulk_delete(connection, runs, gone)
     assert _raw(store, runs) == expected
+
+
+def test_update_rows_at_stores_what_the_update_by_key_stores(tmp_path: Path) -> None:
+    """SQLite: rows keyed by the rowid read in the same transaction are updated as
+    update_rows keyed by id updates them (engine.state updates runs so)."""
+    store = open_engine(f"sqlite:///{tmp_path / 'rowid.db'}")
+    names = ("id", "state", "node", "steps", "properties", "ended_at", "end_reason", "error")
+    changed = [
+        (f"r{i:03d}", "failed", "n", i, {"i": i}, MOMENTS[i % 4], "action failed", f"e{i}")
+        for i in range(1, 20, 3)
+    ]
+    try:
+        with store.begin() as connection:
+            bulk_insert(connection, runs, _runs(20))
+            update_rows(connection, runs, ("id",), names, changed)
+        expected = _raw(store, runs)
+        with store.begin() as connection:
+            connection.execute(runs.delete())
+            bulk_insert(connection, runs, _runs(20))
+            rowids = {r[0]: r[1] for r in connection.execute(text("SELECT id, rowid FROM runs"))}
+            update_rows_at(connection, runs, "id", names, [(rowids[r[0]], *r[1:]) for r in changed])
+        assert _raw(store, runs) == expected
+        assert _raw(store, runs) != _raw_of_fresh_runs(store)
+    finally:
+        store.dispose()
+
+
+def _raw_of_fresh_runs(store: Engine) -> list[tuple[Any, ...]]:
+    with store.begin() as connection:
+        connection.execute(runs.delete())
+        bulk_insert(connection, runs, _runs(20))
+    return _raw(store, runs)
 
 
 def test_in_values_any_length(store: Engine) -> None:

@@ -410,6 +410,28 @@ def test_sigkill_before_commit_loses_nothing_and_doubles_nothing(pg: str, spawn:
 
 
 @pytest.mark.slow
+def test_sigkill_before_commit_on_sqlite_leaves_no_lease_behind(tmp_path: Path, spawn: Any) -> None:
+    """SQLite reads and resumes due waits in one write transaction and writes no lease:
+    a worker killed before its commit leaves every wait as it was, free at once."""
+    url = f"sqlite:///{tmp_path / 'leadflow.db'}"
+    total, claimed = 600, 250
+    now = datetime.now(UTC)
+    populate(url, total, now)
+    child = spawn(sys.executable, str(CHILD), "hang", url, str(claimed), now.isoformat())
+    assert child.line(60) == "flushed"
+    during = tally(url)  # a reader beside the writer sees none of the open transaction
+    assert (during["waits"], during["leased"], during["audited"]) == (total, 0, 0), during
+
+    child.proc.send_signal(signal.SIGKILL)
+    assert child.wait(10) == -signal.SIGKILL
+    after = tally(url)
+    assert (after["waits"], after["leased"], after["completed"]) == (total, 0, 0), after
+    # no lease to expire: another worker at the same moment resumes every wait, once
+    assert finish(url, now) == total
+    assert_exactly_once(url, total)
+
+
+@pytest.mark.slow
 def test_sigkill_of_a_leadflow_worker_mid_batch(pg: str, spawn: Any) -> None:
     total, batch = 3_000, 100
     populate(pg, total, datetime.now(UTC))
@@ -673,6 +695,21 @@ def _parked(store: Any, people: int) -> tuple[Leadflow, datetime]:
     return flow, entered + timedelta(days=2)
 
 
+def test_resume_leaves_waits_under_a_live_lease_alone(store: Any) -> None:
+    """Waits that claim_due (the embedding API) leased stay with their holder until the
+    lease runs out, also on SQLite, where resume_due itself writes no lease."""
+    flow, due = _parked(store, 4)
+    holder = Runner(store, VirtualClock(due))
+    held = holder.claim_due(due, 2, timedelta(minutes=5))
+    assert len(held) == 2
+    runner = Runner(store, VirtualClock(due))
+    assert runner.resume_due(due, 100, timedelta(minutes=5)) == 2
+    assert sorted(c for c in ("p00", "p01", "p02", "p03") if flow.contact(c)["scores"]) == sorted(
+        {"p00", "p01", "p02", "p03"} - set(held)
+    )
+    assert runner.resume_due(due + timedelta(minutes=6), 100) == 2
+
+
 def test_one_resume_transaction_works_through_its_lease_a_part_at_a_time(
     store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -690,8 +727,9 @@ def test_one_resume_transaction_works_through_its_lease_a_part_at_a_time(
         real_load(wake, wanted)
 
     monkeypatch.setattr(Wake, "load", recording_load)
-    real_claim = runner.claim_due
+    real_claim, real_take = runner.claim_due, runner._take_due  # PostgreSQL, SQLite
     monkeypatch.setattr(runner, "claim_due", lambda *args: list(reversed(real_claim(*args))))
+    monkeypatch.setattr(runner, "_take_due", lambda *args: list(reversed(real_take(*args))))
     real_resume = Wake.resume_due_waits
 
     def fail_on_p09(wake: Wake, state: Any, until: datetime) -> None:
@@ -706,7 +744,7 @@ def test_one_resume_transaction_works_through_its_lease_a_part_at_a_time(
     assert all("SCORE" not in flow.contact(f"p{n:02d}")["scores"] for n in range(10))
     monkeypatch.setattr(Wake, "resume_due_waits", real_resume)
     loads.clear()
-    later = due + timedelta(minutes=10)  # the failed lease has run out
+    later = due + timedelta(minutes=10)  # the failed lease has run out (PostgreSQL)
     assert runner.resume_due(later, 100, timedelta(minutes=5), chunk=3) == 10
     assert loads == [["p00", "p01", "p02"], ["p03", "p04", "p05"], ["p06", "p07", "p08"], ["p09"]]
     assert [flow.contact(f"p{n:02d}")["scores"]["SCORE"] for n in range(10)] == [5] * 10

@@ -8,9 +8,10 @@ python worker_child.py drain URL BATCH [PAUSE_MS]
     busy wait is not fair) the other process gets the write lock now and then.
 
 python worker_child.py hang URL LIMIT NOW_ISO
-    Test-only crash point: claims LIMIT due waits with a 10-minute lease at NOW_ISO,
-    resumes them in one transaction, writes every change, then prints ``flushed`` and
-    sleeps before the COMMIT, waiting to be SIGKILLed mid-batch.
+    Test-only crash point: takes LIMIT due waits at NOW_ISO (on PostgreSQL with a
+    10-minute lease, committed first; on SQLite inside the resuming transaction), resumes
+    them in one transaction, writes every change, then prints ``flushed`` and sleeps
+    before the COMMIT, waiting to be SIGKILLed mid-batch.
 """
 
 from __future__ import annotations
