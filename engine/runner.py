@@ -1253,11 +1253,21 @@ class RunContext:
         self.moment = moment
         self.cause = cause
         self.node_id = ""
-        self.facts = ContactFacts(wake.batch, state, moment, run.properties)
+        self._facts: ContactFacts | None = None
 
     @property
     def now(self) -> datetime:
         return self.moment
+
+    @property
+    def facts(self) -> ContactFacts:
+        """Made on first use: most runs step through nodes that never look."""
+        facts = self._facts
+        if facts is None:
+            facts = self._facts = ContactFacts(
+                self.wake.batch, self.state, self.moment, self.run.properties
+            )
+        return facts
 
     def _origin(self) -> tuple[str, int, str]:
         return (self.workflow.id, self.workflow.version, self.node_id)

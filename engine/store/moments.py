@@ -62,14 +62,21 @@ def moment_of(stored: int | str) -> datetime:
 
 def stored_or_none(value: datetime | None) -> int | None:
     """:func:`stored_moment`, passing NULL through: the bind step of every SQLite moment
-    (the column type, the bulk writers)."""
-    return None if value is None else stored_moment(value)
+    (the column type, the bulk writers). The memo is looked up here first: this runs for
+    every moment of every row written."""
+    if value is None:
+        return None
+    number = _STORED.get(value)
+    return number if number is not None else stored_moment(value)
 
 
 def moment_or_none(stored: int | str | None) -> datetime | None:
     """:func:`moment_of`, passing NULL through: the read step of every SQLite moment (the
-    column type, the batch loader)."""
-    return None if stored is None else moment_of(stored)
+    column type, the batch loader). The memo is looked up here first, as above."""
+    if stored is None:
+        return None
+    moment = _MOMENTS.get(stored) if isinstance(stored, int) else None
+    return moment if moment is not None else moment_of(stored)
 
 
 def _moment_of_text(text: str) -> datetime:
