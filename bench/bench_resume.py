@@ -7,9 +7,10 @@ on PostgreSQL) in one transaction; a second, identical store is made for the bas
 file copy on SQLite, ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL).
 
 Measured: ``Runner.resume_due(now, *wait_lease(dialect))`` called until it returns
-0, which is what ``Worker.resume_waits`` does: lease a batch of due waits, load and lock their
+0, which is what ``Worker.resume_waits`` does: take a batch of due waits (on PostgreSQL
+leased in a transaction of its own; on SQLite read inside the next one), load and lock their
 contacts, run the rest of each run (+5 SCORE with its audit row, then exit) and write it
-all back, one transaction per step. Baseline, in the same run and on the identical copy:
+all back in one transaction. Baseline, in the same run and on the identical copy:
 the least that resuming needs, batch by batch in one transaction each with the plain driver:
 select the next batch of due waits, ``DELETE`` those waits and ``UPDATE`` their runs to
 completed. Goal (issue 4): at least 20,000 waits/s on SQLite and 50,000/s on PostgreSQL.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import os
 import threading
 import uuid
@@ -60,6 +61,8 @@ from engine.store.tables import (
 )
 from engine.store.tables import audit as audit_table
 from engine.templates import TemplateCatalog
+
+log = logging.getLogger("leadflow.runner")
 
 MAX_NODES_PER_WAKE = 1000
 """Loop guard: a run that executes more nodes than this in one wake is failed."""
@@ -414,28 +417,29 @@ class Runner:
 
     # --- due waits -------------------------------------------------------------------
 
-    def _due_waits(self, now: datetime, limit: int, column: str = "run_id") -> Select[Any]:
-        """The next ``limit`` due waits no live lease holds, earliest first: their run ids,
-        or another ``column`` of theirs."""
+    def _due_waits(self, catalog: Catalog, now: datetime, limit: int, *columns: str) -> Select[Any]:
+        """The next ``limit`` due waits no live lease holds, earliest first: their
+        ``columns`` (the run id if none is named)."""
         free = and_(
             waits.c.due_at <= now,
             (waits.c.lease_until.is_(None)) | (waits.c.lease_until < now),
         )
-        if self.catalog.paused:  # held waits are not leased, so resume frees them at once
+        if catalog.paused:  # held waits are not leased, so resume frees them at once
             held = select(runs.c.id).where(
-                runs.c.workflow_id.in_(sorted(self.catalog.paused)),
+                runs.c.workflow_id.in_(sorted(catalog.paused)),
                 RUN_IN_FLIGHT,
                 runs.c.state == "waiting",
             )
             free = and_(free, waits.c.run_id.not_in(held))
-        return select(waits.c[column]).where(free).order_by(waits.c.due_at).limit(limit)
+        picked = [waits.c[name] for name in columns or ("run_id",)]
+        return select(*picked).where(free).order_by(waits.c.due_at).limit(limit)
 
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[str]:
         """Lease due waits in a transaction of their own; returns the contacts to wake. On
         PostgreSQL concurrent workers skip each other's rows (SKIP LOCKED); on SQLite the
         write lock serialises them."""
         with self.writer.begin() as connection:
-            pick = self._due_waits(now, limit)
+            pick = self._due_waits(self.catalog_on(connection), now, limit)
             if is_postgres(connection):
                 pick = pick.with_for_update(skip_locked=True)
             claimed = connection.execute(
@@ -446,14 +450,32 @@ class Runner:
             )
             return list(dict.fromkeys(claimed.scalars()))
 
-    def _take_due(self, connection: Connection, now: datetime, limit: int) -> list[str]:
-        """SQLite: the contacts of the next due waits, read inside the write transaction
-        that resumes them. SQLite has one writer, so no other worker can take these waits
-        before this transaction ends, and a crash rolls it back whole: a lease written
-        first, in a transaction of its own, would protect nothing more, and cost an
+    def _take_due(self, connection: Connection, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """SQLite: (run id, contact id) of the next due waits, read inside the write
+        transaction that resumes them. SQLite has one writer, so no other worker can take
+        these waits before this transaction ends, and a crash rolls it back whole; a lease
+        is written only for waits that could not be resumed (:meth:`_hold`), instead of an
         UPDATE of every wait and a second commit (bench/README.md, "Seventh round")."""
-        found = connection.scalars(self._due_waits(now, limit, "contact_id")).all()
-        return list(dict.fromkeys(found))
+        query = self._due_waits(self.catalog_on(connection), now, limit, "run_id", "contact_id")
+        return [(run_id, contact_id) for run_id, contact_id in connection.execute(query).all()]
+
+    def _hold(
+        self, connection: Connection, run_ids: list[str], now: datetime, lease: timedelta
+    ) -> None:
+        """Lease these due waits to this runner until ``now + lease``, so the next batches
+        take the waits after them: a wait that fails its batch, or that no run resumes
+        (a leftover row), does not hold up the backlog behind it. The lease reaper frees
+        them when the lease runs out, and they are tried again."""
+        for part in chunks(run_ids):
+            connection.execute(
+                update(waits)
+                .where(
+                    in_values(connection, waits.c.run_id, part),
+                    waits.c.due_at <= now,
+                    (waits.c.lease_until.is_(None)) | (waits.c.lease_until < now),
+                )
+                .values(lease_owner=self.owner, lease_until=now + lease)
+            )
 
     def resume_due(
         self,
@@ -466,42 +488,61 @@ class Runner:
 
         On PostgreSQL the waits are leased first (:meth:`claim_due`), in a transaction of
         their own, so concurrent workers share the backlog without holding row locks on
-        each other's waits; the runs are then resumed in one transaction. On SQLite the
-        waits are read and resumed in one write transaction (:meth:`_take_due`), and
-        ``lease`` is not used.
+        each other's waits; the runs are then resumed in a second transaction. On SQLite
+        the waits are read and resumed in one write transaction (:meth:`_take_due`); only
+        waits that fail their batch (in a transaction of their own, after the rollback)
+        or that no run resumed are leased, for ``lease``, so the waits behind them go on.
 
-        ``chunk``: load, run and write the lease that many contacts at a time, so memory
+        ``chunk``: load, run and write the batch that many contacts at a time, so memory
         stays that of one part while the commit (on SQLite, the checkpoint of every page
-        touched) is shared by the whole lease (bench/README.md, "Sixth round"). Parts go
+        touched) is shared by the whole batch (bench/README.md, "Sixth round"). Parts go
         in id order: neighbouring ids share pages of the contact-keyed tables. The account
-        roll-ups the parts cause are applied once, at the end,
-        as one wake over the whole lease applies them, so no account crosses a bound on
-        the way that the lease as a whole does not cross. Meant for SQLite's single
-        writer: a part's locks come after the previous part's."""
+        roll-ups the parts cause are applied once, at the end, as one wake over the whole
+        batch applies them, so no account crosses a bound on the way that the batch as a
+        whole does not cross. Meant for SQLite's single writer: a part's locks come after
+        the previous part's."""
         postgres = self.engine.dialect.name == "postgresql"
         contact_ids = self.claim_due(now, limit, lease) if postgres else []
         if postgres and not contact_ids:
             return 0
+        taken: list[tuple[str, str]] = []
         resumed = 0
-        with self.writer.begin() as connection:
-            if not postgres:
-                contact_ids = self._take_due(connection, now, limit)
-                if not contact_ids:
-                    return 0
-            wake = Wake(self, connection)
-            for number, part in enumerate(chunks(sorted(contact_ids), chunk or len(contact_ids))):
+        try:
+            with self.writer.begin() as connection:
+                if not postgres:
+                    taken = self._take_due(connection, now, limit)
+                    if not taken:
+                        return 0
+                    contact_ids = list(dict.fromkeys(contact for _, contact in taken))
+                wake = Wake(self, connection)
+                released = wake.released
+                for number, part in enumerate(
+                    chunks(sorted(contact_ids), chunk or len(contact_ids))
+                ):
+                    with gc_paused():
+                        if number:  # a fresh batch of contacts, the same roll-up for all
+                            accounts, last_moment = wake.accounts, wake.last_moment
+                            wake = Wake(self, connection)
+                            wake.accounts, wake.last_moment = accounts, last_moment
+                            wake.released = released
+                        wake.load({contact_id: now for contact_id in part})
+                        for contact_id in part:
+                            wake.resume_due_waits(wake.batch.contacts[contact_id], now)
+                        wake.batch.flush()
+                        resumed += wake.resumed
                 with gc_paused():
-                    if number:  # a fresh batch of contacts, the same roll-up for the lease
-                        accounts, last_moment = wake.accounts, wake.last_moment
-                        wake = Wake(self, connection)
-                        wake.accounts, wake.last_moment = accounts, last_moment
-                    wake.load({contact_id: now for contact_id in part})
-                    for contact_id in part:
-                        wake.resume_due_waits(wake.batch.contacts[contact_id], now)
-                    wake.batch.flush()
-                    resumed += wake.resumed
-            with gc_paused():
-                wake.finish()
+                    wake.finish()
+                left = [run_id for run_id, _ in taken if run_id not in released]
+                if left:
+                    self._hold(connection, left, now, lease)
+        except Exception:
+            if taken:  # the failed batch's waits step aside for a while (see above)
+                try:
+                    with self.writer.begin() as connection:
+                        self._hold(connection, [run_id for run_id, _ in taken], now, lease)
+                except Exception:  # the store itself fails: the first error tells why
+                    log.exception("could not lease the waits of a failed batch")
+            raise
         return resumed
 
     def release_leases(self, now: datetime) -> int:
@@ -749,6 +790,8 @@ class Wake:
         self.scoring = ScoringHooks(self.catalog)
         self.accounts = AccountRollup(self.catalog)
         self.last_moment: datetime | None = None
+        self.released: set[str] = set()
+        """Runs whose wait this wake took off (resumed, timed out or ended)."""
 
     def load(self, first_seen: Mapping[str, datetime]) -> None:
         new_ids = self.batch.load(first_seen, min(first_seen.values()))
@@ -947,6 +990,7 @@ class Wake:
     def _release(self, run: RunState) -> None:
         if run.wait is not None:
             self.batch.deleted_waits.append(run.id)
+            self.released.add(run.id)
             run.wait = None
         run.state = "active"
         run.dirty = True

@@ -25,14 +25,16 @@ log = logging.getLogger("leadflow.worker")
 
 
 SQLITE_WAIT_BATCH = 50_000
-"""Due waits leased per transaction on SQLite. Due waits lie at random places in ``waits``,
+"""Due waits resumed per transaction on SQLite. Due waits lie at random places in ``waits``,
 ``runs`` and ``scores``, and SQLite logs, and checkpoints at commit, every page a
 transaction touched: 10,000 waits out of 1,000,000 touch most pages of those b-trees, so
 a bigger transaction shares the same pages among more waits (1,000,000 due waits: 7,732/s
 at 10,000 a transaction, 15,546/s at 50,000; bench/README.md, "Sixth round"). The worker
-works through such a lease ``BATCH_SIZE`` contacts at a time (``Runner.resume_due(chunk=
+works through such a batch ``BATCH_SIZE`` contacts at a time (``Runner.resume_due(chunk=
 ...)``), so its memory stays that of ``BATCH_SIZE``. Other writers (ingest, the HTTP
-service) wait for the transaction: a few seconds here."""
+service's inbox drain) wait for the transaction: about three seconds for a score update
+here, longer for heavier workflows; twice the batch was faster still (bench/README.md,
+"Seventh round") but would double that wait."""
 
 
 def wait_batch(dialect: str) -> int:

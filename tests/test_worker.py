@@ -695,9 +695,10 @@ def _parked(store: Any, people: int) -> tuple[Leadflow, datetime]:
     return flow, entered + timedelta(days=2)
 
 
-def test_resume_leaves_waits_under_a_live_lease_alone(store: Any) -> None:
-    """Waits that claim_due (the embedding API) leased stay with their holder until the
-    lease runs out, also on SQLite, where resume_due itself writes no lease."""
+def test_resume_does_not_take_waits_under_a_live_lease(store: Any) -> None:
+    """Waits that claim_due (the embedding API) leased are not taken as due until the
+    lease runs out, also on SQLite, where resume_due itself leases none. (A contact woken
+    for another reason still resumes all its due waits.)"""
     flow, due = _parked(store, 4)
     holder = Runner(store, VirtualClock(due))
     held = holder.claim_due(due, 2, timedelta(minutes=5))
@@ -708,6 +709,68 @@ def test_resume_leaves_waits_under_a_live_lease_alone(store: Any) -> None:
         {"p00", "p01", "p02", "p03"} - set(held)
     )
     assert runner.resume_due(due + timedelta(minutes=6), 100) == 2
+
+
+def _park_stray_wait(store: Any, run_id: str, state: str, workflow_id: str) -> None:
+    """A wait due before every other, of a run that cannot take it: pinned to a version
+    that is not deployed (resuming it raises), or already ended (nothing resumes it)."""
+    ended = datetime(2026, 1, 2, tzinfo=UTC) if state != "waiting" else None
+    with store.begin() as connection:
+        connection.execute(
+            runs.insert().values(
+                id=run_id,
+                contact_id="zz",
+                workflow_id=workflow_id,
+                version=7 if workflow_id == "gone" else 1,
+                state=state,
+                node="pause",
+                steps=1,
+                properties={},
+                entered_at=datetime(2026, 1, 1, tzinfo=UTC),
+                ended_at=ended,
+            )
+        )
+        connection.execute(
+            waits.insert().values(
+                run_id=run_id,
+                contact_id="zz",
+                due_at=datetime(2026, 1, 2, tzinfo=UTC),
+                next_node="points",
+            )
+        )
+
+
+def test_a_wait_that_fails_its_batch_steps_aside_for_the_lease(store: Any) -> None:
+    """A batch that raises is rolled back whole, then its waits are leased (on SQLite,
+    where the batch's waits were read inside it, in a transaction of their own): the next
+    batches take the waits behind them, and the failing one is tried again once the lease
+    runs out, instead of failing every batch from then on."""
+    flow, due = _parked(store, 4)
+    _park_stray_wait(store, "f" * 32, "waiting", "gone")
+    runner = Runner(store, VirtualClock(due))
+    with pytest.raises(LookupError):
+        runner.resume_due(due, 2)
+    assert not any(flow.contact(f"p{n:02d}")["scores"] for n in range(4))
+    assert runner.resume_due(due + timedelta(seconds=1), 2) == 2
+    assert runner.resume_due(due + timedelta(seconds=2), 2) == 1
+    assert runner.resume_due(due + timedelta(seconds=3), 2) == 0
+    # p03's wait came due first and shared the failed batch: it waits out the lease too
+    assert [bool(flow.contact(f"p{n:02d}")["scores"]) for n in range(4)] == [1, 1, 1, 0]
+    with pytest.raises(LookupError):  # the lease ran out: tried again
+        runner.resume_due(due + timedelta(minutes=6), 2)
+
+
+def test_a_wait_no_run_resumes_does_not_hold_up_the_rest(store: Any) -> None:
+    """A stray wait (its run already ended) taken with a batch is leased instead of being
+    taken again and again at the head of the queue."""
+    _, due = _parked(store, 3)
+    _park_stray_wait(store, "e" * 32, "completed", "pause-then-score")
+    runner = Runner(store, VirtualClock(due))
+    got = [runner.resume_due(due + timedelta(seconds=n), 1) for n in range(5)]
+    assert got == [0, 1, 1, 1, 0]
+    with store.connect() as connection:
+        stray = connection.execute(select(waits.c.lease_until)).scalars().all()
+    assert len(stray) == 1 and stray[0] is not None
 
 
 def test_one_resume_transaction_works_through_its_lease_a_part_at_a_time(

@@ -53,10 +53,10 @@ def moment_of(stored: int | str) -> datetime:
             _MOMENTS.clear()
         _MOMENTS[stored] = moment
         # a moment read is often written back (a resumed wait's due moment stamps its
-        # run, score and audit rows): the way back is known already
-        if len(_STORED) >= _MEMO_LIMIT:
-            _STORED.clear()
-        _STORED[moment] = stored
+        # run, score and audit rows): the way back is known already, where there is room
+        # (reads never clear what writes memoised)
+        if len(_STORED) < _MEMO_LIMIT:
+            _STORED[moment] = stored
     return moment
 
 

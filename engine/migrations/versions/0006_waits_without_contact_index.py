@@ -1,8 +1,8 @@
 """waits without their index by contact
 
-``ix_waits_contact`` served one query: the batch loader's read of a contact's waits. A
-wait belongs to a run in flight, and the loader reads those runs first (by
-``ix_runs_contact_live``), so it now reads their waits by run id, the primary key. The
+``ix_waits_contact`` served the batch loader's read of a contact's waits and a merge's
+re-pointing of them. A wait belongs to a run in flight, and both find those runs first (by
+``ix_runs_contact_live``), so they now reach the waits by run id, the primary key. The
 index cost a b-tree insert for every wait made and a delete for every wait resumed, at
 random places: deleting 200,000 due waits out of 1,000,000 took about a tenth less time
 without it (bench/bench_resume.py; bench/README.md, "Seventh round").
