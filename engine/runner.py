@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, and_, func, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, func, select, update
 
 from engine.catalog import Catalog
 from engine.clock import Clock, ensure_utc, format_timestamp
@@ -420,10 +420,7 @@ class Runner:
     def _due_waits(self, catalog: Catalog, now: datetime, limit: int, *columns: str) -> Select[Any]:
         """The next ``limit`` due waits no live lease holds, earliest first: their
         ``columns`` (the run id if none is named)."""
-        free = and_(
-            waits.c.due_at <= now,
-            (waits.c.lease_until.is_(None)) | (waits.c.lease_until < now),
-        )
+        free = and_(waits.c.due_at <= now, _no_live_lease(now))
         if catalog.paused:  # held waits are not leased, so resume frees them at once
             held = select(runs.c.id).where(
                 runs.c.workflow_id.in_(sorted(catalog.paused)),
@@ -472,7 +469,7 @@ class Runner:
                 .where(
                     in_values(connection, waits.c.run_id, part),
                     waits.c.due_at <= now,
-                    (waits.c.lease_until.is_(None)) | (waits.c.lease_until < now),
+                    _no_live_lease(now),
                 )
                 .values(lease_owner=self.owner, lease_until=now + lease)
             )
@@ -749,6 +746,11 @@ class Runner:
         done += self.fire_schedules(now)
         done += self.fire_decay(now)
         return done
+
+
+def _no_live_lease(now: datetime) -> ColumnElement[bool]:
+    """A wait no lease holds at ``now``: never leased, or its lease ran out."""
+    return waits.c.lease_until.is_(None) | (waits.c.lease_until < now)
 
 
 def _merged_into(connection: Connection, ids: set[str]) -> dict[str, str]:
