@@ -23,3 +23,15 @@ def test_deploy_track_and_read_back(store_url: str) -> None:
     assert contact["scores"] == {"SCORE": 30}
     assert contact["lists"] == ["Warm leads"]
     assert [c["new"] for c in contact["score_history"]] == [30]
+
+
+def test_an_in_memory_store_runs_due_waits() -> None:
+    """``sqlite://`` has one connection: the due-wait query reads the catalog through the
+    write transaction's connection, not a second one (which failed with "cannot start a
+    transaction within a transaction" before)."""
+    clock = VirtualClock(at("2026-01-05 10:00"))
+    with Leadflow("sqlite://", clock) as flow:
+        flow.deploy(["workflows/consideration-stage.json"])
+        assert flow.run_due(at("2026-01-06 10:00")) == 0
+        flow.track("ann@acme.com", "Quote Requested", timestamp=at("2026-01-05 10:00"))
+        assert flow.contact("ann@acme.com")["scores"] == {"SCORE": 30}
