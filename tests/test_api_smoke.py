@@ -27,8 +27,8 @@ def test_deploy_track_and_read_back(store_url: str) -> None:
 
 def test_an_in_memory_store_runs_due_waits() -> None:
     """``sqlite://`` has one connection: the due-wait query reads the catalog through the
-    write transaction's connection, not a second one (which failed with "cannot start a
-    transaction within a transaction" before)."""
+    write transaction's connection, not a second one (which failed with SQLite's
+    OperationalError before session 7)."""
     clock = VirtualClock(at("2026-01-05 10:00"))
     with Leadflow("sqlite://", clock) as flow:
         flow.deploy(["workflows/consideration-stage.json"])
