@@ -283,7 +283,7 @@ def _plan(
             target = ", ".join(q(dialect, k) for k in keys)
             sets = ", ".join(f"{q(dialect, c)} = excluded.{q(dialect, c)}" for c in update)
             sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
-    elif kind == "update":
+    elif kind in ("update", "rowid_update"):  # rowid_update: SQLite only, update_rows_at
         keys = extra
         values = [n for n in names if n not in keys]
         if pg:
@@ -294,15 +294,12 @@ def _plan(
             sql = f"UPDATE {name} SET {sets} FROM {_unnest(table, names, dialect)} WHERE {match}"
         else:
             sets = ", ".join(f"{q(dialect, c)} = ?" for c in values)
-            match = " AND ".join(f"{q(dialect, k)} = ?" for k in keys)
+            if kind == "rowid_update":  # the key column's place holds the rowid
+                match = "rowid = ?"
+            else:
+                match = " AND ".join(f"{q(dialect, k)} = ?" for k in keys)
             sql = f"UPDATE {name} SET {sets} WHERE {match}"
             plan = _Plan(table, [*values, *keys], dialect, given=names)
-    elif kind == "rowid_update":  # SQLite only: see update_rows_at
-        keys = extra
-        values = [n for n in names if n not in keys]
-        sets = ", ".join(f"{q(dialect, c)} = ?" for c in values)
-        sql = f"UPDATE {name} SET {sets} WHERE rowid = ?"
-        plan = _Plan(table, [*values, *keys], dialect, given=names)
     elif kind == "delete":
         if pg:
             match = " AND ".join(
