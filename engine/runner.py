@@ -447,14 +447,21 @@ class Runner:
             )
             return list(dict.fromkeys(claimed.scalars()))
 
-    def _take_due(self, connection: Connection, now: datetime, limit: int) -> list[tuple[str, str]]:
-        """SQLite: (run id, contact id) of the next due waits, read inside the write
-        transaction that resumes them. SQLite has one writer, so no other worker can take
-        these waits before this transaction ends, and a crash rolls it back whole; a lease
-        is written only for waits that could not be resumed (:meth:`_hold`), instead of an
-        UPDATE of every wait and a second commit (bench/README.md, "Seventh round")."""
-        query = self._due_waits(self.catalog_on(connection), now, limit, "run_id", "contact_id")
-        return [(run_id, contact_id) for run_id, contact_id in connection.execute(query).all()]
+    def _take_due(self, connection: Connection, now: datetime, limit: int) -> list[TakenWait]:
+        """SQLite: the next due waits, whole, read inside the write transaction that
+        resumes them. SQLite has one writer, so no other worker can take these waits
+        before this transaction ends, and a crash rolls it back whole; a lease is written
+        only for waits that could not be resumed (:meth:`_hold`), instead of an UPDATE of
+        every wait and a second commit (bench/README.md, "Seventh round"). The rows are
+        read whole so the loader need not look the same waits up again by run id
+        ("Eighth round")."""
+        query = self._due_waits(self.catalog_on(connection), now, limit, *_TAKEN_COLUMNS)
+        return [
+            (contact_id, WaitState(run_id, due_at, event_name, next_node, timeout_node))
+            for run_id, contact_id, due_at, event_name, next_node, timeout_node in (
+                connection.execute(query)
+            )
+        ]
 
     def _hold(
         self, connection: Connection, run_ids: list[str], now: datetime, lease: timedelta
@@ -502,41 +509,41 @@ class Runner:
         contact_ids = self.claim_due(now, limit, lease) if postgres else []
         if postgres and not contact_ids:
             return 0
-        taken: list[tuple[str, str]] = []
+        taken: list[TakenWait] = []
+        known: dict[str, WaitState] = {}
         resumed = 0
         try:
-            with self.writer.begin() as connection:
+            with gc_paused(), self.writer.begin() as connection:
                 if not postgres:
                     taken = self._take_due(connection, now, limit)
                     if not taken:
                         return 0
-                    contact_ids = list(dict.fromkeys(contact for _, contact in taken))
+                    contact_ids = list(dict.fromkeys(contact for contact, _ in taken))
+                    known = {wait.run_id: wait for _, wait in taken}
                 wake = Wake(self, connection)
                 released = wake.released
                 for number, part in enumerate(
                     chunks(sorted(contact_ids), chunk or len(contact_ids))
                 ):
-                    with gc_paused():
-                        if number:  # a fresh batch of contacts, the same roll-up for all
-                            accounts, last_moment = wake.accounts, wake.last_moment
-                            wake = Wake(self, connection)
-                            wake.accounts, wake.last_moment = accounts, last_moment
-                            wake.released = released
-                        wake.load({contact_id: now for contact_id in part})
-                        for contact_id in part:
-                            wake.resume_due_waits(wake.batch.contacts[contact_id], now)
-                        wake.batch.flush()
-                        resumed += wake.resumed
-                with gc_paused():
-                    wake.finish()
-                left = [run_id for run_id, _ in taken if run_id not in released]
+                    if number:  # a fresh batch of contacts, the same roll-up for all
+                        accounts, last_moment = wake.accounts, wake.last_moment
+                        wake = Wake(self, connection)
+                        wake.accounts, wake.last_moment = accounts, last_moment
+                        wake.released = released
+                    wake.load({contact_id: now for contact_id in part}, known)
+                    for contact_id in part:
+                        wake.resume_due_waits(wake.batch.contacts[contact_id], now)
+                    wake.batch.flush()
+                    resumed += wake.resumed
+                wake.finish()
+                left = [run_id for run_id in known if run_id not in released]
                 if left:
                     self._hold(connection, left, now, lease)
         except Exception:
             if taken:  # the failed batch's waits step aside for a while (see above)
                 try:
                     with self.writer.begin() as connection:
-                        self._hold(connection, [run_id for run_id, _ in taken], now, lease)
+                        self._hold(connection, list(known), now, lease)
                 except Exception:  # the store itself fails: the first error tells why
                     log.exception("could not lease the waits of a failed batch")
             raise
@@ -748,6 +755,11 @@ class Runner:
         return done
 
 
+TakenWait = tuple[str, WaitState]
+"""A wait taken to resume: its contact's id and the wait as stored."""
+_TAKEN_COLUMNS = ("run_id", "contact_id", "due_at", "event_name", "next_node", "timeout_node")
+
+
 def _no_live_lease(now: datetime) -> ColumnElement[bool]:
     """A wait no lease holds at ``now``: never leased, or its lease ran out."""
     return waits.c.lease_until.is_(None) | (waits.c.lease_until < now)
@@ -795,8 +807,10 @@ class Wake:
         self.released: set[str] = set()
         """Runs whose wait this wake took off (resumed, timed out or ended)."""
 
-    def load(self, first_seen: Mapping[str, datetime]) -> None:
-        new_ids = self.batch.load(first_seen, min(first_seen.values()))
+    def load(
+        self, first_seen: Mapping[str, datetime], waits: Mapping[str, WaitState] | None = None
+    ) -> None:
+        new_ids = self.batch.load(first_seen, min(first_seen.values()), waits)
         for contact_id in new_ids:
             state = self.batch.contacts[contact_id]
             state.created_at = first_seen[contact_id]

@@ -132,8 +132,14 @@ class Batch:
 
     # --- loading ---------------------------------------------------------------------
 
-    def load(self, ids: Iterable[str], now: datetime) -> list[str]:
-        """Create missing contacts, lock and load them; returns the ids that are new."""
+    def load(
+        self, ids: Iterable[str], now: datetime, waits: Mapping[str, WaitState] | None = None
+    ) -> list[str]:
+        """Create missing contacts, lock and load them; returns the ids that are new.
+
+        ``waits``: waits the caller read in this same transaction, by run id (the due
+        waits a worker took), so they are not looked up again; the loader reads only the
+        waits of the other runs in flight."""
         # One lock order for everyone (by id, across chunks too): batches that share
         # contacts (a contact waking in two workers' batches) never deadlock.
         wanted = sorted({i for i in ids if i not in self.contacts})
@@ -227,8 +233,17 @@ class Batch:
             )
             by_run[run_id] = run
             found[contact_id].runs.append(run)
-        if by_run:  # only a run in flight has a wait
-            found_waits = conn.exec_driver_sql(sql.waits, (_ids_param(conn, list(by_run)),))
+        unknown = list(by_run)  # only a run in flight has a wait
+        if waits:
+            unknown = []
+            for run_id, run in by_run.items():
+                known = waits.get(run_id)
+                if known is None:
+                    unknown.append(run_id)
+                else:
+                    run.wait = known
+        if unknown:
+            found_waits = conn.exec_driver_sql(sql.waits, (_ids_param(conn, unknown),))
             for run_id, due_at, event_name, next_node, timeout_node in found_waits.fetchall():
                 by_run[run_id].wait = WaitState(
                     run_id, moment(due_at), event_name, next_node, timeout_node

@@ -217,6 +217,9 @@ def test_only_the_throwaway_store_gives_up_durability(tmp_path: Path) -> None:
             assert connection.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
             assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert connection.execute(text("PRAGMA page_size")).scalar() == 16384
+            # kept stores cache more pages and checkpoint less often (engine.store.db)
+            assert connection.execute(text("PRAGMA cache_size")).scalar() == -32768
+            assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 32768
         with throwaway.connect() as connection:
             assert connection.execute(text("PRAGMA synchronous")).scalar() == 0  # OFF
             assert connection.execute(text("PRAGMA journal_mode")).scalar() == "truncate"

@@ -30,6 +30,7 @@ from sqlalchemy import func, select, text
 from engine.api import Leadflow
 from engine.clock import VirtualClock, format_timestamp
 from engine.runner import BATCH_SIZE, Runner, Wake
+from engine.state import Batch
 from engine.store.db import make_engine, open_engine
 from engine.store.sql import chunks
 from engine.store.tables import account_scores, audit, metadata, outbox, runs, scores, waits
@@ -695,6 +696,95 @@ def _parked(store: Any, people: int) -> tuple[Leadflow, datetime]:
     return flow, entered + timedelta(days=2)
 
 
+AWAIT_CONFIRMATION = {
+    "id": "await-confirmation",
+    "version": 1,
+    "triggers": [{"type": "event", "event": "Signed Up"}],
+    "start": "await",
+    "nodes": {
+        "await": {
+            "type": "wait_for_event",
+            "event": "Subscription Confirmed",
+            "timeout": "P30D",
+            "next": "confirmed",
+            "on_timeout": "missing",
+        },
+        "confirmed": {"type": "add_to_list", "list": "Confirmed"},
+        "missing": {"type": "add_to_list", "list": "Never confirmed"},
+    },
+}
+
+
+def test_taken_waits_are_not_read_twice_and_the_contacts_other_waits_are(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the batch hands the due waits it read to the loader, which then reads
+    only the waits of the contact's other runs in flight: every loaded run still has its
+    wait, as stored, and the run whose wait is not due goes on waiting for its event."""
+    entered = datetime(2026, 1, 5, 11, tzinfo=UTC)
+    flow = Leadflow(engine=store, clock=VirtualClock(entered))
+    flow.deploy([PAUSE_THEN_SCORE, AWAIT_CONFIRMATION])
+    flow.send(
+        [
+            {
+                "type": "track",
+                "userId": "ada",
+                "event": "Signed Up",
+                "messageId": "m1",
+                "timestamp": "2026-01-05T10:59:00Z",
+            }
+        ]
+    )
+    with store.connect() as connection:
+        stored = {
+            row.run_id: (row.due_at, row.event_name, row.next_node, row.timeout_node)
+            for row in connection.execute(select(waits))
+        }
+    assert len(stored) == 2
+    seen: dict[str, tuple[Any, ...] | None] = {}
+    given: list[set[str]] = []
+    real_load = Batch.load
+
+    def recording_load(batch: Batch, ids: Any, now: datetime, waits_: Any = None) -> list[str]:
+        given.append(set(waits_ or ()))
+        new_ids = real_load(batch, ids, now, waits_)
+        for run in batch.contacts["ada"].runs:
+            wait = run.wait
+            seen[run.id] = (
+                None
+                if wait is None
+                else (wait.due_at, wait.event_name, wait.next_node, wait.timeout_node)
+            )
+        return new_ids
+
+    monkeypatch.setattr(Batch, "load", recording_load)
+    due = entered + timedelta(days=2)
+    assert Runner(store, VirtualClock(due)).resume_due(due, 100) == 1
+    assert seen == stored  # both runs loaded with their waits
+    timed = {run_id for run_id, (_, event, _, _) in stored.items() if event is None}
+    # SQLite hands over the due wait it took; PostgreSQL leases first and reads them all
+    assert given == ([timed] if store.dialect.name == "sqlite" else [set()])
+    monkeypatch.undo()
+    with store.connect() as connection:
+        left = connection.execute(select(waits.c.event_name)).scalars().all()
+        states = dict(connection.execute(select(runs.c.workflow_id, runs.c.state)).all())
+    assert left == ["Subscription Confirmed"]
+    assert states == {"pause-then-score": "completed", "await-confirmation": "waiting"}
+    flow.clock = VirtualClock(due)
+    flow.send(
+        [
+            {
+                "type": "track",
+                "userId": "ada",
+                "event": "Subscription Confirmed",
+                "messageId": "m2",
+                "timestamp": "2026-01-07T12:00:00Z",
+            }
+        ]
+    )
+    assert flow.contact("ada")["lists"] == ["Confirmed"]
+
+
 def test_resume_does_not_take_waits_under_a_live_lease(store: Any) -> None:
     """Waits that claim_due (the embedding API) leased are not taken as due until the
     lease runs out, also on SQLite, where resume_due itself leases none. (A contact woken
@@ -785,9 +875,9 @@ def test_one_resume_transaction_works_through_its_lease_a_part_at_a_time(
     loads: list[list[str]] = []
     real_load = Wake.load
 
-    def recording_load(wake: Wake, wanted: dict[str, datetime]) -> None:
+    def recording_load(wake: Wake, wanted: dict[str, datetime], waits: Any = None) -> None:
         loads.append(list(wanted))
-        real_load(wake, wanted)
+        real_load(wake, wanted, waits)
 
     monkeypatch.setattr(Wake, "load", recording_load)
     real_claim, real_take = runner.claim_due, runner._take_due  # PostgreSQL, SQLite

@@ -51,6 +51,19 @@ a big one keeps up to 32 MiB while it is open (the worker's RSS went from about 
 MiB, once)."""
 
 
+DURABLE_CHECKPOINT_PAGES = 32768
+"""WAL pages (of :data:`PAGE_SIZE`: 512 MiB) a kept store's writer lets gather before its
+commit copies them into the database (SQLite's default is 1,000). A page written by
+several transactions between two checkpoints is copied once: a worker's batch of 50,000
+due waits rewrites about 20,000 pages spread over the whole store, much the same pages as
+the batch before it, and checkpointing after every other batch instead of after each took
+the 1,000,000-wait resume from about 53 to 49 s (bench/README.md, "Eighth round"). The
+cost: the WAL file grows to about this size plus one transaction and stays that big (SQLite
+reuses it); and with ``synchronous=NORMAL`` the WAL is fsync'd at checkpoints, so a power
+cut (not a crash of the process, which loses nothing committed) can roll back the
+transactions since the last checkpoint: up to two worker batches instead of one."""
+
+
 def database_url(url: str | None) -> str:
     """``--db``, else ``LEADFLOW_DB``, else ``leadflow.db`` in the current folder."""
     return url or os.environ.get("LEADFLOW_DB") or DEFAULT_URL
@@ -88,6 +101,7 @@ def _tune_sqlite(engine: Engine, wal: bool, durable: bool = True) -> None:
         if durable:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA cache_size=-{DURABLE_CACHE_KIB}")
+            cursor.execute(f"PRAGMA wal_autocheckpoint={DURABLE_CHECKPOINT_PAGES}")
         else:
             for pragma in THROWAWAY_PRAGMAS:
                 cursor.execute(pragma)
