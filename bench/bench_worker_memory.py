@@ -29,7 +29,7 @@ from bench_resume import NOW, fill_sqlite, make_rows
 
 from engine.clock import VirtualClock
 from engine.runner import Runner
-from engine.store.db import open_engine
+from engine.store.db import WORKER_CHECKPOINT_PAGES, open_engine
 from engine.worker import Worker, WorkerSettings, wait_batch
 
 GOAL_GROWTH = 0.20
@@ -78,7 +78,9 @@ def main() -> int:
         fill_sqlite(folder / "worker.db", make_rows(count))
         setup = time.perf_counter() - start
         gc.collect()
-        engine = open_engine(f"sqlite:///{folder}/worker.db")
+        engine = open_engine(  # as `leadflow worker` opens its store
+            f"sqlite:///{folder}/worker.db", checkpoint_pages=WORKER_CHECKPOINT_PAGES
+        )
         runner = SampledRunner(engine, VirtualClock(NOW))
         runner.marks = [tenth * i for i in range(1, 11)]
         runner.samples = {}

@@ -233,10 +233,11 @@ def worker(db_url: str | None, batch: int | None, once: bool) -> None:
     """Run the scheduler: due waits, inactivity and schedule triggers, lease reaping."""
     import logging
 
+    from engine.store.db import WORKER_CHECKPOINT_PAGES
     from engine.worker import Worker, WorkerSettings, wait_lease
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    engine = open_store(db_url)
+    engine = open_store(db_url, checkpoint_pages=WORKER_CHECKPOINT_PAGES)
     runner = Runner(engine, SystemClock())
     if once:
         from engine.messaging.delivery import Deliverer

@@ -32,11 +32,11 @@ db_option = click.option(
 )
 
 
-def open_store(db_url: str | None) -> Engine:
+def open_store(db_url: str | None, checkpoint_pages: int | None = None) -> Engine:
     from engine.store.db import open_engine
 
     try:
-        engine = open_engine(db_url)
+        engine = open_engine(db_url, checkpoint_pages=checkpoint_pages)
     except Exception as exc:  # a bad URL or an unreachable server is input, not a crash
         raise click.ClickException(f"cannot open the store {db_url or ''}: {exc}") from None
     context = click.get_current_context(silent=True)

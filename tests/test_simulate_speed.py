@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from jinja2 import Template
 from sqlalchemy import Connection, select, text
 
 from engine.backtest import replay
-from engine.clock import SystemClock, format_timestamp
+from engine.clock import SystemClock, VirtualClock, format_timestamp
 from engine.errors import ActionFailed
 from engine.messaging import render
 from engine.segment import Message, Rejection, read_lines
@@ -217,9 +218,10 @@ def test_only_the_throwaway_store_gives_up_durability(tmp_path: Path) -> None:
             assert connection.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
             assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert connection.execute(text("PRAGMA page_size")).scalar() == 16384
-            # kept stores cache more pages and checkpoint less often (engine.store.db)
+            # kept stores cache more pages (engine.store.db); only the worker's checkpoint
+            # less often than SQLite's default
             assert connection.execute(text("PRAGMA cache_size")).scalar() == -32768
-            assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 32768
+            assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 1000
         with throwaway.connect() as connection:
             assert connection.execute(text("PRAGMA synchronous")).scalar() == 0  # OFF
             assert connection.execute(text("PRAGMA journal_mode")).scalar() == "truncate"
@@ -506,3 +508,30 @@ def test_store_history_keeps_the_first_of_each_id_and_stores_only_up_to_until(
         ]
     finally:
         engine.dispose()
+
+
+def test_only_the_worker_lets_its_log_grow_between_checkpoints(tmp_path: Path) -> None:
+    """The worker's store checkpoints at WORKER_CHECKPOINT_PAGES; the HTTP inbox's side
+    file, which commits one page per accepted request, keeps SQLite's 1,000 pages: with
+    synchronous=NORMAL its log is fsync'd only at checkpoints, and a bigger interval would
+    let thousands of acknowledged requests wait for one. (Found by a reviewing helper.)"""
+    from engine.service.inbox import Inbox, WriteGate
+    from engine.store.db import WORKER_CHECKPOINT_PAGES
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    worker = open_engine(url, checkpoint_pages=WORKER_CHECKPOINT_PAGES)
+    store = open_engine(url)
+    inbox = Inbox(store, VirtualClock(datetime(2026, 1, 5, tzinfo=UTC)), WriteGate(store))
+    try:
+        with worker.connect() as connection:
+            pages = connection.execute(text("PRAGMA wal_autocheckpoint")).scalar()
+            assert pages == WORKER_CHECKPOINT_PAGES == 32768
+        for n in range(1500):
+            message = {"type": "track", "userId": f"u{n}", "event": "E", "messageId": f"m{n}"}
+            inbox.put([message], "t")
+        log = (tmp_path / "store.db-inbox-wal").stat().st_size
+        assert log <= 1100 * 16384, f"{log / 2**20:.1f} MiB of inbox log"
+    finally:
+        inbox.close()
+        store.dispose()
+        worker.dispose()

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +35,7 @@ from engine.state import Batch
 from engine.store.db import make_engine, open_engine
 from engine.store.sql import chunks
 from engine.store.tables import account_scores, audit, metadata, outbox, runs, scores, waits
+from engine.templates import TemplateCatalog
 from engine.worker import SQLITE_WAIT_BATCH, Worker, WorkerSettings
 
 CHILD = Path(__file__).with_name("worker_child.py")
@@ -783,6 +785,69 @@ def test_taken_waits_are_not_read_twice_and_the_contacts_other_waits_are(
         ]
     )
     assert flow.contact("ada")["lists"] == ["Confirmed"]
+
+
+PAUSE_THEN_MAIL = {
+    "id": "pause-then-mail",
+    "version": 1,
+    "triggers": [{"type": "event", "event": "Signed Up"}],
+    "start": "pause",
+    "nodes": {
+        "pause": {"type": "wait", "for": "P1D", "next": "mail"},
+        "mail": {"type": "send_email", "template": "hello"},
+    },
+}
+
+
+def test_a_part_is_let_go_before_the_next_part_even_when_a_run_fails_to_render(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """resume_due(chunk=N) keeps the memory of one part. A run whose template fails (an
+    attribute the contact lacks) leaves a reference cycle: the render's traceback holds
+    its frames, and through them the part's Wake and Batch. With the collector paused for
+    the whole batch, each earlier part would stay alive until the batch ends. (Found by a
+    reviewing helper.)"""
+    store = open_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "hello.txt").write_text(
+        "Subject: hi\n\nHello {{ contact.attributes.FIRSTNAME }}\n"
+    )
+    entered = datetime(2026, 1, 5, 11, tzinfo=UTC)
+    flow = Leadflow(engine=store, clock=VirtualClock(entered))
+    flow.deploy([PAUSE_THEN_MAIL])
+    flow.send(
+        [
+            {
+                "type": "track",
+                "userId": f"p{n:03d}",
+                "event": "Signed Up",
+                "messageId": f"m{n}",
+                "timestamp": "2026-01-05T10:00:00Z",
+            }
+            for n in range(900)
+        ]
+    )
+    due = entered + timedelta(days=2)
+    runner = Runner(store, VirtualClock(due), TemplateCatalog([templates]))
+    batches: list[weakref.ref[Any]] = []
+    alive_at_load: list[int] = []
+    real_load = Wake.load
+
+    def recording_load(wake: Wake, wanted: Any, waits_: Any = None) -> None:
+        alive_at_load.append(sum(1 for ref in batches if ref() is not None))
+        real_load(wake, wanted, waits_)
+        batches.append(weakref.ref(wake.batch))
+
+    monkeypatch.setattr(Wake, "load", recording_load)
+    try:
+        assert runner.resume_due(due, 1000, chunk=300) == 900
+        with store.connect() as connection:
+            assert set(connection.scalars(select(runs.c.state))) == {"failed"}
+    finally:
+        store.dispose()
+    # when a part loads, the parts before it are gone
+    assert alive_at_load == [0, 0, 0]
 
 
 def test_resume_does_not_take_waits_under_a_live_lease(store: Any) -> None:

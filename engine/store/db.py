@@ -51,17 +51,20 @@ a big one keeps up to 32 MiB while it is open (the worker's RSS went from about 
 MiB, once)."""
 
 
-DURABLE_CHECKPOINT_PAGES = 32768
-"""WAL pages (of :data:`PAGE_SIZE`: 512 MiB) a kept store's writer lets gather before its
-commit copies them into the database (SQLite's default is 1,000). A page written by
-several transactions between two checkpoints is copied once: a worker's batch of 50,000
-due waits rewrites about 20,000 pages spread over the whole store, much the same pages as
-the batch before it, and checkpointing after every other batch instead of after each took
-the 1,000,000-wait resume from about 53 to 49 s (bench/README.md, "Eighth round"). The
-cost: the WAL file grows to about this size plus one transaction and stays that big (SQLite
-reuses it); and with ``synchronous=NORMAL`` the WAL is fsync'd at checkpoints, so a power
-cut (not a crash of the process, which loses nothing committed) can roll back the
-transactions since the last checkpoint: up to two worker batches instead of one."""
+WORKER_CHECKPOINT_PAGES = 32768
+"""WAL pages (of :data:`PAGE_SIZE`: 512 MiB) the worker's connections let gather before a
+commit copies them into the database (SQLite's default, which every other process keeps,
+is 1,000). A page written by several transactions between two checkpoints is copied once:
+a worker's batch of 50,000 due waits rewrites about 20,000 pages spread over the whole
+store, much the same pages as the batch before it, and checkpointing after every other
+batch instead of after each took the 1,000,000-wait resume from about 53 to 49 s
+(bench/README.md, "Eighth round"). The costs, which is why only ``leadflow worker`` opens
+its store so: the WAL file grows to about this size plus one transaction and stays so while
+the store is open; and with ``synchronous=NORMAL`` the WAL is fsync'd at checkpoints, so
+a power cut (not a crash of the process, which loses nothing committed) can roll back the
+transactions since the last one, up to two worker batches instead of one. Small commits
+(the HTTP inbox's, one page per request) would gather thousands of requests in that
+window for no gain in speed."""
 
 
 def database_url(url: str | None) -> str:
@@ -69,25 +72,31 @@ def database_url(url: str | None) -> str:
     return url or os.environ.get("LEADFLOW_DB") or DEFAULT_URL
 
 
-def make_engine(url: str, durable: bool = True) -> Engine:
+def make_engine(url: str, durable: bool = True, checkpoint_pages: int | None = None) -> Engine:
     """``durable=False`` is for a throwaway SQLite store (simulate, backtest): never
     fsync'd, with a plain rollback journal (:data:`THROWAWAY_PRAGMAS`), so a crash can
     corrupt it. Transactions and rollbacks work as usual. Stores of every other command
-    keep their durability (WAL, ``synchronous=NORMAL``)."""
+    keep their durability (WAL, ``synchronous=NORMAL``). ``checkpoint_pages``: a kept
+    SQLite store's WAL checkpoint interval, if not SQLite's default (the worker's:
+    :data:`WORKER_CHECKPOINT_PAGES`); other databases ignore it."""
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:")
         kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
         if memory:
             kwargs["poolclass"] = StaticPool
         engine = create_engine(url, **kwargs)
-        _tune_sqlite(engine, wal=not memory and durable, durable=durable)
+        _tune_sqlite(
+            engine, wal=not memory and durable, durable=durable, checkpoint_pages=checkpoint_pages
+        )
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_pre_ping=True)
 
 
-def _tune_sqlite(engine: Engine, wal: bool, durable: bool = True) -> None:
+def _tune_sqlite(
+    engine: Engine, wal: bool, durable: bool = True, checkpoint_pages: int | None = None
+) -> None:
     """WAL for readers beside the writer; see :func:`writer` for write transactions.
     Not ``durable``: no fsync (see :func:`make_engine`)."""
 
@@ -101,7 +110,8 @@ def _tune_sqlite(engine: Engine, wal: bool, durable: bool = True) -> None:
         if durable:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA cache_size=-{DURABLE_CACHE_KIB}")
-            cursor.execute(f"PRAGMA wal_autocheckpoint={DURABLE_CHECKPOINT_PAGES}")
+            if wal and checkpoint_pages is not None:
+                cursor.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
         else:
             for pragma in THROWAWAY_PRAGMAS:
                 cursor.execute(pragma)
@@ -149,9 +159,11 @@ def upgrade(engine: Engine) -> str | None:
     return head
 
 
-def open_engine(url: str | None = None, durable: bool = True) -> Engine:
+def open_engine(
+    url: str | None = None, durable: bool = True, checkpoint_pages: int | None = None
+) -> Engine:
     """An engine on an up-to-date database: every command creates or upgrades by itself.
     ``durable=False``: a throwaway store (see :func:`make_engine`)."""
-    engine = make_engine(database_url(url), durable)
+    engine = make_engine(database_url(url), durable, checkpoint_pages)
     upgrade(engine)
     return engine
