@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -43,8 +44,9 @@ class CountingRunner(Runner):
         limit: int = 1000,
         lease: timedelta = timedelta(minutes=5),
         chunk: int | None = None,
+        enough: Callable[[], bool] | None = None,
     ) -> int:
-        done = super().resume_due(now, limit, lease, chunk)
+        done = super().resume_due(now, limit, lease, chunk, enough)
         if done:
             self.batches += 1
             time.sleep(self.pause)
