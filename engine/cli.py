@@ -228,15 +228,8 @@ def ingest(source: Any, db_url: str | None, template_dirs: tuple[Path, ...]) -> 
     default=None,
     help="Waits resumed per transaction [default: 50,000 on SQLite, 10,000 on PostgreSQL].",
 )
-@click.option(
-    "--batch-seconds",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="End a batch of due waits between parts once it has run this long, so it holds "
-    "SQLite's write lock no longer [default: 10].",
-)
 @click.option("--once", is_flag=True, help="Run everything due now, then exit.")
-def worker(db_url: str | None, batch: int | None, batch_seconds: float | None, once: bool) -> None:
+def worker(db_url: str | None, batch: int | None, once: bool) -> None:
     """Run the scheduler: due waits, inactivity and schedule triggers, lease reaping."""
     import logging
 
@@ -255,10 +248,7 @@ def worker(db_url: str | None, batch: int | None, batch_seconds: float | None, o
         report = Deliverer(engine, runner.clock, owner=runner.owner).deliver()
         click.echo(f"outbox: {report}")
         return
-    settings = WorkerSettings(batch=batch)
-    if batch_seconds is not None:
-        settings.batch_seconds = batch_seconds
-    Worker(runner, settings).run()
+    Worker(runner, WorkerSettings(batch=batch)).run()
 
 
 @main.group()

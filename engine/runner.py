@@ -487,7 +487,6 @@ class Runner:
         limit: int = 1000,
         lease: timedelta = timedelta(minutes=5),
         chunk: int | None = None,
-        enough: Callable[[], bool] | None = None,
     ) -> int:
         """Resume up to ``limit`` due waits' contacts; returns how many runs were resumed.
 
@@ -508,14 +507,7 @@ class Runner:
         the previous part's. The cyclic collector is paused for the whole batch and only
         sweeps the youngest objects between parts (what the part before left in cycles):
         re-enabled between parts, it walked every live object of each part again, about
-        870 times per 200,000 waits (bench/README.md, "Eighth round").
-
-        ``enough``: asked before each part after the first; when it says so, the batch
-        ends with the parts done so far, and the waits of the others stay due, unleased,
-        for the next batch. The worker uses it to bound how long one batch holds
-        SQLite's write lock, whatever the workflows do (``WorkerSettings.batch_seconds``).
-        Not on PostgreSQL, whose waits are leased before the batch begins: the parts not
-        done would keep their lease for its whole length."""
+        870 times per 200,000 waits (bench/README.md, "Eighth round")."""
         postgres = self.engine.dialect.name == "postgresql"
         contact_ids = self.claim_due(now, limit, lease) if postgres else []
         if postgres and not contact_ids:
@@ -533,13 +525,9 @@ class Runner:
                     known = {wait.run_id: wait for _, wait in taken}
                 wake = Wake(self, connection)
                 released = wake.released
-                woken: set[str] = set()
                 for number, part in enumerate(
                     chunks(sorted(contact_ids), chunk or len(contact_ids))
                 ):
-                    if number and enough is not None and not postgres and enough():
-                        break  # the other parts' waits stay due for the next batch
-                    woken.update(part)
                     if number:  # a fresh batch of contacts, the same roll-up for all
                         accounts, last_moment = wake.accounts, wake.last_moment
                         wake = Wake(self, connection)
@@ -555,11 +543,7 @@ class Runner:
                     wake.batch.flush()
                     resumed += wake.resumed
                 wake.finish()
-                left = [
-                    wait.run_id
-                    for contact_id, wait in taken
-                    if wait.run_id not in released and contact_id in woken
-                ]
+                left = [run_id for run_id in known if run_id not in released]
                 if left:
                     self._hold(connection, left, now, lease)
         except Exception:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import FrameType
@@ -35,9 +33,8 @@ at 10,000 a transaction, 15,546/s at 50,000; bench/README.md, "Sixth round"). Th
 works through such a batch ``BATCH_SIZE`` contacts at a time (``Runner.resume_due(chunk=
 ...)``), so its memory stays that of ``BATCH_SIZE``. Other writers (ingest, the HTTP
 service's inbox drain) wait for the transaction: about three seconds for a score update
-here, longer for heavier workflows (:attr:`WorkerSettings.batch_seconds` ends a batch
-between parts after 10 s); twice the batch was faster still (bench/README.md, "Seventh
-round") but would double that wait."""
+here, longer for heavier workflows; twice the batch was faster still (bench/README.md,
+"Seventh round") but would double that wait."""
 
 
 def wait_batch(dialect: str) -> int:
@@ -56,12 +53,6 @@ def wait_lease(dialect: str, batch: int | None = None) -> tuple[int, int | None]
     )
 
 
-def _after(timer: Callable[[], float], seconds: float) -> Callable[[], bool]:
-    """True once ``seconds`` have passed on ``timer`` since this call."""
-    started = timer()
-    return lambda: timer() - started >= seconds
-
-
 @dataclass
 class WorkerSettings:
     batch: int | None = None
@@ -74,23 +65,10 @@ class WorkerSettings:
     delivery_poll_seconds: float = 2.0
     delivery_batches: int = 10
     """Outbox batches per delivery run, so a backlog does not hold up due waits."""
-    batch_seconds: float = 10.0
-    """No new part of a batch of due waits starts once the batch has run this long; it
-    commits with the parts done, and the rest stay due for the next batch. On SQLite a
-    batch holds the write lock from start to commit, and other writers (ingest, the HTTP
-    service's inbox drain) give up after 30 s (``busy_timeout``): 50,000 waits of a score
-    update take about 2.5 s here, but heavier workflows (messages rendered and queued,
-    webhooks) or a slower machine take several times that. PostgreSQL batches are one
-    part, so this never splits them."""
-    timer: Callable[[], float] = time.monotonic
-    """Seconds for :attr:`batch_seconds` (not the business clock: how long the lock is
-    held is real time, even when the runner's clock is virtual)."""
 
     def __post_init__(self) -> None:
         if self.batch is not None and self.batch < 1:  # SQLite reads LIMIT -1 as no limit
             raise ValueError(f"batch must be at least 1 waits per transaction, not {self.batch}")
-        if not self.batch_seconds > 0:
-            raise ValueError(f"batch_seconds must be more than 0, not {self.batch_seconds}")
 
 
 @dataclass
@@ -105,11 +83,7 @@ class Worker:
         batch, chunk = wait_lease(self.runner.engine.dialect.name, self.settings.batch)
         while not self.stopping.is_set():
             done = self.runner.resume_due(
-                self.runner.clock.now(),
-                batch,
-                self.settings.lease,
-                chunk=chunk,
-                enough=_after(self.settings.timer, self.settings.batch_seconds),
+                self.runner.clock.now(), batch, self.settings.lease, chunk=chunk
             )
             self.resumed += done
             if not done:

@@ -431,20 +431,3 @@ def test_the_worker_opens_its_store_with_its_checkpoint_interval(
     result = CliRunner().invoke(main, ["worker", "--db", url, "--once"])
     assert result.exit_code == 0, result.output
     assert seen == [WORKER_CHECKPOINT_PAGES]
-
-
-def test_the_worker_takes_its_batch_time_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from engine.worker import Worker
-
-    started: list[float] = []
-    monkeypatch.setattr(Worker, "run", lambda worker: started.append(worker.settings.batch_seconds))
-    url = f"sqlite:///{tmp_path / 'w.db'}"
-    assert CliRunner().invoke(main, ["worker", "--db", url]).exit_code == 0
-    assert (
-        CliRunner().invoke(main, ["worker", "--db", url, "--batch-seconds", "2.5"]).exit_code == 0
-    )
-    assert started == [10.0, 2.5]
-    refused = CliRunner().invoke(main, ["worker", "--db", url, "--batch-seconds", "0"])
-    assert refused.exit_code == 2 and "--batch-seconds" in refused.output

@@ -660,9 +660,7 @@ def test_the_default_wait_batch_is_by_store(store: Any, monkeypatch: pytest.Monk
     runner = Runner(store, VirtualClock(datetime(2026, 1, 5, tzinfo=UTC)))
     asked: list[tuple[int, int | None]] = []
 
-    def resume_due(
-        now: datetime, batch: int, lease: timedelta, chunk: int | None, enough: Any
-    ) -> int:
+    def resume_due(now: datetime, batch: int, lease: timedelta, chunk: int | None) -> int:
         asked.append((batch, chunk))
         return 0
 
@@ -850,72 +848,6 @@ def test_a_part_is_let_go_before_the_next_part_even_when_a_run_fails_to_render(
         store.dispose()
     # when a part loads, the parts before it are gone
     assert alive_at_load == [0, 0, 0]
-
-
-def test_enough_ends_a_sqlite_batch_between_parts_and_leaves_the_rest_due(store: Any) -> None:
-    """``enough`` is asked before each part after the first: when it says so, the batch
-    commits the parts done, and the other waits stay due and unleased for the next batch.
-    PostgreSQL, whose waits are leased before the batch, does not ask."""
-    _, due = _parked(store, 10)
-    runner = Runner(store, VirtualClock(due))
-    asked: list[int] = []
-
-    def enough() -> bool:
-        asked.append(1)
-        return True
-
-    first = runner.resume_due(due, 100, timedelta(minutes=5), chunk=3, enough=enough)
-    with store.connect() as connection:
-        left = connection.execute(select(waits.c.contact_id, waits.c.lease_until)).all()
-    if store.dialect.name == "sqlite":
-        assert (first, len(asked)) == (3, 1)  # p00-p02, then enough
-        assert sorted(contact for contact, _ in left) == [f"p{n:02d}" for n in range(3, 10)]
-        assert all(lease is None for _, lease in left)
-        assert runner.resume_due(due, 100, timedelta(minutes=5), chunk=3) == 7
-    else:
-        assert (first, asked, left) == (10, [], [])
-    with store.connect() as connection:
-        assert connection.scalar(select(func.count()).select_from(waits)) == 0
-        assert connection.scalar(select(func.count()).where(scores.c.value == 5.0)) == 10
-
-
-def test_the_worker_bounds_how_long_a_batch_runs(
-    store: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """WorkerSettings.batch_seconds, on the settings' timer: on SQLite no part starts once
-    the batch has run that long, and the worker goes on with a new batch; every wait is
-    still resumed once."""
-    import engine.worker
-
-    _, due = _parked(store, 10)
-    runner = Runner(store, VirtualClock(due))
-    monkeypatch.setattr(engine.worker, "BATCH_SIZE", 3)  # parts of 3 contacts
-    ticks = iter(range(0, 10_000, 7))  # each reading of the timer 7 s later
-
-    def timer() -> float:
-        return float(next(ticks))
-
-    batches: list[int] = []
-    real = runner.resume_due
-
-    def counting(*args: Any, **kwargs: Any) -> int:
-        done = real(*args, **kwargs)
-        batches.append(done)
-        return done
-
-    monkeypatch.setattr(runner, "resume_due", counting)
-    worker = Worker(runner, WorkerSettings(batch_seconds=10.0, timer=timer))
-    worker.resume_waits()
-    if store.dialect.name == "sqlite":  # 50,000 a batch: at 7 s a second part, at 14 s not
-        assert batches == [6, 4, 0]
-    else:  # BATCH_SIZE a batch, in one part: the timer is not asked
-        assert batches == [3, 3, 3, 1, 0]
-    assert worker.resumed == 10
-    with store.connect() as connection:
-        assert connection.scalar(select(func.count()).select_from(waits)) == 0
-        assert connection.scalar(select(func.count()).where(scores.c.value == 5.0)) == 10
-    with pytest.raises(ValueError, match="batch_seconds"):
-        WorkerSettings(batch_seconds=0)
 
 
 def test_resume_does_not_take_waits_under_a_live_lease(store: Any) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -44,9 +43,8 @@ class CountingRunner(Runner):
         limit: int = 1000,
         lease: timedelta = timedelta(minutes=5),
         chunk: int | None = None,
-        enough: Callable[[], bool] | None = None,
     ) -> int:
-        done = super().resume_due(now, limit, lease, chunk, enough)
+        done = super().resume_due(now, limit, lease, chunk)
         if done:
             self.batches += 1
             time.sleep(self.pause)
