@@ -6,7 +6,7 @@ read-modify-write that no other worker can interleave with."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -157,7 +157,12 @@ class Batch:
         def fetch(query: str) -> Sequence[Any]:
             return conn.exec_driver_sql(query, param).fetchall()
 
-        present = {row[0] for row in fetch(sql.present)}
+        loaded: dict[str, Any] | None = None
+        if is_postgres(conn):  # rows locked below, in id order, once all exist
+            present: Container[str] = {row[0] for row in fetch(sql.present)}
+        else:  # one writer: the rows read now are all there will be, bar those added below
+            loaded = {row[0]: row for row in fetch(sql.contacts)}
+            present = loaded
         missing = [i for i in wanted if i not in present]
         new_ids: list[str] = []
         if missing:
@@ -186,7 +191,11 @@ class Batch:
                 )
             new_ids = [i for i in missing if i in inserted]
         moment, document = read.moment, read.document
-        loaded = {row[0]: row for row in fetch(sql.contacts)}
+        if loaded is None:
+            loaded = {row[0]: row for row in fetch(sql.contacts)}
+        elif missing:
+            added = conn.exec_driver_sql(sql.contacts, (_ids_param(conn, missing),))
+            loaded.update((row[0], row) for row in added.fetchall())
         found = self.contacts
         for contact_id in wanted:  # in id order, whatever order the rows came in
             row = loaded.get(contact_id)
