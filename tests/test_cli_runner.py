@@ -408,25 +408,17 @@ def test_worker_once_resumes_due_waits_by_its_batch(
 def test_the_worker_opens_its_store_with_its_checkpoint_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from datetime import datetime, timedelta
-
     from engine.runner import Runner
     from engine.store.db import WORKER_CHECKPOINT_PAGES
 
     seen: list[int] = []
 
-    def recording(
-        runner: Runner,
-        now: datetime,
-        limit: int = 1000,
-        lease: timedelta = timedelta(minutes=5),
-        chunk: int | None = None,
-    ) -> int:
+    def pragma_then_nothing(runner: Runner, *_: object) -> int:
         with runner.engine.connect() as connection:
             seen.append(connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar())
         return 0
 
-    monkeypatch.setattr(Runner, "resume_due", recording)
+    monkeypatch.setattr(Runner, "run_timers", pragma_then_nothing)
     url = f"sqlite:///{tmp_path / 'w.db'}"
     result = CliRunner().invoke(main, ["worker", "--db", url, "--once"])
     assert result.exit_code == 0, result.output
