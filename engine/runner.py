@@ -512,8 +512,7 @@ class Runner:
         contact_ids = self.claim_due(now, limit, lease) if postgres else []
         if postgres and not contact_ids:
             return 0
-        taken: list[TakenWait] = []
-        known: dict[str, WaitState] = {}
+        known: dict[str, WaitState] = {}  # SQLite: the waits taken, by run id
         resumed = 0
         try:
             with gc_paused(), self.writer.begin() as connection:
@@ -547,7 +546,7 @@ class Runner:
                 if left:
                     self._hold(connection, left, now, lease)
         except Exception:
-            if taken:  # the failed batch's waits step aside for a while (see above)
+            if known:  # the failed batch's waits step aside for a while (see above)
                 try:
                     with self.writer.begin() as connection:
                         self._hold(connection, list(known), now, lease)
