@@ -257,9 +257,16 @@ class Batch:
                 by_run[run_id].wait = WaitState(
                     run_id, moment(due_at), event_name, next_node, timeout_node
                 )
-        if self.entry_workflows is None or self.entry_workflows:
-            for contact_id, workflow_id, entered in fetch(sql.entries):
-                found[contact_id].last_entries[workflow_id] = moment(entered)
+        entry_workflows = self.entry_workflows
+        if entry_workflows is None:
+            entries = fetch(sql.entries)
+        elif entry_workflows:
+            named = _ids_param(conn, sorted(entry_workflows))
+            entries = conn.exec_driver_sql(sql.entries_of, (param[0], named)).fetchall()
+        else:
+            entries = ()
+        for contact_id, workflow_id, entered in entries:
+            found[contact_id].last_entries[workflow_id] = moment(entered)
         for contact_id in new_ids:
             if contact_id in found:
                 found[contact_id].new = True
@@ -501,15 +508,17 @@ class _LoadSQL:
     runs: str
     waits: str
     entries: str
+    entries_of: str
 
 
 def _build_load_sql(postgres: bool) -> _LoadSQL:
     if postgres:
         ids = "= ANY(%b::VARCHAR(320)[])"
         run_ids = "= ANY(%b::VARCHAR(32)[])"
+        workflow_ids = "= ANY(%b::VARCHAR(200)[])"
         lock = " ORDER BY id FOR UPDATE"
     else:
-        ids = run_ids = "IN (SELECT value FROM json_each(?))"
+        ids = run_ids = workflow_ids = "IN (SELECT value FROM json_each(?))"
         lock = ""
     rowid = "NULL" if postgres else "rowid"
     return _LoadSQL(
@@ -534,6 +543,13 @@ def _build_load_sql(postgres: bool) -> _LoadSQL:
         entries=(
             "SELECT contact_id, workflow_id, max(entered_at) "
             f"FROM runs WHERE contact_id {ids} GROUP BY contact_id, workflow_id"
+        ),
+        # the same for the workflows named: the index is read only under those, where a
+        # contact's runs of every "always" workflow would be read and thrown away
+        entries_of=(
+            "SELECT contact_id, workflow_id, max(entered_at) "
+            f"FROM runs WHERE contact_id {ids} AND workflow_id {workflow_ids} "
+            "GROUP BY contact_id, workflow_id"
         ),
     )
 

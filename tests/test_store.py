@@ -4,17 +4,23 @@ audit and outbox rows, migrations."""
 from __future__ import annotations
 
 import threading
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from helpers import at
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select, update
 
 from engine.api import Leadflow
 from engine.clock import VirtualClock
 from engine.errors import DeployConflict
+from engine.runner import new_run_id
 from engine.state import Batch
 from engine.store.db import current_revision, head_revision, make_engine, upgrade, writer
+from engine.store.moments import EPOCH
 from engine.store.tables import audit, contacts, events, outbox, runs, waits, workflow_status
 
 
@@ -111,6 +117,40 @@ def test_runs_stay_on_their_version(flow: Leadflow, clock: VirtualClock) -> None
     assert flow.contact("ann")["lists"] == ["Done v1"]  # v1's nodes, though v2 is newest
     done = rows(flow.engine, select(runs.c.contact_id, runs.c.version, runs.c.state))
     assert sorted(done) == [("ann", 1, "completed"), ("bob", 2, "completed")]
+
+
+def test_run_ids_are_version_7_uuids_that_sort_by_entry(
+    flow: Leadflow, clock: VirtualClock
+) -> None:
+    """Run ids carry the (injected) moment their run entered, so they sort by it, and the
+    waits that come due together sit together in the indexes keyed by run id."""
+    flow.deploy([DRIP_V1])
+    for hour in range(3):
+        clock.advance_to(at(f"2026-01-05 1{hour}:00"))
+        for n in range(3):
+            flow.track(f"c{n}-{hour}", "Start", timestamp=clock.now(), message_id=f"e-{hour}-{n}")
+    stored = rows(flow.engine, select(runs.c.id, runs.c.entered_at))
+    assert len(stored) == 9
+    for run_id, entered in stored:
+        value = uuid.UUID(run_id)
+        assert (value.version, value.variant, value.hex) == (7, uuid.RFC_4122, run_id)
+        assert int(run_id[:12], 16) == int(entered.timestamp() * 1000)
+    by_id = [entered for _, entered in sorted(stored)]
+    assert by_id == sorted(by_id)
+    assert len({run_id for run_id, _ in stored}) == 9
+
+
+@given(
+    st.datetimes(timezones=st.just(UTC)),
+    st.datetimes(timezones=st.just(UTC)),
+)
+def test_run_ids_order_like_their_moments_to_the_millisecond(a: datetime, b: datetime) -> None:
+    first, second = new_run_id(a), new_run_id(b)
+    assert len(first) == 32 and uuid.UUID(first).version == 7
+    millis = [min(max((m - EPOCH) // timedelta(milliseconds=1), 0), 2**48 - 1) for m in (a, b)]
+    assert [int(i[:12], 16) for i in (first, second)] == millis
+    if millis[0] != millis[1]:
+        assert (first < second) == (millis[0] < millis[1])
 
 
 def test_pause_blocks_entries_and_holds_waits_resume_releases_them(
