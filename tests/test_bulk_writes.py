@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, Table, bindparam, delete, select, text, update
+from sqlalchemy import Engine, Table, bindparam, delete, event, select, text, update
 
 from engine.store.db import open_engine
 from engine.store.sql import (
     bulk_delete,
+    bulk_delete_rows,
     bulk_insert,
     bulk_update,
     bulk_upsert,
@@ -298,3 +299,42 @@ def test_bulk_insert_returning_names_only_new_rows(store: Engine) -> None:
         more = rows(["m1", "new", "m4999"])
         again = bulk_insert_returning(connection, events, more, "message_id")
         assert again == ["new"]
+
+
+def test_postgres_updates_and_deletes_by_key_probe_the_index(pg_url: str) -> None:
+    """Joined to unnest() alone, PostgreSQL's planner read every row of a big table to
+    update or delete a few thousand of them (a hash join over a sequential scan)."""
+    store = open_engine(pg_url)
+    plans: list[str] = []
+
+    @event.listens_for(store, "before_cursor_execute")
+    def explain(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.startswith(("UPDATE runs", "DELETE FROM runs")):
+            cursor.execute("EXPLAIN " + statement, params)
+            plans.append("\n".join(row[0] for row in cursor.fetchall()))
+
+    try:
+        with store.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO runs (id, contact_id, workflow_id, version, state, steps, "
+                    "properties, entered_at) SELECT 'r' || n, 'c' || n, 'w', 1, 'waiting', 0, "
+                    "'{}', now() FROM generate_series(1, 200000) AS n"
+                )
+            )
+        with store.connect() as connection:
+            connection.execute(text("ANALYZE runs"))
+        names = ("id", "state", "steps")
+        changed = [(f"r{n}", "completed", 1) for n in range(1, 200_000, 100)]
+        with store.begin() as connection:
+            update_rows(connection, runs, ("id",), names, changed)
+            bulk_delete_rows(connection, runs, ("id",), [(f"r{n}",) for n in range(2, 200_000, 40)])
+        assert len(plans) == 2
+        for plan in plans:
+            assert "Seq Scan on runs" not in plan, plan
+        with store.connect() as connection:
+            counted = connection.execute(text("SELECT state, count(*) FROM runs GROUP BY state"))
+            states = {state: count for state, count in counted}
+        assert states == {"completed": 2_000, "waiting": 193_000}
+    finally:
+        store.dispose()
