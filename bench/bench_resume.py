@@ -49,7 +49,7 @@ from sqlalchemy import Engine, func, select
 from engine.catalog import deploy
 from engine.clock import VirtualClock
 from engine.model import compile_workflow
-from engine.runner import Runner
+from engine.runner import Runner, new_run_id
 from engine.store.db import (
     DURABLE_CACHE_KIB,
     WORKER_CHECKPOINT_PAGES,
@@ -63,6 +63,8 @@ from engine.worker import WorkerSettings, wait_lease
 SEED = 20260105
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 ENTERED = NOW - timedelta(days=31)
+"""When the contacts were created: before any of their runs entered."""
+WAIT = timedelta(days=1)
 PG_SERVER = os.environ.get("LEADFLOW_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 GOALS = {"sqlite": 20_000, "postgresql": 50_000}
 WORKFLOW: dict[str, Any] = {
@@ -82,20 +84,39 @@ WORKFLOW: dict[str, Any] = {
 
 @dataclass
 class Rows:
-    """The setup rows as plain tuples: (contact id, run id, due moment) per wait."""
+    """The setup rows as plain lists: every contact, and per wait (in the order the rows
+    are inserted) its run id, contact, due moment and the moment its run entered."""
 
     contacts: list[str]
     run_ids: list[str]
+    owners: list[str]
     due: list[datetime]
+    entered: list[datetime]
 
 
-def make_rows(count: int) -> Rows:
+def make_rows(count: int, random_ids: bool = False) -> Rows:
+    """One run per contact, parked on the workflow's one-day wait and due at a random
+    moment of the past 30 days. As the engine writes them: each run entered a day before
+    it is due, its id made from that moment (``engine.runner.new_run_id``, UUID version
+    7), the rows inserted in the order the runs entered. ``random_ids``: as stores
+    written before session 9 hold them: random version 4 ids, rows in contact order,
+    every run entered at one moment."""
     rng = random.Random(SEED)
     span = 30 * 86_400
     contacts = [f"c{i:07d}@bench.test" for i in range(count)]
-    run_ids = [uuid.UUID(int=rng.getrandbits(128), version=4).hex for _ in range(count)]
+    random_run_ids = [uuid.UUID(int=rng.getrandbits(128), version=4).hex for _ in range(count)]
     due = [NOW - timedelta(seconds=rng.randrange(1, span)) for _ in range(count)]
-    return Rows(contacts, run_ids, due)
+    if random_ids:
+        return Rows(contacts, random_run_ids, contacts, due, [ENTERED] * count)
+    order = sorted(range(count), key=due.__getitem__)
+    entered = [due[i] - WAIT for i in order]
+    return Rows(
+        contacts,
+        [new_run_id(moment) for moment in entered],
+        [contacts[i] for i in order],
+        [due[i] for i in order],
+        entered,
+    )
 
 
 def deploy_workflow(engine: Engine) -> None:
@@ -119,13 +140,16 @@ def fill_sqlite(path: Path, rows: Rows) -> None:
     db.executemany(
         "INSERT INTO runs (id, contact_id, workflow_id, version, state, node, steps, "
         "properties, entered_at) VALUES (?, ?, 'bench-resume', 1, 'waiting', 'wait', 1, '{}', ?)",
-        ((r, c, entered) for r, c in zip(rows.run_ids, rows.contacts, strict=True)),
+        (
+            (r, c, stored_moment(e))
+            for r, c, e in zip(rows.run_ids, rows.owners, rows.entered, strict=True)
+        ),
     )
     db.executemany(
         "INSERT INTO waits (run_id, contact_id, due_at, next_node) VALUES (?, ?, ?, 'points')",
         (
             (r, c, stored_moment(d))
-            for r, c, d in zip(rows.run_ids, rows.contacts, rows.due, strict=True)
+            for r, c, d in zip(rows.run_ids, rows.owners, rows.due, strict=True)
         ),
     )
     db.execute("COMMIT")
@@ -148,12 +172,14 @@ def fill_postgres(url: str, rows: Rows) -> None:
             "COPY runs (id, contact_id, workflow_id, version, state, node, steps, properties, "
             "entered_at) FROM STDIN"
         ) as copy:
-            for run_id, contact in zip(rows.run_ids, rows.contacts, strict=True):
+            for run_id, contact, moment in zip(
+                rows.run_ids, rows.owners, rows.entered, strict=True
+            ):
                 copy.write_row(
-                    (run_id, contact, "bench-resume", 1, "waiting", "wait", 1, "{}", entered)
+                    (run_id, contact, "bench-resume", 1, "waiting", "wait", 1, "{}", moment)
                 )
         with cursor.copy("COPY waits (run_id, contact_id, due_at, next_node) FROM STDIN") as copy:
-            for run_id, contact, due in zip(rows.run_ids, rows.contacts, rows.due, strict=True):
+            for run_id, contact, due in zip(rows.run_ids, rows.owners, rows.due, strict=True):
                 copy.write_row((run_id, contact, due, "points"))
         cursor.execute("ANALYZE")
 
@@ -330,10 +356,20 @@ def main() -> int:
     parser.add_argument(
         "--batch", type=int, help="waits per resume_due call (default: engine.worker.wait_lease)"
     )
+    parser.add_argument(
+        "--random-ids",
+        action="store_true",
+        help="the store as releases before session 9 wrote it (random run ids)",
+    )
     args = parser.parse_args()
     count = args.waits or (100_000 if args.quick else 1_000_000)
-    rows = make_rows(count)
-    print(f"inputs: {count:,} due waits, one per contact")
+    rows = make_rows(count, args.random_ids)
+    made = (
+        "random version 4 run ids, rows in contact order"
+        if args.random_ids
+        else ("run ids from their entry moments, rows in entry order")
+    )
+    print(f"inputs: {count:,} due waits, one per contact ({made})")
     if args.backend in ("sqlite", "both"):
         start = time.perf_counter()
         with sqlite_stores(rows) as (url, copy):
