@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, func, select, update
@@ -139,7 +139,7 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def new_run_id(entered_at: datetime) -> str:
+def new_run_id(entered_at: datetime, random_bytes: Callable[[int], bytes] = os.urandom) -> str:
     """A run id: a UUID version 7 (RFC 9562) as 32 hex digits, its first 48 bits the
     millisecond the run entered, the other 74 random.
 
@@ -147,9 +147,12 @@ def new_run_id(entered_at: datetime) -> str:
     outbox's idempotency keys) appending near their end instead of at random pages, and
     the waits that come due together, entered together, sit on neighbouring pages. The
     moment is the run's own (the injected clock's), so a simulation's ids sort by virtual
-    time; a moment before 1970 or after 10889 is clamped into the 48 bits."""
+    time. A naive moment is UTC, as everywhere in the engine; one before 1970 or after
+    10889 is clamped into the 48 bits. ``random_bytes``: a seeded source for fixtures."""
+    if entered_at.tzinfo is None:
+        entered_at = entered_at.replace(tzinfo=UTC)
     millis = min(max(stored_moment(entered_at) // 1000, 0), _MAX_MILLIS)
-    raw = bytearray(millis.to_bytes(6, "big") + os.urandom(10))
+    raw = bytearray(millis.to_bytes(6, "big") + random_bytes(10))
     raw[6] = (raw[6] & 0x0F) | 0x70  # version 7
     raw[8] = (raw[8] & 0x3F) | 0x80  # variant: RFC 9562
     return raw.hex()
@@ -344,8 +347,11 @@ class Runner:
                     target.account_id = source.account_id
                     target.dirty = True
                 target.runs.extend(source.runs)
+                # the later entry of the two people, now one: a workflow the anonymous
+                # contact entered counts as entered by the known one (re-entry rules)
                 for name, entered in source.last_entries.items():
-                    if entered > target.last_entries.get(name, entered):
+                    known = target.last_entries.get(name)
+                    if known is None or entered > known:
                         target.last_entries[name] = entered
                 source.runs = []
                 wake.drain(target, moment, cause)

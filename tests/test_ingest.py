@@ -422,6 +422,48 @@ def test_a_merged_contacts_waiting_run_resumes_on_the_known_contact(flow: Leadfl
     assert _contact_rows(flow, "dan", waits) == 0
 
 
+def test_a_merge_keeps_the_anonymous_contacts_entries_for_re_entry_rules(
+    flow: Leadflow,
+) -> None:
+    """anon-1 joined VIP and was welcomed (re-entry never). Merged into ann, who never
+    entered the welcome, ann gains VIP from the merge: the person behind both ids was
+    welcomed already, so she is not welcomed again (found by review in session 9: the
+    source's last entry was kept only where the target had one already)."""
+    join = {
+        "id": "join",
+        "version": 1,
+        "triggers": [{"type": "event", "event": "Go"}],
+        "reentry": "always",
+        "start": "add",
+        "nodes": {"add": {"type": "add_to_list", "list": "VIP"}},
+    }
+    welcome = {
+        "id": "welcome",
+        "version": 1,
+        "triggers": [{"type": "list_added", "list": "VIP"}],
+        "reentry": "never",
+        "start": "points",
+        "nodes": {"points": {"type": "update_score", "score": "WELCOMED", "add": 1}},
+    }
+    flow.deploy([join, welcome])
+    flow.ingest_lines(
+        [
+            track("anon-1", "Go", 0, "v-1"),
+            track("ann", "Act", 1, "v-2"),
+            '{"type": "identify", "userId": "ann", "anonymousId": "anon-1", '
+            '"timestamp": "2026-01-05T10:05:00Z", "messageId": "v-3"}',
+        ]
+    )
+    ann = flow.contact("ann")
+    assert ann["lists"] == ["VIP"]
+    assert ann["scores"]["WELCOMED"] == 1
+    with flow.engine.connect() as connection:
+        welcomed = connection.scalar(
+            select(func.count()).select_from(runs).where(runs.c.workflow_id == "welcome")
+        )
+    assert welcomed == 1
+
+
 def test_alias_merges_and_later_messages_follow(flow: Leadflow) -> None:
     lines = [
         track("anon-2", "Act", 0, "a-1"),
