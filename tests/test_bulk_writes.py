@@ -336,5 +336,13 @@ def test_postgres_updates_and_deletes_by_key_probe_the_index(pg_url: str) -> Non
             counted = connection.execute(text("SELECT state, count(*) FROM runs GROUP BY state"))
             states = {state: count for state, count in counted}
         assert states == {"completed": 2_000, "waiting": 193_000}
+        # the setting is the caller's again after each statement, whatever it was
+        for caller in ("on", "off"):
+            with store.begin() as connection:
+                connection.execute(text(f"SET LOCAL enable_seqscan = {caller}"))
+                update_rows(connection, runs, ("id",), names, [("r1", "failed", 2)])
+                assert connection.scalar(text("SHOW enable_seqscan")) == caller
     finally:
+        with store.begin() as connection:  # the database is shared by this run's tests
+            connection.execute(text("TRUNCATE runs"))
         store.dispose()

@@ -3,6 +3,7 @@ audit and outbox rows, migrations."""
 
 from __future__ import annotations
 
+import random
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -141,16 +142,24 @@ def test_run_ids_are_version_7_uuids_that_sort_by_entry(
 
 
 @given(
-    st.datetimes(timezones=st.just(UTC)),
-    st.datetimes(timezones=st.just(UTC)),
+    st.datetimes(timezones=st.none() | st.just(UTC)),
+    st.datetimes(timezones=st.none() | st.just(UTC)),
 )
 def test_run_ids_order_like_their_moments_to_the_millisecond(a: datetime, b: datetime) -> None:
+    """A naive moment is UTC, as everywhere in the engine, whatever the local zone."""
     first, second = new_run_id(a), new_run_id(b)
     assert len(first) == 32 and uuid.UUID(first).version == 7
-    millis = [min(max((m - EPOCH) // timedelta(milliseconds=1), 0), 2**48 - 1) for m in (a, b)]
+    aware = [m if m.tzinfo else m.replace(tzinfo=UTC) for m in (a, b)]
+    millis = [min(max((m - EPOCH) // timedelta(milliseconds=1), 0), 2**48 - 1) for m in aware]
     assert [int(i[:12], 16) for i in (first, second)] == millis
     if millis[0] != millis[1]:
         assert (first < second) == (millis[0] < millis[1])
+
+
+def test_run_ids_from_a_seeded_source_repeat() -> None:
+    moment = datetime(2026, 1, 5, 10, tzinfo=UTC)
+    ids = [new_run_id(moment, random.Random(7).randbytes) for _ in range(2)]
+    assert ids[0] == ids[1] != new_run_id(moment, random.Random(8).randbytes)
 
 
 def test_pause_blocks_entries_and_holds_waits_resume_releases_them(
