@@ -2,9 +2,12 @@
 
 Setup (not timed): a store with one deployed workflow (wait a day, +5 SCORE, exit) and
 1,000,000 contacts, each with one run parked on that wait, due at a random moment of the
-past 30 days. The rows are bulk-inserted with the plain driver (executemany on SQLite, COPY
-on PostgreSQL) in one transaction; a second, identical store is made for the baseline (a
-file copy on SQLite, ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL).
+past 30 days; each run entered a day before it is due, and the runs and waits are inserted
+in entry order with the engine's time-ordered run ids (``--random-ids``: random ones, as
+before session 9; see ``make_rows``). The rows are bulk-inserted with the plain driver
+(executemany on SQLite, COPY on PostgreSQL) in one transaction; a second, identical store
+is made for the baseline (a file copy on SQLite, ``CREATE DATABASE ... TEMPLATE`` on
+PostgreSQL).
 
 Measured: ``Runner.resume_due(now, *wait_lease(dialect))`` called until it returns
 0, which is what ``Worker.resume_waits`` does, on the store opened as ``leadflow worker``
@@ -97,26 +100,25 @@ class Rows:
 def make_rows(count: int, random_ids: bool = False) -> Rows:
     """One run per contact, parked on the workflow's one-day wait and due at a random
     moment of the past 30 days. As the engine writes them: each run entered a day before
-    it is due, its id made from that moment (``engine.runner.new_run_id``, UUID version
-    7), the rows inserted in the order the runs entered. ``random_ids``: as stores
-    written before session 9 hold them: random version 4 ids, rows in contact order,
-    every run entered at one moment."""
+    it is due, the rows inserted in the order the runs entered, each id made from its
+    entry moment (``engine.runner.new_run_id``, UUID version 7; seeded). ``random_ids``:
+    the same rows with random version 4 ids, as releases before session 9 made them.
+
+    This store is kinder than a production one: one workflow and one wait length, so due
+    order, entry order and id order are the same, and no finished runs lie between the
+    live ones (bench/README.md, "Ninth round")."""
     rng = random.Random(SEED)
     span = 30 * 86_400
     contacts = [f"c{i:07d}@bench.test" for i in range(count)]
-    random_run_ids = [uuid.UUID(int=rng.getrandbits(128), version=4).hex for _ in range(count)]
-    due = [NOW - timedelta(seconds=rng.randrange(1, span)) for _ in range(count)]
+    due = sorted(NOW - timedelta(seconds=rng.randrange(1, span)) for _ in range(count))
+    owners = contacts[:]
+    rng.shuffle(owners)  # which contact's run comes due when: no relation to the ids
+    entered = [moment - WAIT for moment in due]
     if random_ids:
-        return Rows(contacts, random_run_ids, contacts, due, [ENTERED] * count)
-    order = sorted(range(count), key=due.__getitem__)
-    entered = [due[i] - WAIT for i in order]
-    return Rows(
-        contacts,
-        [new_run_id(moment) for moment in entered],
-        [contacts[i] for i in order],
-        [due[i] for i in order],
-        entered,
-    )
+        run_ids = [uuid.UUID(int=rng.getrandbits(128), version=4).hex for _ in range(count)]
+    else:
+        run_ids = [new_run_id(moment, rng.randbytes) for moment in entered]
+    return Rows(contacts, run_ids, owners, due, entered)
 
 
 def deploy_workflow(engine: Engine) -> None:
@@ -359,7 +361,7 @@ def main() -> int:
     parser.add_argument(
         "--random-ids",
         action="store_true",
-        help="the store as releases before session 9 wrote it (random run ids)",
+        help="random version 4 run ids, as releases before session 9 made them",
     )
     args = parser.parse_args()
     count = args.waits or (100_000 if args.quick else 1_000_000)
@@ -369,7 +371,7 @@ def main() -> int:
         if args.random_ids
         else ("run ids from their entry moments, rows in entry order")
     )
-    print(f"inputs: {count:,} due waits, one per contact ({made})")
+    print(f"inputs: {count:,} due waits, one per contact, rows in entry order, {made} run ids")
     if args.backend in ("sqlite", "both"):
         start = time.perf_counter()
         with sqlite_stores(rows) as (url, copy):
