@@ -366,11 +366,7 @@ def main() -> int:
     args = parser.parse_args()
     count = args.waits or (100_000 if args.quick else 1_000_000)
     rows = make_rows(count, args.random_ids)
-    made = (
-        "random version 4 run ids, rows in contact order"
-        if args.random_ids
-        else ("run ids from their entry moments, rows in entry order")
-    )
+    made = "random version 4" if args.random_ids else "time-ordered version 7"
     print(f"inputs: {count:,} due waits, one per contact, rows in entry order, {made} run ids")
     if args.backend in ("sqlite", "both"):
         start = time.perf_counter()
