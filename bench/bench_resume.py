@@ -95,18 +95,34 @@ class Rows:
     owners: list[str]
     due: list[datetime]
     entered: list[datetime]
+    finished: list[tuple[str, str, datetime]]
+    """Runs of another workflow that ended when they entered: (id, contact, moment)."""
+
+    def run_rows(self) -> list[tuple[Any, ...]]:
+        """Every run row, in entry order: (id, contact, workflow, state, node, steps,
+        entered, ended)."""
+        live = [
+            (r, c, "bench-resume", "waiting", "wait", 1, e, None)
+            for r, c, e in zip(self.run_ids, self.owners, self.entered, strict=True)
+        ]
+        done = [(r, c, "bench-earlier", "completed", None, 2, e, e) for r, c, e in self.finished]
+        return sorted(live + done, key=lambda row: row[6])
 
 
-def make_rows(count: int, random_ids: bool = False) -> Rows:
+def make_rows(count: int, random_ids: bool = False, finished: int = 0) -> Rows:
     """One run per contact, parked on the workflow's one-day wait and due at a random
     moment of the past 30 days. As the engine writes them: each run entered a day before
     it is due, the rows inserted in the order the runs entered, each id made from its
     entry moment (``engine.runner.new_run_id``, UUID version 7; seeded). ``random_ids``:
     the same rows with random version 4 ids, as releases before session 9 made them.
 
-    This store is kinder than a production one: one workflow and one wait length, so due
-    order, entry order and id order are the same, and no finished runs lie between the
-    live ones (bench/README.md, "Ninth round")."""
+    ``finished``: that many runs of another workflow per wait, which ended as they
+    entered, at random moments of the same 30 days, for random contacts, inserted among
+    the live ones in entry order, as a production store holds mostly finished runs.
+
+    Even so this store is kinder than a production one: one workflow and one wait length,
+    so due order, entry order and id order are the same (bench/README.md, "Ninth
+    round")."""
     rng = random.Random(SEED)
     span = 30 * 86_400
     contacts = [f"c{i:07d}@bench.test" for i in range(count)]
@@ -118,7 +134,16 @@ def make_rows(count: int, random_ids: bool = False) -> Rows:
         run_ids = [uuid.UUID(int=rng.getrandbits(128), version=4).hex for _ in range(count)]
     else:
         run_ids = [new_run_id(moment, rng.randbytes) for moment in entered]
-    return Rows(contacts, run_ids, owners, due, entered)
+    ended = []
+    for _ in range(count * finished):
+        moment = NOW - WAIT - timedelta(seconds=rng.randrange(1, span))
+        run_id = (
+            uuid.UUID(int=rng.getrandbits(128), version=4).hex
+            if random_ids
+            else new_run_id(moment, rng.randbytes)
+        )
+        ended.append((run_id, contacts[rng.randrange(count)], moment))
+    return Rows(contacts, run_ids, owners, due, entered, ended)
 
 
 def deploy_workflow(engine: Engine) -> None:
@@ -141,10 +166,10 @@ def fill_sqlite(path: Path, rows: Rows) -> None:
     )
     db.executemany(
         "INSERT INTO runs (id, contact_id, workflow_id, version, state, node, steps, "
-        "properties, entered_at) VALUES (?, ?, 'bench-resume', 1, 'waiting', 'wait', 1, '{}', ?)",
+        "properties, entered_at, ended_at) VALUES (?, ?, ?, 1, ?, ?, ?, '{}', ?, ?)",
         (
-            (r, c, stored_moment(e))
-            for r, c, e in zip(rows.run_ids, rows.owners, rows.entered, strict=True)
+            (*row[:6], stored_moment(row[6]), row[7] and stored_moment(row[7]))
+            for row in rows.run_rows()
         ),
     )
     db.executemany(
@@ -172,13 +197,11 @@ def fill_postgres(url: str, rows: Rows) -> None:
                 copy.write_row((contact, "{}", "{}", entered, entered))
         with cursor.copy(
             "COPY runs (id, contact_id, workflow_id, version, state, node, steps, properties, "
-            "entered_at) FROM STDIN"
+            "entered_at, ended_at) FROM STDIN"
         ) as copy:
-            for run_id, contact, moment in zip(
-                rows.run_ids, rows.owners, rows.entered, strict=True
-            ):
+            for run_id, contact, workflow, state, node, steps, moment, ended in rows.run_rows():
                 copy.write_row(
-                    (run_id, contact, "bench-resume", 1, "waiting", "wait", 1, "{}", moment)
+                    (run_id, contact, workflow, 1, state, node, steps, "{}", moment, ended)
                 )
         with cursor.copy("COPY waits (run_id, contact_id, due_at, next_node) FROM STDIN") as copy:
             for run_id, contact, due in zip(rows.run_ids, rows.owners, rows.due, strict=True):
@@ -217,7 +240,9 @@ def run_engine(url: str, expected: int, batch: int) -> Measured:
         with engine.connect() as connection:
             left = connection.scalar(select(func.count()).select_from(waits))
             completed = connection.scalar(
-                select(func.count()).select_from(runs).where(runs.c.state == "completed")
+                select(func.count())
+                .select_from(runs)
+                .where(runs.c.state == "completed", runs.c.workflow_id == WORKFLOW["id"])
             )
             fives = connection.scalar(
                 select(func.count()).select_from(scores).where(scores.c.value == 5.0)
@@ -363,11 +388,19 @@ def main() -> int:
         action="store_true",
         help="random version 4 run ids, as releases before session 9 made them",
     )
+    parser.add_argument(
+        "--finished",
+        type=int,
+        default=0,
+        help="finished runs of another workflow per wait, among the live ones (default 0)",
+    )
     args = parser.parse_args()
     count = args.waits or (100_000 if args.quick else 1_000_000)
-    rows = make_rows(count, args.random_ids)
+    rows = make_rows(count, args.random_ids, args.finished)
     made = "random version 4" if args.random_ids else "time-ordered version 7"
     print(f"inputs: {count:,} due waits, one per contact, rows in entry order, {made} run ids")
+    if args.finished:
+        print(f"inputs: {count * args.finished:,} finished runs among them")
     if args.backend in ("sqlite", "both"):
         start = time.perf_counter()
         with sqlite_stores(rows) as (url, copy):
