@@ -25,3 +25,8 @@ class DeployConflict(LeadflowError):
 
 class UnknownContact(LeadflowError):
     """No contact has the id that was asked for."""
+
+
+class StoreFromNewerRelease(LeadflowError):
+    """The store's schema revision is not one this release knows: a newer release
+    upgraded it. Nothing is changed; this release cannot read or migrate it."""

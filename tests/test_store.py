@@ -13,11 +13,11 @@ import pytest
 from helpers import at
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
 
 from engine.api import Leadflow
 from engine.clock import VirtualClock
-from engine.errors import DeployConflict
+from engine.errors import DeployConflict, StoreFromNewerRelease
 from engine.runner import new_run_id
 from engine.state import Batch
 from engine.store.db import current_revision, head_revision, make_engine, upgrade, writer
@@ -407,6 +407,23 @@ def test_outbox_rows_have_unique_idempotency_keys(flow: Leadflow, clock: Virtual
 
 
 # --- migrations ---------------------------------------------------------------------------
+
+
+def test_a_store_upgraded_by_a_newer_release_is_refused_and_left_alone(store_url: str) -> None:
+    store = make_engine(store_url)
+    try:
+        upgrade(store)
+        with store.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '0099_future'"))
+        with pytest.raises(StoreFromNewerRelease, match=r"'0099_future'.*newer release"):
+            upgrade(store)
+        assert current_revision(store) == "0099_future"
+    finally:  # the PostgreSQL database is shared by this run's tests
+        with store.begin() as connection:
+            connection.execute(
+                text("UPDATE alembic_version SET version_num = :head"), {"head": head_revision()}
+            )
+        store.dispose()
 
 
 def test_upgrade_is_idempotent_and_keeps_data(store_url: str) -> None:

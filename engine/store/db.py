@@ -13,6 +13,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import StaticPool
 
+from engine import __version__
+from engine.errors import StoreFromNewerRelease
+
 DEFAULT_URL = "sqlite:///leadflow.db"
 THROWAWAY_PRAGMAS = (
     "PRAGMA journal_mode=TRUNCATE",
@@ -151,9 +154,18 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine) -> str | None:
     """Bring the database to the newest schema; cheap when it is already there."""
-    head = head_revision()
-    if current_revision(engine) == head:
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    current = current_revision(engine)
+    if current == head:
         return head
+    if current is not None and current not in {r.revision for r in script.walk_revisions()}:
+        raise StoreFromNewerRelease(
+            f"the store's schema is at revision {current!r}, which Leadflow {__version__} "
+            f"does not know (its newest is {head!r}): a newer release of Leadflow upgraded "
+            "it. Use that release or a later one with this store, or a copy of the store "
+            "made before that upgrade; nothing was changed"
+        )
     with as_file(files("engine").joinpath("migrations")):
         command.upgrade(alembic_config(engine), "head")
     return head
