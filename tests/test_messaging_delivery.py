@@ -25,7 +25,7 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from click.testing import CliRunner
 from helpers import at
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from engine.api import Leadflow
 from engine.cli import main
@@ -409,6 +409,35 @@ def test_webhook_fails_twice_then_lands_with_backoff_and_every_attempt_recorded(
     keys = {r["headers"]["Idempotency-Key"] for r in receiver.requests}
     assert keys == {row.idempotency_key}
     assert receiver.processed == {row.idempotency_key: {"lead": "ann@acme.com", "stage": "SQL"}}
+
+
+def test_a_batchs_last_record_syncs_the_sqlite_log_so_no_send_is_forgotten(
+    sqlite_store: Engine, tmp_path: Path, receiver: Receiver
+) -> None:
+    """With synchronous=NORMAL the WAL reaches the disk only at a checkpoint (the worker's
+    come every 32,768 pages): a power cut could forget the records of messages already
+    sent. The batch's last record commits with synchronous=FULL, which syncs the log and
+    so every record before it; then the connection's setting is back."""
+    s = setup(sqlite_store, tmp_path, hook_flow(receiver))
+    for name in ("ann", "bob", "cid"):
+        s.flow.track(f"{name}@acme.com", "Go")
+    settings: list[int] = []
+
+    def at_commit(connection: Any) -> None:
+        raw = connection.connection.driver_connection
+        settings.append(raw.execute("PRAGMA synchronous").fetchone()[0])
+
+    event.listen(sqlite_store, "commit", at_commit)
+    try:
+        report = s.deliverer.deliver_batch()
+    finally:
+        event.remove(sqlite_store, "commit", at_commit)
+    assert report.sent == 3
+    # the claim, then one record per message: NORMAL (1) but the last, FULL (2)
+    assert settings == [1, 1, 1, 2]
+    with sqlite_store.connect() as connection:
+        raw = connection.connection.driver_connection
+        assert raw.execute("PRAGMA synchronous").fetchone()[0] == 1
 
 
 def test_webhook_crash_between_send_and_record_is_acted_on_once(

@@ -23,7 +23,9 @@ no such header: the email goes out again with the same Message-ID (at least once
 window is one message per crashed worker, between the server's 250 and the record's
 commit, and on PostgreSQL also the records of the last fraction of a second before a
 crash of the database server itself, because records commit with ``synchronous_commit``
-off). Mail clients and many servers drop a second copy with the same Message-ID.
+off). On SQLite the WAL is synced at each batch's last record, so a power cut does not
+take back the records of a batch already done, however long the store goes between
+checkpoints. Mail clients and many servers drop a second copy with the same Message-ID.
 
 Failures are retried after ``delivery.backoff_seconds * 2**(attempt-1)`` (capped at
 ``delivery.backoff_max_seconds``), scaled by a jitter factor in [0.5, 1) derived from the
@@ -38,7 +40,8 @@ import hashlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -144,7 +147,7 @@ class Deliverer:
         # one connection for the batch's records (a checkout per record costs a ping)
         records = self.writer.connect()
         try:
-            for item in claimed:
+            for position, item in enumerate(claimed, 1):
                 error: DeliveryError | None = None
                 response = ""
                 try:
@@ -156,7 +159,11 @@ class Deliverer:
                     error = DeliveryError(f"{type(exc).__name__}: {exc}")
                 if self.after_send is not None:
                     self.after_send(item, error)
-                self._record(records, item, response, error, settings, report)
+                if position == len(claimed):
+                    with _synced(records):
+                        self._record(records, item, response, error, settings, report)
+                else:
+                    self._record(records, item, response, error, settings, report)
         finally:
             providers.close()
             records.close()
@@ -436,3 +443,27 @@ def requeue(connection: Connection, outbox_id: int, now: datetime) -> bool:
         )
     )
     return True
+
+
+@contextmanager
+def _synced(connection: Connection) -> Iterator[None]:
+    """SQLite: the next commit on ``connection`` fsyncs the WAL (``synchronous=FULL``).
+
+    With ``synchronous=NORMAL`` the WAL reaches the disk only at a checkpoint, and the
+    worker checkpoints every 32,768 pages (``WORKER_CHECKPOINT_PAGES``): a power cut could
+    take back the records of every message sent since, and each would be sent again. The
+    log is written in order, so syncing it at a batch's last record makes the whole
+    batch's records durable, for one fsync a batch instead of one a message. The
+    connection's own setting is put back after."""
+    if is_postgres(connection):
+        yield
+        return
+    # on the driver's connection, outside SQLAlchemy's transaction (which a statement on
+    # ``connection`` would begin); the driver is in autocommit mode (engine.store.db)
+    raw: Any = connection.connection.driver_connection
+    (before,) = raw.execute("PRAGMA synchronous").fetchone()
+    raw.execute("PRAGMA synchronous=FULL")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA synchronous={int(before)}")
