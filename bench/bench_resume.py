@@ -135,14 +135,17 @@ def make_rows(count: int, random_ids: bool = False, finished: int = 0) -> Rows:
     else:
         run_ids = [new_run_id(moment, rng.randbytes) for moment in entered]
     ended = []
+    # the same finished runs whatever kind of id: their moments and contacts, and their
+    # ids, from sources of their own
+    place, draw = random.Random(SEED + 1), random.Random(SEED + 2)
     for _ in range(count * finished):
-        moment = NOW - WAIT - timedelta(seconds=rng.randrange(1, span))
+        moment = NOW - WAIT - timedelta(seconds=place.randrange(1, span))
         run_id = (
-            uuid.UUID(int=rng.getrandbits(128), version=4).hex
+            uuid.UUID(int=draw.getrandbits(128), version=4).hex
             if random_ids
-            else new_run_id(moment, rng.randbytes)
+            else new_run_id(moment, draw.randbytes)
         )
-        ended.append((run_id, contacts[rng.randrange(count)], moment))
+        ended.append((run_id, contacts[place.randrange(count)], moment))
     return Rows(contacts, run_ids, owners, due, entered, ended)
 
 

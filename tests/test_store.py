@@ -418,8 +418,18 @@ def test_a_store_upgraded_by_a_newer_release_is_refused_and_left_alone(store_url
         with pytest.raises(StoreFromNewerRelease, match=r"'0099_future'.*newer release"):
             upgrade(store)
         assert current_revision(store) == "0099_future"
+        # a newer release with a branch beside a head this one knows: two heads
+        with store.begin() as connection:
+            connection.execute(
+                text("UPDATE alembic_version SET version_num = :head"), {"head": head_revision()}
+            )
+            connection.execute(text("INSERT INTO alembic_version VALUES ('0099_branch')"))
+        with pytest.raises(StoreFromNewerRelease, match=r"'0099_branch'.*nothing was changed"):
+            upgrade(store)
     finally:  # the PostgreSQL database is shared by this run's tests
         with store.begin() as connection:
+            connection.execute(text("DELETE FROM alembic_version"))
+            connection.execute(text("INSERT INTO alembic_version VALUES ('0099_future')"))
             connection.execute(
                 text("UPDATE alembic_version SET version_num = :head"), {"head": head_revision()}
             )

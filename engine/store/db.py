@@ -153,18 +153,25 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine) -> str | None:
-    """Bring the database to the newest schema; cheap when it is already there."""
+    """Bring the database to the newest schema; cheap when it is already there. A store
+    at a revision this release does not know (a newer release upgraded it, perhaps to
+    several heads) is refused and left as it is."""
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
-    current = current_revision(engine)
-    if current == head:
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_heads()
+    if current == (head,):
         return head
-    if current is not None and current not in {r.revision for r in script.walk_revisions()}:
+    known = {revision.revision for revision in script.walk_revisions()}
+    unknown = [revision for revision in current if revision not in known]
+    if unknown:
+        named = ", ".join(repr(revision) for revision in unknown)
         raise StoreFromNewerRelease(
-            f"the store's schema is at revision {current!r}, which Leadflow {__version__} "
-            f"does not know (its newest is {head!r}): a newer release of Leadflow upgraded "
-            "it. Use that release or a later one with this store, or a copy of the store "
-            "made before that upgrade; nothing was changed"
+            f"the store's schema is at revision {named}, which Leadflow {__version__} does "
+            f"not know (its newest is {head!r}): a newer release of Leadflow upgraded it, "
+            "or the database belongs to another application. Use that release or a later "
+            "one with this store, or a copy of the store made before that upgrade; nothing "
+            "was changed"
         )
     with as_file(files("engine").joinpath("migrations")):
         command.upgrade(alembic_config(engine), "head")

@@ -322,9 +322,10 @@ def _plan(
 
 _SEQSCAN_OFF = (
     "SELECT s.before FROM (SELECT current_setting('enable_seqscan') AS before OFFSET 0) AS s "
-    "CROSS JOIN LATERAL set_config('enable_seqscan', 'off', true)"
+    "CROSS JOIN LATERAL set_config('enable_seqscan', 'off', s.before IS NOT NULL)"
 )
-"""Turns sequential scans off for the rest of the transaction; returns the setting before."""
+"""Turns sequential scans off for the rest of the transaction; returns the setting before.
+The LATERAL call names ``s`` (always true: ``is_local``), so it runs after the read."""
 _SEQSCAN_BACK = "SELECT set_config('enable_seqscan', %s, true)"
 
 
@@ -334,9 +335,10 @@ def _run(connection: Connection, plan: _Plan, rows: Sequence[tuple[Any, ...]]) -
             # Joined to unnest(), the planner costs thousands of index probes above one
             # pass over the table: for a worker's 10,000 runs it hashed all 1,000,000 of
             # them (0.71 s; by the index 0.16 s, and the pass grows with the table). Once
-            # psycopg has prepared the statement (its sixth run on a connection) the
-            # generic plan probes the index anyway; before that, and behind a pooler that
-            # does not keep prepared statements, this is what keeps it off the table.
+            # psycopg has prepared the statement and PostgreSQL has moved to its generic
+            # plan (from about the eleventh run on a connection), that plan probes the
+            # index anyway; before that, and behind a pooler that does not keep prepared
+            # statements, this is what keeps it off the table.
             # The caller's own setting is put back after the statement.
             before = connection.exec_driver_sql(_SEQSCAN_OFF).scalar_one()
             connection.exec_driver_sql(plan.sql, plan.arrays(rows))
