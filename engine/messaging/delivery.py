@@ -41,7 +41,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -159,10 +159,8 @@ class Deliverer:
                     error = DeliveryError(f"{type(exc).__name__}: {exc}")
                 if self.after_send is not None:
                     self.after_send(item, error)
-                if position == len(claimed):
-                    with _synced(records):
-                        self._record(records, item, response, error, settings, report)
-                else:
+                last = position == len(claimed)
+                with _synced(records) if last else nullcontext():
                     self._record(records, item, response, error, settings, report)
         finally:
             providers.close()
