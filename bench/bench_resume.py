@@ -130,22 +130,20 @@ def make_rows(count: int, random_ids: bool = False, finished: int = 0) -> Rows:
     owners = contacts[:]
     rng.shuffle(owners)  # which contact's run comes due when: no relation to the ids
     entered = [moment - WAIT for moment in due]
-    if random_ids:
-        run_ids = [uuid.UUID(int=rng.getrandbits(128), version=4).hex for _ in range(count)]
-    else:
-        run_ids = [new_run_id(moment, rng.randbytes) for moment in entered]
+
+    def run_id(moment: datetime, source: random.Random) -> str:
+        if random_ids:
+            return uuid.UUID(int=source.getrandbits(128), version=4).hex
+        return new_run_id(moment, source.randbytes)
+
+    run_ids = [run_id(moment, rng) for moment in entered]
     ended = []
     # the same finished runs whatever kind of id: their moments and contacts, and their
     # ids, from sources of their own
     place, draw = random.Random(SEED + 1), random.Random(SEED + 2)
     for _ in range(count * finished):
         moment = NOW - WAIT - timedelta(seconds=place.randrange(1, span))
-        run_id = (
-            uuid.UUID(int=draw.getrandbits(128), version=4).hex
-            if random_ids
-            else new_run_id(moment, draw.randbytes)
-        )
-        ended.append((run_id, contacts[place.randrange(count)], moment))
+        ended.append((run_id(moment, draw), contacts[place.randrange(count)], moment))
     return Rows(contacts, run_ids, owners, due, entered, ended)
 
 
