@@ -4,9 +4,11 @@ jumps from one due moment to the next, so months of waits take seconds."""
 from __future__ import annotations
 
 import gc
+import os
 import tempfile
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from engine.store.db import open_engine, writer
 from engine.store.sql import insert_rows
 from engine.store.tables import audit, events, quiet_watch, waits
 from engine.templates import TemplateCatalog
-from engine.validation import validate_paths
+from engine.validation import Validation, validate_paths
 from engine.views import summary
 
 Progress = Callable[[int, int], None]
@@ -37,11 +39,17 @@ class Simulation:
     ended: datetime | None
 
 
-def read_event_file(path: Path) -> tuple[list[Message], list[Rejection]]:
+def read_event_file(
+    path: Path, part: tuple[bytes, int] | None = None
+) -> tuple[list[Message], list[Rejection]]:
     """Messages sorted by timestamp (stable), and the lines that were rejected.
 
     A message without a timestamp happened "now": in a simulation that is the moment of the
     message before it in the file (or of the first timestamped one).
+
+    ``part``: only the lines a :class:`engine.shards.ShardPlan` gives to that part (its
+    ``line_part`` and the part's number); the others are read as blank lines, so line
+    numbers stay those of the file.
 
     The file is read line by line (never held whole): only the parsed messages stay."""
     messages: list[Message] = []
@@ -52,13 +60,22 @@ def read_event_file(path: Path) -> tuple[list[Message], list[Rejection]]:
     with gc_paused(), path.open("rb") as handle:
         anchor = _first_timestamp(handle)
         handle.seek(0)
-        for item in read_lines(handle, anchor):
+        lines: Iterable[bytes] = handle if part is None else _only_part(handle, *part)
+        for item in read_lines(lines, anchor):
             if isinstance(item, Rejection):
                 rejections.append(item)
             else:
                 messages.append(item)
     messages.sort(key=_timestamp)
     return messages, rejections
+
+
+def _only_part(lines: Iterable[bytes], line_part: bytes, number: int) -> Iterator[bytes]:
+    """The lines of part ``number``, the others blank; lines past the plan are part 0's."""
+    known = len(line_part)
+    for index, raw in enumerate(lines):
+        mine = line_part[index] == number if index < known else number == 0
+        yield raw if mine else b""
 
 
 def _timestamp(message: Message) -> datetime:
@@ -79,43 +96,80 @@ def simulate(
     until: datetime | None = None,
     progress: Progress | None = None,
     database_url: str | None = None,
+    jobs: int | None = None,
 ) -> Simulation:
+    """Run ``workflow_paths`` over the history in ``events_path``.
+
+    ``jobs``: processes to simulate in. The history is split into parts whose contacts
+    never meet (:mod:`engine.shards`), each simulated on a throwaway store of its own by
+    the same runner, and the results are put together; the result is the same as in one
+    process. None: one per CPU, as long as each gets :data:`LEAST_PER_PART` messages or
+    more. A store of the caller's (``database_url``) is always written by this process."""
     paths = list(workflow_paths)
     validation = validate_paths(paths)
     if not validation.ok:
         raise InvalidWorkflow(list(validation.problems))
+    wanted = usable_cpus() if jobs is None else jobs
+    if database_url is None and wanted > 1:
+        from engine.simulate_parts import simulate_in_parts
+
+        outcome = simulate_in_parts(
+            paths, events_path, until, progress, wanted, 0 if jobs else LEAST_PER_PART
+        )
+        if outcome is not None:
+            return outcome
     messages, rejections = read_event_file(events_path)
     count = len(messages)
     start = messages[0].timestamp if messages else None
+    with simulation_store(validation, paths, start or _epoch(), database_url) as (runner, clock):
+        if rejections:
+            runner.ingest(rejections, source=str(events_path))
+        # the messages are let go as they are applied, before the summary is built;
+        # a store of the caller's outlives the simulation and gets all its indexes
+        replay_history(
+            runner,
+            clock,
+            messages,
+            until,
+            progress,
+            source=str(events_path),
+            consume=True,
+            complete=database_url is not None,
+        )
+        del messages
+        with runner.engine.connect() as connection:
+            result = summary(connection)
+    return Simulation(result, count, start, clock.now() if count else None)
+
+
+LEAST_PER_PART = 25_000
+"""Messages a part should hold before :func:`simulate` starts a process for it on its
+own: starting one (a Python, the engine's imports, a store) takes a second or two."""
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system tells)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+@contextmanager
+def simulation_store(
+    validation: Validation, paths: list[Path], start: datetime, database_url: str | None
+) -> Iterator[tuple[Runner, VirtualClock]]:
+    """A store with the workflows deployed at ``start``, and a runner on a virtual clock
+    there: a throwaway SQLite file (deleted afterwards) unless ``database_url`` is given."""
     with tempfile.TemporaryDirectory(prefix="leadflow-sim-") as folder:
         url = database_url or f"sqlite:///{folder}/simulation.db"
         # a store of our own is thrown away at the end: no durability needed
         engine = open_engine(url, durable=database_url is not None)
         try:
-            clock = VirtualClock(start or _epoch())
+            clock = VirtualClock(start)
             with writer(engine).begin() as connection:
                 deploy(connection, [*validation.workflows, *validation.models], clock.now())
-            runner = Runner(engine, clock, TemplateCatalog.near(paths))
-            if rejections:
-                runner.ingest(rejections, source=str(events_path))
-            # the messages are let go as they are applied, before the summary is built;
-            # a store of the caller's outlives the simulation and gets all its indexes
-            replay_history(
-                runner,
-                clock,
-                messages,
-                until,
-                progress,
-                source=str(events_path),
-                consume=True,
-                complete=database_url is not None,
-            )
-            del messages
-            with engine.connect() as connection:
-                result = summary(connection)
+            yield Runner(engine, clock, TemplateCatalog.near(paths)), clock
         finally:
             engine.dispose()
-    return Simulation(result, count, start, clock.now() if count else None)
 
 
 def replay_history(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -120,7 +121,7 @@ def contact_views(
     for view in views.values():
         view["lists"].sort()
         view["scores"] = dict(sorted(view["scores"].items()))
-    return views
+    return {i: views[i] for i in ids if i in views}  # in the order asked for
 
 
 class _Share:
@@ -154,30 +155,51 @@ def _number(value: float) -> float | int:
 
 
 def summary(connection: Connection) -> dict[str, Any]:
-    """Everything simulate --json prints.
+    """Everything simulate --json prints (see :func:`summary_pieces`)."""
+    result = Summary()
+    for kind, piece in summary_pieces(connection):
+        result.add(kind, piece)
+    return result.done()
 
-    Built as it is read, with equal strings shared (the rendered texts aside), so the
-    summary of a large simulation takes about half the memory it would otherwise."""
+
+Piece = tuple[str, Any]
+"""A part of a summary: ``("contacts", {id: view})``, ``("accounts", {id: view})``,
+``("messages", [(moment, entry), ...])`` or ``("rejected", [entry, ...])``."""
+
+
+def summary_pieces(connection: Connection, size: int = 5_000) -> Iterator[Piece]:
+    """The summary in pieces of about ``size`` contacts or messages, as it is read: a
+    split simulation sends its parts' summaries over a pipe in these pieces, and neither
+    end ever holds a whole summary's pickle. Equal strings are shared (the rendered texts
+    aside), so a large summary takes about half the memory it would otherwise.
+
+    Messages come in the order they were made, those of one moment by contact, and a
+    contact's own in the order they were queued: an order that does not depend on how a
+    simulation was split (:mod:`engine.simulate_parts`)."""
     text = _Share()
     ids = connection.scalars(
         select(contacts.c.id).where(contacts.c.merged_into.is_(None)).order_by(contacts.c.id)
     ).all()
-    contact_map = contact_views(connection, ids, text)
+    for part in chunks(ids, size):
+        yield "contacts", contact_views(connection, part, text)
     del ids
     rolled: dict[str, dict[str, float]] = defaultdict(dict)
     for row in connection.execute(select(account_scores)):
         rolled[row.account_id][text(row.name)] = _number(row.value)
-    account_map = {
-        text(row.id): {
-            "scores": dict(sorted(rolled.get(row.id, {}).items())),
-            "traits": text.mapping(row.traits),
-        }
-        for row in connection.execute(select(accounts).order_by(accounts.c.id))
-    }
-    messages = []
+    yield (
+        "accounts",
+        {
+            text(row.id): {
+                "scores": dict(sorted(rolled.get(row.id, {}).items())),
+                "traits": text.mapping(row.traits),
+            }
+            for row in connection.execute(select(accounts).order_by(accounts.c.id))
+        },
+    )
+    messages: list[tuple[datetime, dict[str, Any]]] = []
     columns = select(outbox.c.contact_id, outbox.c.channel, outbox.c.payload, outbox.c.created_at)
     for contact_id, channel, payload, created_at in connection.execute(
-        columns.order_by(outbox.c.created_at, outbox.c.id)
+        columns.order_by(outbox.c.created_at, outbox.c.contact_id, outbox.c.id)
     ):
         entry: dict[str, Any] = {"contact": text(contact_id), "channel": text(channel)}
         for key in ("template", "subject", "text", "url"):
@@ -186,19 +208,68 @@ def summary(connection: Connection) -> dict[str, Any]:
                 entry[key] = value if key == "text" else text(value)
         entry["workflow"] = text(payload.get("workflow"))
         entry["at"] = format_timestamp(created_at)
-        messages.append(entry)
-    rejections = [
-        {"line": row.line, "error": row.reason}
-        for row in connection.execute(
-            select(rejected.c.line, rejected.c.reason).order_by(rejected.c.id)
-        )
-    ]
-    return {
-        "contacts": contact_map,
-        "accounts": account_map,
-        "messages": messages,
-        "rejected": rejections,
-    }
+        messages.append((created_at, entry))
+        if len(messages) >= size:
+            yield "messages", messages
+            messages = []
+    if messages:
+        yield "messages", messages
+    yield (
+        "rejected",
+        [
+            {"line": row.line, "error": row.reason}
+            for row in connection.execute(
+                select(rejected.c.line, rejected.c.reason).order_by(rejected.c.id)
+            )
+        ],
+    )
+
+
+class Summary:
+    """A summary put together from pieces, of one store (``merged=False``: in order as
+    they come) or of several whose contacts are apart (a split simulation's parts, in
+    any order, ``merged=True``): contacts and accounts by id, messages by moment and
+    contact (a contact's own in the order they came), rejected lines by line number."""
+
+    __slots__ = ("accounts", "contacts", "merged", "messages", "moments", "rejected")
+
+    def __init__(self, merged: bool = False) -> None:
+        self.merged = merged
+        self.contacts: dict[str, Any] = {}
+        self.accounts: dict[str, Any] = {}
+        self.messages: list[dict[str, Any]] = []
+        self.moments: list[datetime] = []
+        """Each message's moment, for the order of a merged summary (else left empty)."""
+        self.rejected: list[dict[str, Any]] = []
+
+    def add(self, kind: str, piece: Any) -> None:
+        if kind == "contacts":
+            self.contacts.update(piece)
+        elif kind == "accounts":
+            self.accounts.update(piece)
+        elif kind == "messages":
+            self.messages.extend(entry for _, entry in piece)
+            if self.merged:
+                self.moments.extend(moment for moment, _ in piece)
+        else:
+            self.rejected.extend(piece)
+
+    def done(self) -> dict[str, Any]:
+        found, accounts_, messages = self.contacts, self.accounts, self.messages
+        if self.merged:
+            found = dict(sorted(found.items()))
+            accounts_ = dict(sorted(accounts_.items()))
+            moments = self.moments
+            # stable: a contact's messages of one moment keep their store's order
+            order = sorted(range(len(messages)), key=lambda i: (moments[i], messages[i]["contact"]))
+            messages = [messages[i] for i in order]
+            self.rejected.sort(key=lambda entry: entry["line"] or 0)
+        return {
+            "contacts": found,
+            "accounts": accounts_,
+            "messages": messages,
+            "rejected": self.rejected,
+        }
 
 
 def deployed_workflows(connection: Connection) -> list[dict[str, Any]]:

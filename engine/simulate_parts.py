@@ -1,0 +1,267 @@
+"""A simulation split over several processes, one part of the contacts each.
+
+:func:`engine.shards.plan_shards` splits the history into parts whose contacts never
+meet. Each part runs in a process of its own, with the same runner, store and virtual
+clock as a one-process simulation (:func:`engine.simulate.simulate`), from the same start.
+The parts only have to agree on when the clock stops. One process stops once no wait or
+quiet spell is pending anywhere; until then, cron fan-outs and decay ticks go on for every
+contact. So the parts stop, the coordinator takes the latest moment any of them stopped at,
+and every part runs its timers up to that moment. A cron fan-out on the way can start new
+waits, which sends that part on again, until all of them are idle at one moment. That
+moment is the first at which every part is idle, where one process would stop too.
+
+Each part writes its summary to a file, in pieces as it reads them, and ends; then the
+coordinator puts the pieces together in the order a one-process summary has
+(:class:`engine.views.Summary`), so no part still holds its memory meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from datetime import datetime
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from engine.errors import LeadflowError
+from engine.shards import plan_shards
+from engine.simulate import (
+    Progress,
+    Simulation,
+    _epoch,
+    _next_timer,
+    read_event_file,
+    replay_history,
+    run_clock,
+    simulation_store,
+)
+from engine.validation import validate_paths
+from engine.views import Summary, summary_pieces
+
+
+class SimulationPartFailed(LeadflowError):
+    """A part of a split simulation failed; the message carries its traceback."""
+
+
+def simulate_in_parts(
+    paths: list[Path],
+    events_path: Path,
+    until: datetime | None,
+    progress: Progress | None,
+    jobs: int,
+    least: int,
+) -> Simulation | None:
+    """Simulate in up to ``jobs`` processes; None when the history does not split into
+    two parts or more (of ``least`` messages each, if given)."""
+    with events_path.open("rb") as handle:
+        plan = plan_shards(handle, jobs, least)
+    if plan.parts < 2:
+        return None
+    parts: list[_Part] = []
+    try:
+        for number in range(plan.parts):
+            parts.append(_Part.start(number, paths, events_path))
+        for part in parts:
+            part.connection.send(plan.line_part)
+        return _coordinate(parts, until, progress)
+    finally:
+        for part in parts:
+            part.end()
+
+
+class _Part:
+    """A part's process and the connection to it (a socket pair: the child gets its end
+    by descriptor, so it imports nothing of the caller's, whatever ``__main__`` is)."""
+
+    __slots__ = ("connection", "number", "process", "progress")
+
+    def __init__(self, number: int, connection: Connection, process: subprocess.Popen[bytes]):
+        self.number = number
+        self.connection = connection
+        self.process = process
+        self.progress: tuple[int, int] | None = None
+
+    @classmethod
+    def start(cls, number: int, paths: list[Path], events_path: Path) -> _Part:
+        ours, theirs = socket.socketpair()
+        home = str(Path(__file__).resolve().parent.parent)  # where ``engine`` is
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [home, env.get("PYTHONPATH")]))
+        try:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from engine.simulate_parts import part_main; part_main()",
+                    str(theirs.fileno()),
+                    str(number),
+                    str(events_path),
+                    *(str(p) for p in paths),
+                ],
+                pass_fds=[theirs.fileno()],
+                env=env,
+            )
+        finally:
+            theirs.close()
+        return cls(number, Connection(ours.detach()), process)
+
+    def stop(self) -> None:
+        """Wait for a part that has said all it had to say to end."""
+        self.connection.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.end()
+
+    def end(self) -> None:
+        """End the part now, whatever it is doing (another part failed)."""
+        self.connection.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def _coordinate(
+    parts: list[_Part], until: datetime | None, progress: Progress | None
+) -> Simulation:
+    def report(part: _Part, message: tuple[Any, ...]) -> None:
+        part.progress = (message[1], message[2])
+        known = [p.progress for p in parts if p.progress is not None]
+        if progress is not None and len(known) == len(parts):
+            progress(sum(d for d, _ in known), sum(t for _, t in known))
+
+    loaded = _gather(parts, "loaded", report)
+    firsts = [first for first, _ in loaded if first is not None]
+    count = sum(number for _, number in loaded)
+    start = min(firsts) if firsts else None
+    _send(parts, ("start", start or _epoch(), until))
+    ended = _gather(parts, "ended", report)
+    while until is None:
+        # the parts stopped where their own waits ran out; one process would have gone on
+        # to the latest of those moments, firing timers for everyone on the way
+        latest = max(moment for moment, _ in ended)
+        _send(parts, ("advance", latest))
+        ended = _gather(parts, "ended", report)
+        if not any(pending for _, pending in ended):
+            break
+    last = max(moment for moment, _ in ended)
+    # each part writes its summary to a file and ends; they are read once all have
+    # ended, so no part's memory is still held while the whole summary is put together
+    with tempfile.TemporaryDirectory(prefix="leadflow-parts-") as folder:
+        files = [Path(folder) / f"part-{part.number}.pickle" for part in parts]
+        for part, file in zip(parts, files, strict=True):
+            part.connection.send(("summary", str(file)))
+        _gather(parts, "summary", report)
+        for part in parts:
+            part.stop()
+        result = Summary(merged=True)
+        for file in files:
+            with file.open("rb") as pieces:
+                while True:
+                    try:
+                        kind, piece = pickle.load(pieces)
+                    except EOFError:
+                        break
+                    result.add(kind, piece)
+    return Simulation(result.done(), count, start, last if count else None)
+
+
+def _send(parts: list[_Part], message: tuple[Any, ...]) -> None:
+    for part in parts:
+        part.connection.send(message)
+
+
+def _gather(
+    parts: list[_Part], kind: str, report: Callable[[_Part, tuple[Any, ...]], None]
+) -> list[Any]:
+    """One answer of ``kind`` from every part, in part order; progress and summary
+    pieces that come on the way go to ``report``."""
+    answers: dict[int, Any] = {}
+    by_connection = {part.connection: part for part in parts}
+    while len(answers) < len(parts):
+        for ready in wait([p.connection for p in parts if p.number not in answers]):
+            assert isinstance(ready, Connection)
+            part = by_connection[ready]
+            try:
+                message = ready.recv()
+            except (EOFError, OSError):
+                try:
+                    code = part.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    code = None
+                raise SimulationPartFailed(
+                    f"part {part.number} of the simulation ended without an answer "
+                    f"(exit code {code})"
+                ) from None
+            if message[0] == "progress":
+                report(part, message)
+            elif message[0] == "error":
+                raise SimulationPartFailed(
+                    f"part {part.number} of the simulation failed:\n{message[1]}"
+                )
+            elif message[0] == kind:
+                answers[part.number] = message[1] if len(message) == 2 else message[1:]
+            else:  # pragma: no cover - a protocol slip is a bug, said plainly
+                raise SimulationPartFailed(f"part {part.number} sent {message[0]!r}, not {kind!r}")
+    return [answers[number] for number in range(len(parts))]
+
+
+def part_main() -> None:
+    """A part's process (``sys.argv``: the connection's descriptor, the part's number,
+    the event file, the workflow paths): answers the coordinator until it has sent its
+    summary, or the error that stopped it."""
+    descriptor, number, events_path, *paths = sys.argv[1:]
+    connection = Connection(int(descriptor))
+    try:
+        line_part = connection.recv()
+        _serve(connection, [Path(p) for p in paths], Path(events_path), line_part, int(number))
+    except BaseException:
+        connection.send(("error", traceback.format_exc()))
+    finally:
+        connection.close()
+
+
+def _serve(
+    connection: Connection, paths: list[Path], events_path: Path, line_part: bytes, number: int
+) -> None:
+    validation = validate_paths(paths)  # valid: the coordinator checked before it began
+    messages, rejections = read_event_file(events_path, (line_part, number))
+    count = len(messages)
+    connection.send(("loaded", messages[0].timestamp if messages else None, count))
+    _, start, until = connection.recv()
+    with simulation_store(validation, paths, start, None) as (runner, clock):
+        if rejections:
+            runner.ingest(rejections, source=str(events_path))
+        replay_history(
+            runner,
+            clock,
+            messages,
+            until,
+            lambda done, total: connection.send(("progress", done, total)),
+            source=str(events_path),
+            consume=True,
+            complete=False,
+        )
+        del messages
+        connection.send(("ended", clock.now(), False))
+        while True:
+            command = connection.recv()
+            if command[0] == "advance":
+                run_clock(runner, clock, [], command[1])
+                pending = _next_timer(runner, finite_only=True) is not None
+                if pending:  # a cron fan-out on the way started waits: on to their end
+                    run_clock(runner, clock, [], None)
+                connection.send(("ended", clock.now(), pending))
+            else:  # ("summary", file): written there, read once this process is gone
+                with runner.engine.connect() as reading, open(command[1], "wb") as out:
+                    for piece in summary_pieces(reading):
+                        pickle.dump(piece, out, pickle.HIGHEST_PROTOCOL)
+                connection.send(("summary", None))
+                return
