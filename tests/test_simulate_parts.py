@@ -1,0 +1,242 @@
+"""A simulation split over processes (``simulate(jobs=N)``, ``leadflow simulate --jobs``)
+gives the same outcome as one process, and the split keeps contacts that can meet
+together: merged ones, members of one account, senders of one messageId."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_simulate_speed import EXAMPLES, WORKFLOWS, _history
+
+import engine.simulate_parts as simulate_parts
+from engine.cli import main
+from engine.clock import parse_timestamp
+from engine.shards import plan_shards
+from engine.simulate import simulate
+from engine.simulate_parts import SimulationPartFailed
+
+
+def _lines(*messages: dict[str, Any] | str) -> list[bytes]:
+    return [(m if isinstance(m, str) else json.dumps(m)).encode() for m in messages]
+
+
+def _part(plan: Any, line: int) -> int:
+    return int(plan.line_part[line - 1])
+
+
+# --- the split ------------------------------------------------------------------------------
+
+
+def test_linked_contacts_share_a_part_and_unreadable_lines_go_to_part_0() -> None:
+    lines = _lines(
+        {"type": "track", "userId": "a", "event": "X", "messageId": "1"},
+        {"type": "track", "userId": "b", "event": "X", "messageId": "2"},
+        {"type": "track", "userId": "c", "event": "X", "messageId": "3"},
+        {"type": "track", "userId": "d", "event": "X", "messageId": "4"},
+        {"type": "track", "userId": "e", "event": "X", "messageId": "5"},
+        {"type": "track", "userId": "f", "event": "X", "messageId": "6"},
+        {"type": "alias", "userId": "a", "previousId": "b"},
+        {"type": "identify", "userId": "c", "anonymousId": "d"},
+        {"type": "group", "userId": "e", "groupId": "acct-1"},
+        {"type": "group", "anonymousId": "f", "groupId": "acct-1"},
+        "{not json",
+        {"type": "track", "event": "no contact"},
+        "",
+        {"type": "track", "userId": "b", "event": "X", "messageId": "6"},  # f's messageId
+    )
+    plan = plan_shards(lines, 8)
+    assert plan.parts == 2  # {a, b, e, f} (b and f share messageId 6) and {c, d}
+    assert _part(plan, 1) == _part(plan, 2) == _part(plan, 5) == _part(plan, 6)
+    assert _part(plan, 3) == _part(plan, 4) != _part(plan, 1)
+    assert _part(plan, 11) == _part(plan, 12) == _part(plan, 13) == 0
+    assert sorted(plan.messages) == [3, 8]
+
+
+def test_parts_are_balanced_and_kept_to_a_least_size() -> None:
+    lines = _lines(
+        *(
+            {"type": "track", "userId": f"u{n % 40}", "event": "X", "messageId": str(n)}
+            for n in range(400)
+        )
+    )
+    plan = plan_shards(lines, 4)
+    assert plan.parts == 4 and plan.messages == [100, 100, 100, 100]
+    assert plan_shards(lines, 4, least=150).parts == 2
+    assert plan_shards(lines, 4, least=1000).parts == 1
+    assert plan_shards(lines[:1], 4).parts == 1
+
+
+_ids = st.sampled_from(["a", "b", "c", "d", "e", "f", "g", 7, "", None, True])
+
+
+@st.composite
+def _message(draw: st.DrawFn) -> dict[str, Any] | str:
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.sampled_from(["", "   ", "{", "[1]", '"text"', "null"]))
+    message: dict[str, Any] = {
+        "type": draw(st.sampled_from(["track", "identify", "alias", "group", "page", "odd"]))
+    }
+    for key in ("userId", "anonymousId", "previousId", "groupId", "messageId"):
+        if draw(st.booleans()):
+            message[key] = draw(_ids)
+    return message
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_message(), max_size=40), st.integers(1, 5))
+def test_every_link_stays_inside_a_part(messages: list[dict[str, Any] | str], jobs: int) -> None:
+    """Whatever the lines hold, the contacts a line links (as the runner reads them:
+    userId or else anonymousId, the alias's previousId, the identify's anonymousId, the
+    group's account, the messageId) are in one part, and a line with no part is part 0's."""
+    plan = plan_shards(_lines(*messages), jobs)
+    assert 1 <= plan.parts <= jobs
+    home: dict[str, int] = {}
+
+    def place(key: str, part: int) -> None:
+        assert home.setdefault(key, part) == part, key
+
+    def text(value: Any) -> str | None:
+        if value is None or value == "" or isinstance(value, bool):
+            return None
+        return str(value)
+
+    for number, message in enumerate(messages):
+        part = int(plan.line_part[number])
+        assert part < plan.parts
+        if not isinstance(message, dict):
+            assert part == 0
+            continue
+        user, anonymous = text(message.get("userId")), text(message.get("anonymousId"))
+        contact = user or anonymous
+        if contact is None or isinstance(message.get("userId"), bool):
+            continue  # rejected by the reader; wherever it goes, it changes nothing
+        if isinstance(message.get("anonymousId"), bool):
+            continue
+        place("contact:" + contact, part)
+        kind = message["type"]
+        if kind == "identify" and user and anonymous:
+            place("contact:" + anonymous, part)
+        if kind == "alias" and text(message.get("previousId")):
+            place("contact:" + str(text(message.get("previousId"))), part)
+        if kind == "group" and text(message.get("groupId")):
+            place("account:" + str(message.get("groupId")), part)
+        if text(message.get("messageId")):
+            place("id:" + str(message.get("messageId")), part)
+
+
+# --- the same outcome -----------------------------------------------------------------------
+
+
+def _outcome(path: Path, jobs: int, until: str | None = None) -> str:
+    moment = parse_timestamp(until) if until else None
+    outcome = simulate([WORKFLOWS], path, moment, jobs=jobs)
+    return json.dumps(
+        [outcome.result, outcome.events, str(outcome.started), str(outcome.ended)],
+        default=str,
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_split_simulation_gives_the_outcome_of_one_process(tmp_path: Path, seed: int) -> None:
+    """Every shipped workflow and model (cron fan-outs, quiet spells, decay, waits both
+    ways, score bands, accounts), merges and resent messageIds, with bad lines, blank
+    lines and messages without a timestamp among them."""
+    lines = _history(people=60, seed=seed)
+    lines[5:5] = [b"", b"{broken", b'{"type": "track", "userId": "p0001@example.test"}']
+    lines.insert(40, b'{"type": "track", "userId": "p0002@example.test", "event": "Page Viewed"}')
+    lines.insert(
+        90,
+        b'{"type": "track", "userId": "p0003@example.test", "event": "X", '
+        b'"timestamp": "not a time"}',
+    )
+    # another contact sends a messageId already taken: it is ignored, in any part
+    taken = json.loads(lines[200])
+    taken["userId"], taken["timestamp"] = "stranger@example.test", "2026-04-01T00:00:00Z"
+    taken.pop("anonymousId", None)
+    lines.append(json.dumps(taken).encode())
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    one = _outcome(path, 1)
+    assert "stranger@example.test" not in json.loads(one)[0]["contacts"]
+    assert len(json.loads(one)[0]["rejected"]) == 3
+    assert _outcome(path, 2) == one
+    assert _outcome(path, 3) == one
+
+
+def test_a_split_simulation_stops_where_one_process_does_with_until(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b"\n".join(_history(people=40, seed=3)) + b"\n")
+    for until in ("2026-02-15T00:00:00Z", "2026-09-01T00:00:00Z"):
+        assert _outcome(path, 2, until) == _outcome(path, 1, until)
+
+
+def test_cli_jobs_gives_the_same_json() -> None:
+    runner = CliRunner()
+    args = ["simulate", "--workflows", str(WORKFLOWS), "--events", str(EXAMPLES), "--json"]
+    one = runner.invoke(main, [*args, "--jobs", "1"])
+    two = runner.invoke(main, [*args, "--jobs", "2"])
+    assert one.exit_code == two.exit_code == 0
+    assert json.loads(two.output) == json.loads(one.output)
+    assert one.output == two.output
+
+
+# --- failures -------------------------------------------------------------------------------
+
+
+def _kept_parts(monkeypatch: pytest.MonkeyPatch, then: Any) -> list[Any]:
+    """Run ``then(parts)`` before the coordinator starts; returns the parts started."""
+    seen: list[Any] = []
+    coordinate = simulate_parts._coordinate
+
+    def wrapped(parts: list[Any], *args: Any) -> Any:
+        seen.extend(parts)
+        then(parts)
+        return coordinate(parts, *args)
+
+    monkeypatch.setattr(simulate_parts, "_coordinate", wrapped)
+    return seen
+
+
+def test_a_part_killed_fails_the_simulation_and_the_others_are_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b"\n".join(_history(people=20, seed=4)) + b"\n")
+
+    def kill_second(parts: list[Any]) -> None:
+        parts[1].process.kill()
+        parts[1].process.wait()
+
+    parts = _kept_parts(monkeypatch, kill_second)
+    with pytest.raises(SimulationPartFailed, match=r"part 1 .* without an answer \(exit code -9\)"):
+        simulate([WORKFLOWS], path, jobs=2)
+    assert len(parts) == 2
+    assert all(part.process.poll() is not None for part in parts)
+
+
+def test_an_error_in_a_part_comes_back_with_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b"\n".join(_history(people=20, seed=5)) + b"\n")
+    start = simulate_parts._Part.start
+    started: list[Any] = []
+
+    def elsewhere(number: int, paths: list[Path], events_path: Path) -> Any:
+        # the parts are sent to read a file that is not there
+        started.append(start(number, paths, tmp_path / "gone.jsonl"))
+        return started[-1]
+
+    monkeypatch.setattr(simulate_parts._Part, "start", elsewhere)
+    with pytest.raises(
+        SimulationPartFailed, match=r"(?s)part \d of the simulation failed.*FileNotFoundError"
+    ):
+        simulate([WORKFLOWS], path, jobs=2)
+    assert len(started) == 2
+    assert all(part.process.poll() is not None for part in started)
