@@ -13,8 +13,11 @@ awareness-, engagement- and consideration-stage scoring, and score-bands. That i
 
 Measured: ``engine.simulate.simulate`` (what ``leadflow simulate`` runs: validate, read
 and sort the file, ingest on a throwaway SQLite store with every wait resumed at its own
-moment, then build the summary), in a child process of its own, so its peak RSS (VmHWM) is
-its alone; its CPU time is printed beside the wall time. Baseline, in another child in
+moment, then build the summary), in a child process of its own. By default the
+simulation splits the contacts over one process per CPU (``--jobs N`` to choose; ``--jobs
+1`` for one process); its peak RSS is that of all its processes together, sampled every
+20 ms from /proc, and its CPU time (printed beside the wall time) includes its parts'.
+Baseline, in another child in
 the same run: the least a stored simulation does: read the same file, parse it with
 orjson, sort by timestamp and store every event in a SQLite table of the same shape, as
 the engine stores a history (``engine.simulate.store_history``): with the throwaway
@@ -23,18 +26,21 @@ index built afterwards. Goal (issue 4): under 60 s and under 1 GiB peak RSS.
 
     python bench/bench_simulate.py            # 100,000 contacts, 1,000,000 events
     python bench/bench_simulate.py --quick    # 10,000 contacts, 100,000 events
+    python bench/bench_simulate.py --jobs 1   # in one process, as before session 10
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -134,17 +140,72 @@ def peak_rss_kib() -> int:
 
 
 def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """This process's and its ended children's (a split simulation's parts)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
-def child_engine(events: Path) -> dict[str, Any]:
+def tree_rss_kib() -> int:
+    """Resident memory of this process and all its descendants, now (from /proc)."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as stat:
+                    parents[int(name)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # ended meanwhile
+    tree, grew = {os.getpid()}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grew = bool(found)
+    total = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+class TreePeak:
+    """The highest :func:`tree_rss_kib` seen, sampled every 20 ms in a thread: the peak
+    of the simulation's processes taken together (each part's own VmHWM, summed, would
+    add peaks that never happen at one time)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, tree_rss_kib())
+            self._done.wait(0.02)
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return max(self.peak, tree_rss_kib())
+
+
+def child_engine(events: Path, jobs: int | None) -> dict[str, Any]:
     from engine.simulate import simulate
 
     paths = [ROOT / "workflows" / f"{name}.json" for name in WORKFLOWS]
+    sampler = TreePeak()
     start, cpu = time.perf_counter(), cpu_seconds()
-    outcome = simulate(paths, events)
+    outcome = simulate(paths, events, jobs=jobs)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    tree_peak = sampler.stop()
     contacts = outcome.result["contacts"]
     channels: dict[str, int] = {}
     for message in outcome.result["messages"]:
@@ -152,7 +213,9 @@ def child_engine(events: Path) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "cpu": cpu,
-        "peak_kib": peak_rss_kib(),
+        "peak_kib": max(tree_peak, peak_rss_kib()),
+        "own_peak_kib": peak_rss_kib(),
+        "parts": outcome.parts,
         "events": outcome.events,
         "contacts": len(contacts),
         "rejected": len(outcome.result["rejected"]),
@@ -205,9 +268,17 @@ def child_floor(events: Path, folder: Path) -> dict[str, Any]:
     return {"seconds": seconds, "peak_kib": peak_rss_kib(), "events": len(parsed)}
 
 
-def run_child(kind: str, events: Path, folder: Path) -> dict[str, Any]:
+def run_child(kind: str, events: Path, folder: Path, jobs: int | None = None) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, __file__, "--child", kind, str(events), str(folder)],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            kind,
+            str(events),
+            str(folder),
+            *(["--jobs", str(jobs)] if jobs else []),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -220,12 +291,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10,000 contacts, 100,000 events")
     parser.add_argument("--contacts", type=int, help="number of contacts (default 100,000)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        help="processes for the simulation (default: simulate's own choice, one per CPU)",
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, events, folder = args.child
         if kind == "engine":
-            print(json.dumps(child_engine(Path(events))))
+            print(json.dumps(child_engine(Path(events), args.jobs)))
         else:
             print(json.dumps(child_floor(Path(events), Path(folder))))
         return 0
@@ -236,7 +312,7 @@ def main() -> int:
         start = time.perf_counter()
         count = write_events(events, people)
         written = time.perf_counter() - start
-        ours = run_child("engine", events, folder)
+        ours = run_child("engine", events, folder, args.jobs)
         base = run_child("floor", events, folder)
     problems = []
     if ours["events"] != count or base["events"] != count or ours["rejected"]:
@@ -260,8 +336,10 @@ def main() -> int:
         f"CONSENT decided for all {ours['consent']:,} contacts"
     )
     print(
-        f"engine: {ours['seconds']:.1f} s wall ({ours['cpu']:.1f} s CPU), "
-        f"peak RSS {ours['peak_kib'] / 1024:,.0f} MiB"
+        f"engine: {ours['seconds']:.1f} s wall ({ours['cpu']:.1f} s CPU) in "
+        f"{ours['parts']} process{'es' if ours['parts'] > 1 else ''}, peak RSS "
+        f"{ours['peak_kib'] / 1024:,.0f} MiB (all its processes together; the coordinator's "
+        f"own {ours['own_peak_kib'] / 1024:,.0f} MiB)"
     )
     print(
         f"floor (orjson + sort + sqlite3 executemany of the events): {base['seconds']:.1f} s, "

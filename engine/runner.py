@@ -329,10 +329,18 @@ class Runner:
             wake = Wake(self, connection)
             if exists is None:
                 wake.load({target_id: moment})
+                # the source's stored events become the target's: its waits due by now
+                # first run as they would have before (see below)
+                wake.resume_due_waits(wake.batch.contacts[target_id], moment)
             else:
                 wake.load({source_id: moment, target_id: moment})
                 source = wake.batch.contacts[source_id]
                 target = wake.batch.contacts[target_id]
+                # Waits due by the merge run first, each at its own moment, on the contact
+                # they were started for; otherwise whether one ran before the merge or after
+                # it would depend on where a batch of messages happened to end.
+                wake.resume_due_waits(source, moment)
+                wake.resume_due_waits(target, moment)
                 cause = f"merge of {source_id}"
                 for name, value in source.scores.items():
                     wake.change_score(

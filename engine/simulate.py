@@ -37,10 +37,12 @@ class Simulation:
     events: int
     started: datetime | None
     ended: datetime | None
+    parts: int = 1
+    """Processes the contacts were split over (see :mod:`engine.simulate_parts`)."""
 
 
 def read_event_file(
-    path: Path, part: tuple[bytes, int] | None = None
+    path: Path, part: tuple[bytes, int] | None = None, anchor: datetime | None = None
 ) -> tuple[list[Message], list[Rejection]]:
     """Messages sorted by timestamp (stable), and the lines that were rejected.
 
@@ -49,7 +51,9 @@ def read_event_file(
 
     ``part``: only the lines a :class:`engine.shards.ShardPlan` gives to that part (its
     ``line_part`` and the part's number); the others are read as blank lines, so line
-    numbers stay those of the file.
+    numbers stay those of the file. ``anchor``: the moment of messages without one, if
+    known already (:func:`first_timestamp`; every part of a split simulation uses the
+    coordinator's, so a file without any timestamp has one "now" for all of them).
 
     The file is read line by line (never held whole): only the parsed messages stay."""
     messages: list[Message] = []
@@ -58,8 +62,9 @@ def read_event_file(
     # pause, the cyclic collector walks the growing list again and again (a third of the
     # time it takes to read a 1,000,000-line file)
     with gc_paused(), path.open("rb") as handle:
-        anchor = _first_timestamp(handle)
-        handle.seek(0)
+        if anchor is None:
+            anchor = first_timestamp(handle)
+            handle.seek(0)
         lines: Iterable[bytes] = handle if part is None else _only_part(handle, *part)
         for item in read_lines(lines, anchor):
             if isinstance(item, Rejection):
@@ -82,7 +87,8 @@ def _timestamp(message: Message) -> datetime:
     return message.timestamp
 
 
-def _first_timestamp(lines: Iterable[bytes]) -> datetime:
+def first_timestamp(lines: Iterable[bytes]) -> datetime:
+    """The first timestamp in the lines, else the system's "now"."""
     probe = SystemClock().now()
     for item in read_lines(lines, probe):
         if isinstance(item, Message) and item.timestamp != probe:
@@ -110,7 +116,7 @@ def simulate(
     if not validation.ok:
         raise InvalidWorkflow(list(validation.problems))
     wanted = usable_cpus() if jobs is None else jobs
-    if database_url is None and wanted > 1:
+    if database_url is None and wanted > 1 and not watches_accounts(validation):
         from engine.simulate_parts import simulate_in_parts
 
         outcome = simulate_in_parts(
@@ -142,6 +148,19 @@ def simulate(
     return Simulation(result, count, start, clock.now() if count else None)
 
 
+def watches_accounts(validation: Validation) -> bool:
+    """A workflow enters contacts when their account's score crosses a bound. Such a
+    crossing is stamped with the latest moment of the batch of messages or waits that
+    caused it, and a split simulation ends its batches elsewhere than one process does,
+    so these simulations are not split (their outcome would differ)."""
+    return any(
+        key[0] == "account_score_changed"
+        for workflow in validation.workflows
+        for trigger in workflow.triggers
+        for key in trigger.keys()  # noqa: SIM118 (a trigger kind, not a dict)
+    )
+
+
 LEAST_PER_PART = 25_000
 """Messages a part should hold before :func:`simulate` starts a process for it on its
 own: starting one (a Python, the engine's imports, a store) takes a second or two."""
@@ -155,11 +174,16 @@ def usable_cpus() -> int:
 
 @contextmanager
 def simulation_store(
-    validation: Validation, paths: list[Path], start: datetime, database_url: str | None
+    validation: Validation,
+    paths: list[Path],
+    start: datetime,
+    database_url: str | None,
+    within: Path | None = None,
 ) -> Iterator[tuple[Runner, VirtualClock]]:
     """A store with the workflows deployed at ``start``, and a runner on a virtual clock
-    there: a throwaway SQLite file (deleted afterwards) unless ``database_url`` is given."""
-    with tempfile.TemporaryDirectory(prefix="leadflow-sim-") as folder:
+    there: a throwaway SQLite file (deleted afterwards, in a folder made ``within`` the
+    one given) unless ``database_url`` is given."""
+    with tempfile.TemporaryDirectory(prefix="leadflow-sim-", dir=within) as folder:
         url = database_url or f"sqlite:///{folder}/simulation.db"
         # a store of our own is thrown away at the end: no durability needed
         engine = open_engine(url, durable=database_url is not None)
@@ -259,9 +283,10 @@ def _run_clock(
             return
         moment = min(candidates)
         if until is not None and moment > until:
-            if until > clock.now():
-                clock.advance_to(until)
-                runner.run_timers(until)
+            # even when a message at ``until`` itself has brought the clock there: the
+            # waits due after that batch's first message and by ``until`` are still to run
+            clock.advance_to(until)
+            runner.run_timers(until)
             return
         if next_timer is not None and next_timer <= moment:
             clock.advance_to(next_timer)

@@ -37,6 +37,7 @@ from engine.simulate import (
     Simulation,
     _epoch,
     _next_timer,
+    first_timestamp,
     read_event_file,
     replay_history,
     run_clock,
@@ -62,18 +63,23 @@ def simulate_in_parts(
     two parts or more (of ``least`` messages each, if given)."""
     with events_path.open("rb") as handle:
         plan = plan_shards(handle, jobs, least)
+        handle.seek(0)
+        anchor = first_timestamp(handle)  # one "now" for lines without a timestamp
     if plan.parts < 2:
         return None
     parts: list[_Part] = []
-    try:
-        for number in range(plan.parts):
-            parts.append(_Part.start(number, paths, events_path))
-        for part in parts:
-            part.connection.send(plan.line_part)
-        return _coordinate(parts, until, progress)
-    finally:
-        for part in parts:
-            part.end()
+    # the parts' stores and summaries live here: whatever becomes of a part, they go
+    with tempfile.TemporaryDirectory(prefix="leadflow-parts-") as name:
+        folder = Path(name)
+        try:
+            for number in range(plan.parts):
+                parts.append(_Part.start(number, paths, events_path, folder))
+            for part in parts:
+                part.send((plan.line_part, anchor))
+            return _coordinate(parts, until, progress, folder)
+        finally:
+            for part in parts:
+                part.end()
 
 
 class _Part:
@@ -89,7 +95,7 @@ class _Part:
         self.progress: tuple[int, int] | None = None
 
     @classmethod
-    def start(cls, number: int, paths: list[Path], events_path: Path) -> _Part:
+    def start(cls, number: int, paths: list[Path], events_path: Path, folder: Path) -> _Part:
         ours, theirs = socket.socketpair()
         home = str(Path(__file__).resolve().parent.parent)  # where ``engine`` is
         env = dict(os.environ)
@@ -102,6 +108,7 @@ class _Part:
                     "from engine.simulate_parts import part_main; part_main()",
                     str(theirs.fileno()),
                     str(number),
+                    str(folder),
                     str(events_path),
                     *(str(p) for p in paths),
                 ],
@@ -111,6 +118,21 @@ class _Part:
         finally:
             theirs.close()
         return cls(number, Connection(ours.detach()), process)
+
+    def send(self, message: Any) -> None:
+        try:
+            self.connection.send(message)
+        except OSError:  # it ended: say how
+            raise self.failure() from None
+
+    def failure(self) -> SimulationPartFailed:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        return SimulationPartFailed(
+            f"part {self.number} of the simulation ended without an answer (exit code {code})"
+        )
 
     def stop(self) -> None:
         """Wait for a part that has said all it had to say to end."""
@@ -129,7 +151,7 @@ class _Part:
 
 
 def _coordinate(
-    parts: list[_Part], until: datetime | None, progress: Progress | None
+    parts: list[_Part], until: datetime | None, progress: Progress | None, folder: Path
 ) -> Simulation:
     def report(part: _Part, message: tuple[Any, ...]) -> None:
         part.progress = (message[1], message[2])
@@ -154,28 +176,27 @@ def _coordinate(
     last = max(moment for moment, _ in ended)
     # each part writes its summary to a file and ends; they are read once all have
     # ended, so no part's memory is still held while the whole summary is put together
-    with tempfile.TemporaryDirectory(prefix="leadflow-parts-") as folder:
-        files = [Path(folder) / f"part-{part.number}.pickle" for part in parts]
-        for part, file in zip(parts, files, strict=True):
-            part.connection.send(("summary", str(file)))
-        _gather(parts, "summary", report)
-        for part in parts:
-            part.stop()
-        result = Summary(merged=True)
-        for file in files:
-            with file.open("rb") as pieces:
-                while True:
-                    try:
-                        kind, piece = pickle.load(pieces)
-                    except EOFError:
-                        break
-                    result.add(kind, piece)
-    return Simulation(result.done(), count, start, last if count else None)
+    files = [folder / f"part-{part.number}.pickle" for part in parts]
+    for part, file in zip(parts, files, strict=True):
+        part.send(("summary", str(file)))
+    _gather(parts, "summary", report)
+    for part in parts:
+        part.stop()
+    result = Summary(merged=True)
+    for file in files:
+        with file.open("rb") as pieces:
+            while True:
+                try:
+                    kind, piece = pickle.load(pieces)
+                except EOFError:
+                    break
+                result.add(kind, piece)
+    return Simulation(result.done(), count, start, last if count else None, len(parts))
 
 
 def _send(parts: list[_Part], message: tuple[Any, ...]) -> None:
     for part in parts:
-        part.connection.send(message)
+        part.send(message)
 
 
 def _gather(
@@ -192,14 +213,7 @@ def _gather(
             try:
                 message = ready.recv()
             except (EOFError, OSError):
-                try:
-                    code = part.process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    code = None
-                raise SimulationPartFailed(
-                    f"part {part.number} of the simulation ended without an answer "
-                    f"(exit code {code})"
-                ) from None
+                raise part.failure() from None
             if message[0] == "progress":
                 report(part, message)
             elif message[0] == "error":
@@ -217,11 +231,18 @@ def part_main() -> None:
     """A part's process (``sys.argv``: the connection's descriptor, the part's number,
     the event file, the workflow paths): answers the coordinator until it has sent its
     summary, or the error that stopped it."""
-    descriptor, number, events_path, *paths = sys.argv[1:]
+    descriptor, number, folder, events_path, *paths = sys.argv[1:]
     connection = Connection(int(descriptor))
     try:
-        line_part = connection.recv()
-        _serve(connection, [Path(p) for p in paths], Path(events_path), line_part, int(number))
+        line_part, anchor = connection.recv()
+        _serve(
+            connection,
+            [Path(p) for p in paths],
+            Path(events_path),
+            (line_part, int(number)),
+            anchor,
+            Path(folder),
+        )
     except BaseException:
         connection.send(("error", traceback.format_exc()))
     finally:
@@ -229,14 +250,19 @@ def part_main() -> None:
 
 
 def _serve(
-    connection: Connection, paths: list[Path], events_path: Path, line_part: bytes, number: int
+    connection: Connection,
+    paths: list[Path],
+    events_path: Path,
+    part: tuple[bytes, int],
+    anchor: datetime,
+    folder: Path,
 ) -> None:
     validation = validate_paths(paths)  # valid: the coordinator checked before it began
-    messages, rejections = read_event_file(events_path, (line_part, number))
+    messages, rejections = read_event_file(events_path, part, anchor)
     count = len(messages)
     connection.send(("loaded", messages[0].timestamp if messages else None, count))
     _, start, until = connection.recv()
-    with simulation_store(validation, paths, start, None) as (runner, clock):
+    with simulation_store(validation, paths, start, None, folder) as (runner, clock):
         if rejections:
             runner.ingest(rejections, source=str(events_path))
         replay_history(

@@ -581,6 +581,32 @@ def test_until_stops_the_clock_and_leaves_later_waits_pending(tmp_path: Path) ->
     ]
 
 
+def test_waits_due_by_until_run_when_a_message_at_until_ends_the_last_batch(
+    tmp_path: Path,
+) -> None:
+    """The last message run falls on ``until`` itself, in the batch of ann's sign-up, and
+    a later one is left: the clock is at ``until`` already, and ann's wait (due in
+    between) still runs. It used to
+    be left pending (found by the review of split simulations)."""
+    flows = [
+        workflow(
+            "drip",
+            {
+                "pause": {"type": "wait", "for": "PT1M", "next": "send"},
+                "send": {"type": "send_email", "template": "welcome-2"},
+            },
+            [on("Signed Up")],
+        ),
+    ]
+    events = [
+        track("ann", "Signed Up", "2026-01-05 10:00"),
+        track("bob", "Browsed", "2026-01-09 12:00"),
+        track("cid", "Signed Up", "2026-01-10 09:00"),  # after until: never run
+    ]
+    out = run_scenario(tmp_path, flows, events, until=ts("2026-01-09 12:00"))
+    assert out.sent() == [("ann", "welcome-2", "2026-01-05T10:01:00Z")]
+
+
 def test_wait_for_event_arrives_or_times_out(tmp_path: Path) -> None:
     flows = [
         workflow(

@@ -17,6 +17,7 @@ from test_simulate_speed import EXAMPLES, WORKFLOWS, _history
 import engine.simulate_parts as simulate_parts
 from engine.cli import main
 from engine.clock import parse_timestamp
+from engine.segment import parse_message
 from engine.shards import plan_shards
 from engine.simulate import simulate
 from engine.simulate_parts import SimulationPartFailed
@@ -91,43 +92,32 @@ def _message(draw: st.DrawFn) -> dict[str, Any] | str:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_message(), max_size=40), st.integers(1, 5))
 def test_every_link_stays_inside_a_part(messages: list[dict[str, Any] | str], jobs: int) -> None:
-    """Whatever the lines hold, the contacts a line links (as the runner reads them:
-    userId or else anonymousId, the alias's previousId, the identify's anonymousId, the
-    group's account, the messageId) are in one part, and a line with no part is part 0's."""
+    """Whatever the lines hold, the ids that the reader (``parse_message``) finds in a
+    line it accepts (the contact, the contact it merges, the account, the messageId) are
+    all in one part; a line it cannot read as JSON is part 0's."""
     plan = plan_shards(_lines(*messages), jobs)
     assert 1 <= plan.parts <= jobs
     home: dict[str, int] = {}
-
-    def place(key: str, part: int) -> None:
-        assert home.setdefault(key, part) == part, key
-
-    def text(value: Any) -> str | None:
-        if value is None or value == "" or isinstance(value, bool):
-            return None
-        return str(value)
-
-    for number, message in enumerate(messages):
+    now = parse_timestamp("2026-01-05T00:00:00Z")
+    for number, data in enumerate(messages):
         part = int(plan.line_part[number])
         assert part < plan.parts
-        if not isinstance(message, dict):
+        if not isinstance(data, dict):
             assert part == 0
             continue
-        user, anonymous = text(message.get("userId")), text(message.get("anonymousId"))
-        contact = user or anonymous
-        if contact is None or isinstance(message.get("userId"), bool):
-            continue  # rejected by the reader; wherever it goes, it changes nothing
-        if isinstance(message.get("anonymousId"), bool):
-            continue
-        place("contact:" + contact, part)
-        kind = message["type"]
-        if kind == "identify" and user and anonymous:
-            place("contact:" + anonymous, part)
-        if kind == "alias" and text(message.get("previousId")):
-            place("contact:" + str(text(message.get("previousId"))), part)
-        if kind == "group" and text(message.get("groupId")):
-            place("account:" + str(message.get("groupId")), part)
-        if text(message.get("messageId")):
-            place("id:" + str(message.get("messageId")), part)
+        try:
+            message = parse_message(data, now)
+        except ValueError:
+            continue  # rejected wherever it goes: it changes nothing
+        keys = ["contact:" + message.contact_id]
+        if message.merge_from is not None:
+            keys.append("contact:" + message.merge_from)
+        if message.group_id is not None:
+            keys.append("account:" + message.group_id)
+        if message.message_id is not None:
+            keys.append("id:" + message.message_id)
+        for key in keys:
+            assert home.setdefault(key, part) == part, key
 
 
 # --- the same outcome -----------------------------------------------------------------------
@@ -174,6 +164,60 @@ def test_a_split_simulation_stops_where_one_process_does_with_until(tmp_path: Pa
     path.write_bytes(b"\n".join(_history(people=40, seed=3)) + b"\n")
     for until in ("2026-02-15T00:00:00Z", "2026-09-01T00:00:00Z"):
         assert _outcome(path, 2, until) == _outcome(path, 1, until)
+
+
+def test_a_wait_due_before_a_merge_runs_before_it_in_any_part(tmp_path: Path) -> None:
+    """a2's welcome wait (5 days) is due before a2 becomes u5. In one process x's quiet
+    spell ended a batch between the two, so the wait ran on a2 before the merge; in a
+    part without x it ran after, on u5 (found by review). Now a merge runs the due waits
+    of both contacts first, at their own moments, wherever batches end."""
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(
+        b"\n".join(
+            _lines(
+                {
+                    "type": "track",
+                    "userId": "x",
+                    "event": "Page Viewed",
+                    "timestamp": "2023-12-17T12:00:00Z",
+                },
+                {
+                    "type": "track",
+                    "anonymousId": "a2",
+                    "event": "Page Viewed",
+                    "timestamp": "2024-01-09T00:00:00Z",
+                },
+                {
+                    "type": "track",
+                    "userId": "u5",
+                    "event": "Page Viewed",
+                    "timestamp": "2024-01-15T04:00:00Z",
+                },
+                {
+                    "type": "identify",
+                    "userId": "u5",
+                    "anonymousId": "a2",
+                    "timestamp": "2024-01-17T00:00:00Z",
+                },
+            )
+        )
+        + b"\n"
+    )
+    one = simulate([WORKFLOWS], path, jobs=1)
+    two = simulate([WORKFLOWS], path, jobs=2)
+    assert two.parts == 2
+    assert two.result == one.result
+    assert (one.ended, one.started) == (two.ended, two.started)
+
+
+def test_workflows_watching_account_scores_are_not_split(tmp_path: Path) -> None:
+    """An account crossing is stamped with the latest moment of the batch that caused it,
+    and batches end elsewhere in a part: such simulations stay in one process."""
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b"\n".join(_history(people=20, seed=6)) + b"\n")
+    watching = simulate([WORKFLOWS, WORKFLOWS / "models"], path, jobs=2)
+    assert watching.parts == 1
+    assert simulate([WORKFLOWS], path, jobs=2).parts == 2
 
 
 def test_cli_jobs_gives_the_same_json() -> None:
@@ -228,9 +272,9 @@ def test_an_error_in_a_part_comes_back_with_its_traceback(
     start = simulate_parts._Part.start
     started: list[Any] = []
 
-    def elsewhere(number: int, paths: list[Path], events_path: Path) -> Any:
+    def elsewhere(number: int, paths: list[Path], events_path: Path, folder: Path) -> Any:
         # the parts are sent to read a file that is not there
-        started.append(start(number, paths, tmp_path / "gone.jsonl"))
+        started.append(start(number, paths, tmp_path / "gone.jsonl", folder))
         return started[-1]
 
     monkeypatch.setattr(simulate_parts._Part, "start", elsewhere)
