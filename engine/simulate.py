@@ -128,18 +128,15 @@ def simulate(
     count = len(messages)
     start = messages[0].timestamp if messages else None
     with simulation_store(validation, paths, start or _epoch(), database_url) as (runner, clock):
-        if rejections:
-            runner.ingest(rejections, source=str(events_path))
-        # the messages are let go as they are applied, before the summary is built;
         # a store of the caller's outlives the simulation and gets all its indexes
-        replay_history(
+        run_history(
             runner,
             clock,
             messages,
+            rejections,
             until,
             progress,
-            source=str(events_path),
-            consume=True,
+            str(events_path),
             complete=database_url is not None,
         )
         del messages
@@ -194,6 +191,26 @@ def simulation_store(
             yield Runner(engine, clock, TemplateCatalog.near(paths)), clock
         finally:
             engine.dispose()
+
+
+def run_history(
+    runner: Runner,
+    clock: VirtualClock,
+    messages: list[Message],
+    rejections: list[Rejection],
+    until: datetime | None,
+    progress: Progress | None,
+    source: str,
+    complete: bool,
+) -> None:
+    """A simulation's run of its file: the rejected lines recorded, then the messages
+    replayed (:func:`replay_history`), each let go as it is applied, so they are gone
+    before a summary is built (``messages`` is emptied)."""
+    if rejections:
+        runner.ingest(rejections, source=source)
+    replay_history(
+        runner, clock, messages, until, progress, source=source, consume=True, complete=complete
+    )
 
 
 def replay_history(

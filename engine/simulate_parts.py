@@ -39,8 +39,8 @@ from engine.simulate import (
     _next_timer,
     first_timestamp,
     read_event_file,
-    replay_history,
     run_clock,
+    run_history,
     simulation_store,
 )
 from engine.validation import validate_paths
@@ -263,19 +263,16 @@ def _serve(
     connection.send(("loaded", messages[0].timestamp if messages else None, count))
     _, start, until = connection.recv()
     with simulation_store(validation, paths, start, None, folder) as (runner, clock):
-        if rejections:
-            runner.ingest(rejections, source=str(events_path))
-        replay_history(
+        run_history(
             runner,
             clock,
             messages,
+            rejections,
             until,
             lambda done, total: connection.send(("progress", done, total)),
-            source=str(events_path),
-            consume=True,
+            str(events_path),
             complete=False,
         )
-        del messages
         connection.send(("ended", clock.now(), False))
         while True:
             command = connection.recv()
