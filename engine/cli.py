@@ -315,8 +315,8 @@ def contacts_show(contact_id: str, db_url: str | None, as_json: bool) -> None:
 @click.option(
     "--jobs",
     type=click.IntRange(1, 64),
-    help="Processes to split the contacts over (default: one per CPU for a history of "
-    "50,000 messages or more). The outcome is the same for any number.",
+    help="Processes to split the contacts over (default: one per CPU, as long as each "
+    "gets 25,000 messages or more). The outcome is the same for any number.",
 )
 def simulate(
     workflow_paths: tuple[Path, ...],

@@ -327,11 +327,17 @@ class Runner:
                 return
             exists = connection.scalar(select(contacts.c.id).where(contacts.c.id == source_id))
             wake = Wake(self, connection)
+            wake.seen(moment)
+            # as handle_message: a message stamped in the future resumes nothing not yet due
+            due = min(moment, self.clock.now())
             if exists is None:
-                wake.load({target_id: moment})
-                # the source's stored events become the target's: its waits due by now
-                # first run as they would have before (see below)
-                wake.resume_due_waits(wake.batch.contacts[target_id], moment)
+                # the source never seen: a target not seen either is left for the message
+                # after the merge to create (and fire contact_created), as without the
+                # anonymous id; one that exists first runs its due waits
+                target_row = select(contacts.c.id).where(contacts.c.id == target_id)
+                if connection.scalar(target_row) is not None:
+                    wake.load({target_id: moment})
+                    wake.resume_due_waits(wake.batch.contacts[target_id], due)
             else:
                 wake.load({source_id: moment, target_id: moment})
                 source = wake.batch.contacts[source_id]
@@ -339,8 +345,8 @@ class Runner:
                 # Waits due by the merge run first, each at its own moment, on the contact
                 # they were started for; otherwise whether one ran before the merge or after
                 # it would depend on where a batch of messages happened to end.
-                wake.resume_due_waits(source, moment)
-                wake.resume_due_waits(target, moment)
+                wake.resume_due_waits(source, due)
+                wake.resume_due_waits(target, due)
                 cause = f"merge of {source_id}"
                 for name, value in source.scores.items():
                     wake.change_score(

@@ -422,6 +422,113 @@ def test_a_merged_contacts_waiting_run_resumes_on_the_known_contact(flow: Leadfl
     assert _contact_rows(flow, "dan", waits) == 0
 
 
+def test_a_merge_stamped_in_the_future_resumes_only_the_waits_due_now(flow: Leadflow) -> None:
+    """A merge runs the contacts' due waits first, but only those due by the clock: an
+    alias from a client whose clock is a week ahead resumes nothing early (review)."""
+    flow.deploy([PAUSE_THEN_SCORE])
+    flow.ingest_lines(
+        [
+            track("dan", "Signed Up", 0, "f-1"),
+            '{"type": "alias", "userId": "dan", "previousId": "anon-7", '
+            '"timestamp": "2026-01-12T00:00:00Z", "messageId": "f-2"}',
+        ]
+    )
+    assert _contact_rows(flow, "dan", waits) == 1
+    assert flow.contact("dan")["scores"] == {}
+    assert flow.run_due(at("2026-01-06 10:00")) == 1
+    assert flow.contact("dan")["scores"] == {"SCORE": 5}
+
+
+def test_a_merge_rolls_the_account_up_at_the_merge_moment(flow: Leadflow) -> None:
+    """The anonymous contact's points reach the known one's account, stamped with the
+    moment of the merge, whether or not a wait was resumed on the way (review: without
+    a wait the roll-up was lost, with one it took the wait's moment)."""
+    from engine.store.tables import account_scores
+
+    for waited in (False, True):
+        who, anon = f"ann{waited}", f"anon-{waited}"
+        lines = [
+            json.dumps(
+                {
+                    "type": "group",
+                    "userId": who,
+                    "groupId": f"acme{waited}",
+                    "timestamp": "2026-01-05T10:00:00Z",
+                    "messageId": f"g{waited}",
+                }
+            ),
+            track(who, "Act", 0, f"a{waited}"),
+            track(anon, "Act", 0, f"b{waited}"),
+        ]
+        if waited:
+            flow.deploy([PAUSE_THEN_SCORE])
+            lines.append(
+                json.dumps(
+                    {
+                        "type": "track",
+                        "event": "Signed Up",
+                        "userId": who,
+                        "timestamp": "2026-01-04T09:00:00Z",
+                        "messageId": f"s{waited}",
+                    }
+                )
+            )
+        lines.append(
+            json.dumps(
+                {
+                    "type": "alias",
+                    "userId": who,
+                    "previousId": anon,
+                    "timestamp": "2026-01-05T11:00:00Z",
+                    "messageId": f"m{waited}",
+                }
+            )
+        )
+        flow.ingest_lines(lines)
+        score = 25 if waited else 20
+        assert flow.contact(who)["scores"] == {"SCORE": score}
+        with flow.engine.connect() as connection:
+            value, moment = connection.execute(
+                select(account_scores.c.value, account_scores.c.updated_at).where(
+                    account_scores.c.account_id == f"acme{waited}"
+                )
+            ).one()
+        assert value == score
+        assert moment.astimezone(UTC) == at("2026-01-05 11:00")
+
+
+def test_an_identify_with_two_new_ids_creates_the_known_contact_as_new(
+    store_url: str,
+) -> None:
+    """``contact_created`` fires for the known id of an identify that carries both ids,
+    neither seen before, as it does without the anonymous id (review: the merge created
+    the row first, so the message found it old)."""
+    created = {
+        "id": "created",
+        "version": 1,
+        "triggers": [{"type": "contact_created"}],
+        "start": "p",
+        "nodes": {"p": {"type": "update_score", "score": "NEW", "add": 1}},
+    }
+    flow = Leadflow(store_url, VirtualClock(at("2026-01-05 12:00")))
+    try:
+        flow.deploy([created])
+        for user, anon in (("eve", None), ("fay", "anon-f")):
+            message = {
+                "type": "identify",
+                "userId": user,
+                "traits": {"name": user},
+                "timestamp": "2026-01-05T10:00:00Z",
+                "messageId": f"i-{user}",
+            }
+            if anon:
+                message["anonymousId"] = anon
+            flow.ingest_lines([json.dumps(message)])
+            assert flow.contact(user)["scores"] == {"NEW": 1}, user
+    finally:
+        flow.close()
+
+
 def test_a_merge_keeps_the_anonymous_contacts_entries_for_re_entry_rules(
     flow: Leadflow,
 ) -> None:
