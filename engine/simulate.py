@@ -110,7 +110,8 @@ def simulate(
     never meet (:mod:`engine.shards`), each simulated on a throwaway store of its own by
     the same runner, and the results are put together; the result is the same as in one
     process. None: one per CPU, as long as each gets :data:`LEAST_PER_PART` messages or
-    more. A store of the caller's (``database_url``) is always written by this process."""
+    more. A store of the caller's (``database_url``), and workflows that watch account
+    scores (:func:`watches_accounts`), are always simulated in this process."""
     paths = list(workflow_paths)
     validation = validate_paths(paths)
     if not validation.ok:
@@ -146,8 +147,8 @@ def simulate(
 
 
 def watches_accounts(validation: Validation) -> bool:
-    """A workflow enters contacts when their account's score crosses a bound. Such a
-    crossing is stamped with the latest moment of the batch of messages or waits that
+    """Whether a workflow enters contacts when their account's score crosses a bound. Such
+    a crossing is stamped with the latest moment of the batch of messages or waits that
     caused it, and a split simulation ends its batches elsewhere than one process does,
     so these simulations are not split (their outcome would differ)."""
     return any(

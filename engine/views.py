@@ -121,7 +121,7 @@ def contact_views(
     for view in views.values():
         view["lists"].sort()
         view["scores"] = dict(sorted(view["scores"].items()))
-    return {i: views[i] for i in ids if i in views}  # in the order asked for
+    return {text(i): views[i] for i in ids if i in views}  # in the order asked for
 
 
 class _Share:
