@@ -116,15 +116,19 @@ def plan_shards(lines: Iterable[bytes], parts: int, least: int = 0) -> ShardPlan
     id_hashes = array("q")  # hash of each messageId, beside the node of its line
     id_nodes = array("l")
     for raw in lines:
-        # read as engine.segment.read_lines reads it, so both see the same message
-        text = raw.decode("utf-8", "replace").strip()
-        if not text:
-            line_node.append(-1)
-            continue
         try:
-            data = orjson.loads(text)
+            data = orjson.loads(raw)  # the usual line: valid UTF-8, JSON whitespace around
+        except orjson.JSONDecodeError:
+            # else read as engine.segment.read_lines reads it (bad bytes replaced, any
+            # whitespace stripped), so both see the same message
+            text = raw.decode("utf-8", "replace").strip()
+            try:
+                data = orjson.loads(text) if text else None
+            except orjson.JSONDecodeError:
+                data = None
+        try:
             contact, other, account = _ids(data)
-        except (orjson.JSONDecodeError, ValueError):
+        except ValueError:  # blank, not JSON, or no contact: the reader rejects it
             line_node.append(-1)
             continue
         node = links.node(contact)

@@ -17,7 +17,7 @@ from test_simulate_speed import EXAMPLES, WORKFLOWS, _history
 import engine.simulate_parts as simulate_parts
 from engine.cli import main
 from engine.clock import parse_timestamp
-from engine.segment import parse_message
+from engine.segment import Message, parse_message, read_lines
 from engine.shards import plan_shards
 from engine.simulate import simulate
 from engine.simulate_parts import SimulationPartFailed
@@ -57,6 +57,27 @@ def test_linked_contacts_share_a_part_and_unreadable_lines_go_to_part_0() -> Non
     assert _part(plan, 3) == _part(plan, 4) != _part(plan, 1)
     assert _part(plan, 11) == _part(plan, 12) == _part(plan, 13) == 0
     assert sorted(plan.messages) == [3, 8]
+
+
+def test_lines_with_bad_bytes_or_odd_whitespace_are_read_as_the_reader_reads_them() -> None:
+    """A byte that is not UTF-8 (replaced) and a no-break space around the JSON (stripped):
+    the reader takes both lines, so the split must see their ids too."""
+    lines = [
+        b'{"type": "track", "userId": "a", "event": "X", "properties": {"p": "\xff"}}',
+        b'\xc2\xa0{"type": "alias", "userId": "a", "previousId": "b"}\xc2\xa0',
+        b'{"type": "track", "userId": "b", "event": "X"}',
+        b'{"type": "track", "userId": "c", "event": "X"}',
+        b'{"type": "track", "userId": "c", "event": "X"}',
+        b'{"type": "track", "userId": "c", "event": "X"}',
+    ]
+    assert not [
+        r
+        for r in read_lines(lines, parse_timestamp("2026-01-05T00:00:00Z"))
+        if not isinstance(r, Message)
+    ]
+    plan = plan_shards(lines, 2)
+    assert plan.parts == 2
+    assert _part(plan, 1) == _part(plan, 2) == _part(plan, 3) != _part(plan, 4)
 
 
 def test_parts_are_balanced_and_kept_to_a_least_size() -> None:
