@@ -202,8 +202,8 @@ def _send(parts: list[_Part], message: tuple[Any, ...]) -> None:
 def _gather(
     parts: list[_Part], kind: str, report: Callable[[_Part, tuple[Any, ...]], None]
 ) -> list[Any]:
-    """One answer of ``kind`` from every part, in part order; progress and summary
-    pieces that come on the way go to ``report``."""
+    """One answer of ``kind`` from every part, in part order; progress reports that
+    come on the way go to ``report``."""
     answers: dict[int, Any] = {}
     by_connection = {part.connection: part for part in parts}
     while len(answers) < len(parts):
@@ -229,8 +229,8 @@ def _gather(
 
 def part_main() -> None:
     """A part's process (``sys.argv``: the connection's descriptor, the part's number,
-    the event file, the workflow paths): answers the coordinator until it has sent its
-    summary, or the error that stopped it."""
+    the coordinator's folder, the event file, the workflow paths): answers the
+    coordinator until it has sent its summary, or the error that stopped it."""
     descriptor, number, folder, events_path, *paths = sys.argv[1:]
     connection = Connection(int(descriptor))
     try:
