@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import LeadflowError
+from engine.runner import gc_paused
 from engine.shards import plan_shards
 from engine.simulate import (
     Progress,
@@ -182,6 +183,13 @@ def _coordinate(
     _gather(parts, "summary", report)
     for part in parts:
         part.stop()
+    with gc_paused():
+        return _merge(files, count, start, last, len(parts))
+
+
+def _merge(
+    files: list[Path], count: int, start: datetime | None, last: datetime, parts: int
+) -> Simulation:
     result = Summary(merged=True)
     for file in files:
         with file.open("rb") as pieces:
@@ -191,7 +199,7 @@ def _coordinate(
                 except EOFError:
                     break
                 result.add(kind, piece)
-    return Simulation(result.done(), count, start, last if count else None, len(parts))
+    return Simulation(result.done(), count, start, last if count else None, parts)
 
 
 def _send(parts: list[_Part], message: tuple[Any, ...]) -> None:
@@ -283,7 +291,9 @@ def _serve(
                     run_clock(runner, clock, [], None)
                 connection.send(("ended", clock.now(), pending))
             else:  # ("summary", file): written there, read once this process is gone
-                with runner.engine.connect() as reading, open(command[1], "wb") as out:
+                # the summary's rows and dicts hold no cycles: the collector would only
+                # walk them again and again as they grow
+                with gc_paused(), runner.engine.connect() as reading, open(command[1], "wb") as out:
                     for piece in summary_pieces(reading):
                         pickle.dump(piece, out, pickle.HIGHEST_PROTOCOL)
                 connection.send(("summary", None))
