@@ -44,7 +44,7 @@ from engine.simulate import (
     run_history,
     simulation_store,
 )
-from engine.validation import validate_paths
+from engine.validation import Validation, validate_paths
 from engine.views import Summary, summary_pieces
 
 
@@ -62,18 +62,25 @@ def simulate_in_parts(
 ) -> Simulation | None:
     """Simulate in up to ``jobs`` processes; None when the history does not split into
     two parts or more (of ``least`` messages each, if given)."""
-    with events_path.open("rb") as handle:
-        plan = plan_shards(handle, jobs, least)
-        handle.seek(0)
-        anchor = first_timestamp(handle)  # one "now" for lines without a timestamp
-    if plan.parts < 2:
-        return None
     parts: list[_Part] = []
     # the parts' stores and summaries live here: whatever becomes of a part, they go
     with tempfile.TemporaryDirectory(prefix="leadflow-parts-") as name:
         folder = Path(name)
         try:
-            for number in range(plan.parts):
+            early = jobs if _likely_split(events_path, jobs, least) else 0
+            for number in range(early):
+                # they import the engine and check the workflows while the plan is made
+                parts.append(_Part.start(number, paths, events_path, folder))
+            with events_path.open("rb") as handle:
+                plan = plan_shards(handle, jobs, least)
+                handle.seek(0)
+                anchor = first_timestamp(handle)  # one "now" for lines without a timestamp
+            if plan.parts < 2:
+                return None
+            for part in parts[plan.parts :]:
+                part.end()
+            del parts[plan.parts :]
+            for number in range(len(parts), plan.parts):
                 parts.append(_Part.start(number, paths, events_path, folder))
             for part in parts:
                 part.send((plan.line_part, anchor))
@@ -81,6 +88,21 @@ def simulate_in_parts(
         finally:
             for part in parts:
                 part.end()
+
+
+BYTES_PER_MESSAGE = 100
+"""Fewer than any Segment message with its ids and timestamp takes in a file: a guess
+of the messages a file holds from its size, before it is read."""
+
+
+def _likely_split(events_path: Path, jobs: int, least: int) -> bool:
+    """Whether the history will likely split, judged by its size: if so, the parts'
+    processes start before the plan is made (and the ones it does not need are ended)."""
+    try:
+        size = events_path.stat().st_size
+    except OSError:
+        return False
+    return size >= 2 * least * BYTES_PER_MESSAGE
 
 
 class _Part:
@@ -242,10 +264,13 @@ def part_main() -> None:
     descriptor, number, folder, events_path, *paths = sys.argv[1:]
     connection = Connection(int(descriptor))
     try:
+        workflows = [Path(p) for p in paths]
+        validation = validate_paths(workflows)  # valid: the coordinator checked already
         line_part, anchor = connection.recv()
         _serve(
             connection,
-            [Path(p) for p in paths],
+            validation,
+            workflows,
             Path(events_path),
             (line_part, int(number)),
             anchor,
@@ -259,13 +284,13 @@ def part_main() -> None:
 
 def _serve(
     connection: Connection,
+    validation: Validation,
     paths: list[Path],
     events_path: Path,
     part: tuple[bytes, int],
     anchor: datetime,
     folder: Path,
 ) -> None:
-    validation = validate_paths(paths)  # valid: the coordinator checked before it began
     messages, rejections = read_event_file(events_path, part, anchor)
     count = len(messages)
     connection.send(("loaded", messages[0].timestamp if messages else None, count))

@@ -6,14 +6,14 @@ read-modify-write that no other worker can interleave with."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
-from engine.store.moments import moment_or_none
+from engine.store.raw import RawReader
 from engine.store.sql import (
     bulk_delete_rows,
     bulk_insert,
@@ -149,9 +149,9 @@ class Batch:
         # One statement per table for the whole batch, the ids bound as one parameter, the
         # rows read raw from the driver: the column types' result processing (a
         # TypeDecorator call per datetime, SQLAlchemy's JSON wrapper per document) cost
-        # more than the queries. Values come out as the types would give them (see _Reader).
+        # more than the queries. Values come out as the types would give them (see RawReader).
         sql = _load_sql(conn)
-        read = _Reader(is_postgres(conn))
+        read = RawReader(is_postgres(conn))
         param = (_ids_param(conn, wanted),)
 
         def fetch(query: str) -> Sequence[Any]:
@@ -566,35 +566,3 @@ def _ids_param(connection: Connection, ids: list[str]) -> Any:
     """The id list as one parameter: an array on PostgreSQL, a JSON array on SQLite (what
     :func:`engine.store.sql.in_values` binds)."""
     return ids if is_postgres(connection) else json.dumps(ids)
-
-
-class _Reader:
-    """Raw driver values as the column types give them: ``UTCDateTime`` an aware UTC
-    datetime, ``JSON`` the decoded document (SQLite keeps moments as integers and documents
-    as text; psycopg decodes JSON and timestamptz itself)."""
-
-    __slots__ = ("document", "moment")
-
-    def __init__(self, postgres: bool) -> None:
-        self.moment: Callable[[Any], Any] = _pg_moment if postgres else moment_or_none
-        self.document: Callable[[Any], Any] = _pg_document if postgres else _sqlite_document
-
-
-def _pg_moment(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _sqlite_document(text: str | None) -> Any:
-    """``json.loads`` of the stored text (a new object each time: callers change them)."""
-    if text is None:
-        return None
-    if text == "{}":
-        return {}
-    return json.loads(text)
-
-
-def _pg_document(value: Any) -> Any:
-    """A fresh copy of what psycopg decoded, as the loader hands documents out to change."""
-    return dict(value) if type(value) is dict else value

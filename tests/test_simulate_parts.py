@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_simulate_speed import EXAMPLES, WORKFLOWS, _history
 
+import engine.simulate
 import engine.simulate_parts as simulate_parts
 from engine.cli import main
 from engine.clock import parse_timestamp
@@ -305,3 +306,57 @@ def test_an_error_in_a_part_comes_back_with_its_traceback(
         simulate([WORKFLOWS], path, jobs=2)
     assert len(started) == 2
     assert all(part.process.poll() is not None for part in started)
+
+
+def _recorded_starts(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    start = simulate_parts._Part.start
+    started: list[Any] = []
+
+    def recorded(*args: Any) -> Any:
+        started.append(start(*args))
+        return started[-1]
+
+    monkeypatch.setattr(simulate_parts._Part, "start", recorded)
+    return started
+
+
+def test_parts_started_before_the_plan_and_not_needed_are_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A history that splits into fewer parts than asked for: the processes started
+    while the plan was made and left without a part are ended, and the outcome is one
+    process's."""
+    path = tmp_path / "history.jsonl"
+    three = [
+        {"type": kind, "userId": f"{who}@example.test", "timestamp": f"2026-01-0{day}T10:00:00Z"}
+        | ({"event": "Signed Up"} if kind == "track" else {"traits": {"FIRSTNAME": who}})
+        for day, kind in ((5, "identify"), (6, "track"))
+        for who in ("ann", "bob", "cy")
+    ]
+    path.write_bytes(b"\n".join(_lines(*three)) + b"\n")
+    started = _recorded_starts(monkeypatch)
+    one = _outcome(path, 1)
+    assert started == []
+    assert _outcome(path, 5) == one
+    assert len(started) == 5  # all before the plan, which made 3 parts
+    assert all(part.process.poll() is not None for part in started)
+    started.clear()
+    assert simulate([WORKFLOWS], path, jobs=5).parts == 3
+    assert len(started) == 5
+
+    alone = tmp_path / "alone.jsonl"
+    alone.write_bytes(b"\n".join(_history(people=1, seed=6)) + b"\n")
+    started.clear()
+    assert simulate([WORKFLOWS], alone, jobs=2).parts == 1
+    assert len(started) == 2 and all(p.process.poll() is not None for p in started)
+
+
+def test_a_small_history_starts_no_process_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b"\n".join(_history(people=20, seed=7)) + b"\n")
+    started = _recorded_starts(monkeypatch)
+    monkeypatch.setattr(engine.simulate, "usable_cpus", lambda: 2)
+    assert simulate([WORKFLOWS], path).parts == 1
+    assert started == []
