@@ -172,10 +172,17 @@ class Runner:
         templates: TemplateCatalog | None = None,
         catalog: Catalog | None = None,
         owner: str | None = None,
+        history: bool = True,
     ) -> None:
         self.engine = engine
         self.writer = writer(engine)
         self.clock = clock
+        self.history = history
+        """Whether the store keeps what no run reads back: the audit log, and the runs
+        of ``reentry: always`` workflows that end in the wake that entered them (the
+        other rules read a workflow's last entry). Only a store thrown away after one
+        run (a simulation's own) goes without: about half the rows a simulation
+        writes, which nothing would read."""
         self.templates = templates or TemplateCatalog()
         self._catalog = catalog
         self.owner = owner or uuid.uuid4().hex[:12]
@@ -835,6 +842,11 @@ class Wake:
         self.batch.entry_workflows = frozenset(
             w.id for w in self.catalog.latest.values() if w.reentry.mode != "always"
         )
+        self.keeps_audit = runner.history
+        if not runner.history:
+            self.batch.unwritten_runs = frozenset(
+                w.id for w in self.catalog.latest.values() if w.reentry.mode == "always"
+            )
         self.queue: deque[Signal] = deque()
         self.resumed = 0
         self._quiet_by_event = self.catalog.quiet_events()
@@ -1314,6 +1326,8 @@ class Wake:
         cause: str,
         origin: tuple[str, int, str] | None = None,
     ) -> None:
+        if not self.keeps_audit:
+            return
         workflow_id, version, node = origin or _NO_ORIGIN
         self.batch.audit_rows.append(  # the columns of engine.state.AUDIT_COLUMNS
             (

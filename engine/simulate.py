@@ -189,7 +189,10 @@ def simulation_store(
             clock = VirtualClock(start)
             with writer(engine).begin() as connection:
                 deploy(connection, [*validation.workflows, *validation.models], clock.now())
-            yield Runner(engine, clock, TemplateCatalog.near(paths)), clock
+            # a store that is thrown away keeps only what the run reads back; the summary
+            # is built from contacts, scores, lists, accounts and the outbox
+            keep = database_url is not None
+            yield Runner(engine, clock, TemplateCatalog.near(paths), history=keep), clock
         finally:
             engine.dispose()
 

@@ -129,6 +129,9 @@ class Batch:
         self.entry_workflows: frozenset[str] | None = None
         """Workflows whose last entries :meth:`load` reads (for re-entry rules); None: all.
         The runner leaves out the ``reentry: always`` ones, which never look."""
+        self.unwritten_runs: frozenset[str] = frozenset()
+        """Workflows whose runs are not written if they end in the wake that entered them:
+        on a store thrown away after a run, no one would read them (see ``Runner``)."""
 
     # --- loading ---------------------------------------------------------------------
 
@@ -298,6 +301,7 @@ class Batch:
         changed_runs: list[tuple[Any, ...]] = []
         changed_at: list[tuple[Any, ...]] = []  # SQLite: by rowid
         new_waits: list[tuple[Any, ...]] = []
+        unwritten = self.unwritten_runs
         for state in self.contacts.values():
             contact_id = state.id
             if state.dirty:
@@ -335,6 +339,10 @@ class Batch:
             if state.runs:
                 ended = False
                 for run in state.runs:
+                    if run.new and run.state not in _IN_FLIGHT and run.workflow_id in unwritten:
+                        ended = True
+                        run.new = run.dirty = False
+                        continue
                     if run.new:
                         new_runs.append(
                             (
