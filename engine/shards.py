@@ -9,7 +9,8 @@ timed work (waits, quiet spells, cron fan-outs, decay) runs per contact at its o
 Everything else is per contact, so these connected parts can run in separate stores.
 
 The pass here reads only the ids of each line (not timestamps, traits or properties) and
-keeps per line one small integer, so it costs a fraction of what parsing the file does.
+keeps one small integer per line and one dict entry per messageId (its hash, and the
+contact of its first line), so it costs a fraction of what parsing the file does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -113,8 +113,10 @@ def plan_shards(lines: Iterable[bytes], parts: int, least: int = 0) -> ShardPlan
     rejects it as it always would."""
     links = _Links()
     line_node = array("l")  # the contact node of each line, -1: none
-    id_hashes = array("q")  # hash of each messageId, beside the node of its line
-    id_nodes = array("l")
+    # the node of the first line of each messageId (by hash): a later line with the same
+    # hash joins it. Equal hashes join two contacts: right for a shared messageId,
+    # harmless for a collision (the parts are only less even)
+    first_of_id: dict[int, int] = {}
     for raw in lines:
         try:
             data = orjson.loads(raw)  # the usual line: valid UTF-8, JSON whitespace around
@@ -139,16 +141,10 @@ def plan_shards(lines: Iterable[bytes], parts: int, least: int = 0) -> ShardPlan
             links.join(node, links.node(_GROUP + account))
         message_id = data.get("messageId")
         if message_id is not None and not isinstance(message_id, bool | dict | list):
-            # equal hashes put two contacts in one part: true for a shared messageId,
-            # harmless for a collision (the parts are only less even)
-            id_hashes.append(hash(str(message_id)))
-            id_nodes.append(node)
-    if len(id_hashes) > 1:
-        order = sorted(range(len(id_hashes)), key=id_hashes.__getitem__)
-        for before, after in pairwise(order):
-            if id_hashes[before] == id_hashes[after]:
-                links.join(id_nodes[before], id_nodes[after])
-    del id_hashes, id_nodes
+            first = first_of_id.setdefault(hash(str(message_id)), node)
+            if first != node:
+                links.join(first, node)
+    del first_of_id
     weight: dict[int, int] = {}
     for node in line_node:
         if node >= 0:
