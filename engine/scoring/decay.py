@@ -125,25 +125,37 @@ def decay_once(runner: Runner, model: ScoreModel, tick: datetime) -> int:
         if not fallen:
             return 0
         this_tick = and_(scores.c.name == model.score, scores.c.decayed_at == tick)
-        connection.execute(
-            insert(audit).from_select(
-                list(AUDIT_COLUMNS),
-                select(
-                    scores.c.contact_id,
-                    literal(tick, TS),
-                    literal("score"),
-                    scores.c.name,
-                    _as_json(connection, scores.c.decayed_from),
-                    _as_json(connection, scores.c.value),
-                    literal(model.id),
-                    literal(model.version),
-                    literal("decay"),
-                    literal(cause),
-                ).where(this_tick),
-            )
-        )
+        if runner.history:  # else a throwaway store, whose audit log no one reads
+            _audit_tick(connection, model, tick, cause, this_tick)
         _follow_up(runner, connection, model, this_tick, tick, cause)
     return fallen
+
+
+def _audit_tick(
+    connection: Connection,
+    model: ScoreModel,
+    tick: datetime,
+    cause: str,
+    this_tick: ColumnElement[bool],
+) -> None:
+    """An audit row per score this tick lowered, by one INSERT ... SELECT."""
+    connection.execute(
+        insert(audit).from_select(
+            list(AUDIT_COLUMNS),
+            select(
+                scores.c.contact_id,
+                literal(tick, TS),
+                literal("score"),
+                scores.c.name,
+                _as_json(connection, scores.c.decayed_from),
+                _as_json(connection, scores.c.value),
+                literal(model.id),
+                literal(model.version),
+                literal("decay"),
+                literal(cause),
+            ).where(this_tick),
+        )
+    )
 
 
 def _follow_up(
