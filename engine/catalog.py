@@ -51,9 +51,13 @@ class Catalog:
     @classmethod
     def load(cls, connection: Connection, registry: Registry | None = None) -> Catalog:
         catalog = cls(registry or default_registry())
-        newest = select(
-            workflow_versions.c.workflow_id, func.max(workflow_versions.c.version)
-        ).group_by(workflow_versions.c.workflow_id)
+        # in id order on every backend: it is the order in which the workflows one
+        # signal triggers are entered (SQLite grouped in that order; PostgreSQL hashed)
+        newest = (
+            select(workflow_versions.c.workflow_id, func.max(workflow_versions.c.version))
+            .group_by(workflow_versions.c.workflow_id)
+            .order_by(workflow_versions.c.workflow_id)
+        )
         for workflow_id, version in connection.execute(newest):
             document: dict[str, Any] = (
                 connection.scalar(

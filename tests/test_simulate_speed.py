@@ -572,3 +572,14 @@ def test_only_the_worker_lets_its_log_grow_between_checkpoints(tmp_path: Path) -
         inbox.close()
         store.dispose()
         worker.dispose()
+
+
+def test_the_example_simulates_alike_on_every_backend(store_url: str) -> None:
+    """The workflows one signal triggers are entered in workflow id order on both
+    backends (PostgreSQL's GROUP BY came back in hash order: quote-request-fast-track
+    then ran before consideration-stage set the score it reads, and 2 messages fewer
+    went out)."""
+    until = datetime(2026, 3, 21, tzinfo=UTC)
+    throwaway = simulate([WORKFLOWS], EXAMPLES, until)
+    stored = simulate([WORKFLOWS], EXAMPLES, until, database_url=store_url)
+    assert json.dumps(stored.result) == json.dumps(throwaway.result)
