@@ -67,8 +67,7 @@ def simulate_in_parts(
     with tempfile.TemporaryDirectory(prefix="leadflow-parts-") as name:
         folder = Path(name)
         try:
-            early = jobs if _likely_split(events_path, jobs, least) else 0
-            for number in range(early):
+            for number in range(_early_parts(events_path, jobs, least)):
                 # they import the engine and check the workflows while the plan is made
                 parts.append(_Part.start(number, paths, events_path, folder))
             with events_path.open("rb") as handle:
@@ -90,19 +89,29 @@ def simulate_in_parts(
                 part.end()
 
 
-BYTES_PER_MESSAGE = 100
-"""Fewer than any Segment message with its ids and timestamp takes in a file: a guess
-of the messages a file holds from its size, before it is read."""
+EARLY_START_BYTES = 4 << 20
+"""A history this big or bigger takes longer to plan than a part takes to start (about
+0.7 s), so its parts' processes start first and import the engine meanwhile."""
+
+BYTES_PER_MESSAGE = 128
+"""A guess at the size of a message in a file, for the parts worth starting early: a
+track call with its ids, timestamp, messageId and a property or two takes 150 bytes or
+more. A file of smaller messages starts the rest of its parts after the plan."""
 
 
-def _likely_split(events_path: Path, jobs: int, least: int) -> bool:
-    """Whether the history will likely split, judged by its size: if so, the parts'
-    processes start before the plan is made (and the ones it does not need are ended)."""
+def _early_parts(events_path: Path, jobs: int, least: int) -> int:
+    """How many parts' processes to start before the plan is made, judged by the file's
+    size (the ones the plan does not need are ended)."""
     try:
         size = events_path.stat().st_size
     except OSError:
-        return False
-    return size >= 2 * least * BYTES_PER_MESSAGE
+        return 0
+    if size < EARLY_START_BYTES:
+        return 0
+    if least == 0:
+        return jobs
+    likely = size // (least * BYTES_PER_MESSAGE)
+    return min(jobs, likely) if likely >= 2 else 0
 
 
 class _Part:
@@ -148,7 +157,20 @@ class _Part:
         except OSError:  # it ended: say how
             raise self.failure() from None
 
+    def failed(self, trace: str) -> SimulationPartFailed:
+        return SimulationPartFailed(f"part {self.number} of the simulation failed:\n{trace}")
+
     def failure(self) -> SimulationPartFailed:
+        """Why the part ended: the error it sent before it did, if it did (a part that
+        fails before it reads anything sends its traceback and ends), else its exit
+        code."""
+        try:
+            if self.connection.poll(0):
+                message = self.connection.recv()
+                if message[0] == "error":
+                    return self.failed(message[1])
+        except (EOFError, OSError):
+            pass
         try:
             code = self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -247,9 +269,7 @@ def _gather(
             if message[0] == "progress":
                 report(part, message)
             elif message[0] == "error":
-                raise SimulationPartFailed(
-                    f"part {part.number} of the simulation failed:\n{message[1]}"
-                )
+                raise part.failed(message[1])
             elif message[0] == kind:
                 answers[part.number] = message[1] if len(message) == 2 else message[1:]
             else:  # pragma: no cover - a protocol slip is a bug, said plainly

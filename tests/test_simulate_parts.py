@@ -334,6 +334,7 @@ def test_parts_started_before_the_plan_and_not_needed_are_ended(
         for who in ("ann", "bob", "cy")
     ]
     path.write_bytes(b"\n".join(_lines(*three)) + b"\n")
+    monkeypatch.setattr(simulate_parts, "EARLY_START_BYTES", 0)
     started = _recorded_starts(monkeypatch)
     one = _outcome(path, 1)
     assert started == []
@@ -360,3 +361,53 @@ def test_a_small_history_starts_no_process_by_default(
     monkeypatch.setattr(engine.simulate, "usable_cpus", lambda: 2)
     assert simulate([WORKFLOWS], path).parts == 1
     assert started == []
+
+
+def test_how_many_parts_start_before_the_plan(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    big = simulate_parts.EARLY_START_BYTES
+    per = simulate_parts.BYTES_PER_MESSAGE
+    assert simulate_parts._early_parts(path, 4, 0) == 0  # no such file: the plan says why
+    for size, jobs, least, early in [
+        (big - 1, 4, 0, 0),  # planned before a part would have started
+        (big, 4, 0, 4),  # --jobs 4: as many as asked
+        (big, 4, big // per // 2, 2),  # room for 2 parts of ``least`` messages
+        (big, 4, big // per, 0),  # for one: no split likely
+        (10 * big, 4, big // per, 4),
+    ]:
+        with path.open("wb") as handle:
+            handle.truncate(size)
+        assert simulate_parts._early_parts(path, jobs, least) == early, (size, jobs, least)
+
+
+def test_a_part_that_fails_before_its_plan_comes_back_with_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The part checks the workflows while the plan is made; if that fails and it is
+    gone before the plan is sent, its traceback is still what the caller sees."""
+    injected = tmp_path / "injected"
+    injected.mkdir()
+    (injected / "sitecustomize.py").write_text(
+        "import engine.simulate_parts as parts\n"
+        "def broken(paths):\n"
+        "    raise RuntimeError('the workflows could not be read')\n"
+        "parts.validate_paths = broken\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(injected))
+    monkeypatch.setattr(simulate_parts, "EARLY_START_BYTES", 0)
+    started = _recorded_starts(monkeypatch)
+    plan = simulate_parts.plan_shards
+
+    def slow_plan(*args: Any) -> Any:
+        for part in started:  # the parts fail and end first
+            part.process.wait(timeout=60)
+        return plan(*args)
+
+    monkeypatch.setattr(simulate_parts, "plan_shards", slow_plan)
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b"\n".join(_history(people=20, seed=8)) + b"\n")
+    with pytest.raises(
+        SimulationPartFailed, match=r"(?s)part 0 of the simulation failed.*could not be read"
+    ):
+        simulate([WORKFLOWS], path, jobs=2)
+    assert len(started) == 2 and all(p.process.poll() is not None for p in started)
