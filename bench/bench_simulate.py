@@ -16,9 +16,9 @@ and sort the file, ingest on a throwaway SQLite store with every wait resumed at
 moment, then build the summary), in a child process of its own. By default the
 simulation splits the contacts over one process per CPU (``--jobs N`` to choose; ``--jobs
 1`` for one process); its peak RSS is that of all its processes together, sampled every
-20 ms from /proc, and its CPU time (printed beside the wall time) includes its parts'.
-Baseline, in another child in
-the same run: the least a stored simulation does: read the same file, parse it with
+20 ms from /proc (the tree of processes looked for every 0.5 s), and its CPU time
+(printed beside the wall time) includes its parts'. Baseline, in another child in the
+same run: the least a stored simulation does: read the same file, parse it with
 orjson, sort by timestamp and store every event in a SQLite table of the same shape, as
 the engine stores a history (``engine.simulate.store_history``): with the throwaway
 store's pragmas, by messageId with executemany, 20,000 per transaction, and the contact
@@ -187,9 +187,9 @@ def tree_rss_kib() -> int:
 
 
 class TreePeak:
-    """The highest :func:`tree_rss_kib` seen, sampled every 20 ms in a thread: the peak
-    of the simulation's processes taken together (each part's own VmHWM, summed, would
-    add peaks that never happen at one time)."""
+    """The highest resident memory of the process tree seen, sampled every 20 ms in a
+    thread: the peak of the simulation's processes taken together (each part's own
+    VmHWM, summed, would add peaks that never happen at one time)."""
 
     def __init__(self) -> None:
         self.peak = 0
