@@ -4,7 +4,9 @@ throwaway store, the summary's shared strings, and the cheaper template renderin
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +20,7 @@ from engine.backtest import replay
 from engine.clock import SystemClock, VirtualClock, format_timestamp
 from engine.errors import ActionFailed
 from engine.messaging import render
+from engine.runner import Runner
 from engine.segment import Message, Rejection, read_lines
 from engine.simulate import _SPENT, read_event_file, run_history, simulate, simulation_store
 from engine.store.db import open_engine
@@ -228,6 +231,38 @@ def test_a_throwaway_store_keeps_only_what_the_run_reads(tmp_path: Path) -> None
     left_out = kept - thrown
     assert left_out and {w for w, _ in left_out} <= always
     assert all(state not in ("active", "waiting") for _, state in left_out)
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_replay_pauses_the_collector_and_sweeps_between_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a step the cyclic collector is off; garbage a step leaves in a cycle is
+    gone by the next step (a sweep ran in between); afterwards the collector is on."""
+    validation = validate_paths([WORKFLOWS])
+    messages, rejections = read_event_file(EXAMPLES)
+    seen: list[tuple[bool, bool]] = []  # (collector on, the last step's cycle still alive)
+    left: list[weakref.ref[_Cycle]] = []
+    ingest = Runner.ingest
+
+    def watched(self: Runner, *args: Any, **kwargs: Any) -> Any:
+        seen.append((gc.isenabled(), bool(left) and left[-1]() is not None))
+        left.append(weakref.ref(_Cycle()))  # garbage only the collector can free
+        return ingest(self, *args, **kwargs)
+
+    monkeypatch.setattr(Runner, "ingest", watched)
+    monkeypatch.setattr("engine.simulate.BATCH_SIZE", 10)  # many steps
+    assert gc.isenabled()
+    with simulation_store(validation, [WORKFLOWS], messages[0].timestamp, None) as (runner, clock):
+        run_history(runner, clock, messages, rejections, None, None, "-", complete=False)
+    assert len(seen) > 5
+    assert seen[0] == (False, False)
+    assert all(state == (False, False) for state in seen[1:])
+    assert gc.isenabled()
 
 
 def test_share_keeps_values_and_shares_equal_strings() -> None:
