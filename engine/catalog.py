@@ -51,14 +51,13 @@ class Catalog:
     @classmethod
     def load(cls, connection: Connection, registry: Registry | None = None) -> Catalog:
         catalog = cls(registry or default_registry())
-        # in id order on every backend: it is the order in which the workflows one
-        # signal triggers are entered (SQLite grouped in that order; PostgreSQL hashed)
-        newest = (
-            select(workflow_versions.c.workflow_id, func.max(workflow_versions.c.version))
-            .group_by(workflow_versions.c.workflow_id)
-            .order_by(workflow_versions.c.workflow_id)
-        )
-        for workflow_id, version in connection.execute(newest):
+        newest = select(
+            workflow_versions.c.workflow_id, func.max(workflow_versions.c.version)
+        ).group_by(workflow_versions.c.workflow_id)
+        # in id order, by code point, on every backend: it is the order in which the
+        # workflows one signal triggers are entered. SQLite's GROUP BY gave that order;
+        # PostgreSQL's came in hash order, and its ORDER BY follows the collation
+        for workflow_id, version in sorted((w, v) for w, v in connection.execute(newest)):
             document: dict[str, Any] = (
                 connection.scalar(
                     select(workflow_versions.c.document).where(
