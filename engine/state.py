@@ -539,10 +539,12 @@ def _build_load_sql(postgres: bool) -> _LoadSQL:
             f"SELECT contact_id, name, value, peak, increased_at FROM scores WHERE contact_id {ids}"
         ),
         members=f"SELECT contact_id, list_name FROM list_members WHERE contact_id {ids}",
+        # in the order the runs were made, which is the order a wake steps through them
         runs=(
             "SELECT id, contact_id, workflow_id, version, state, node, steps, properties, "
             f"entered_at, {rowid} FROM runs WHERE contact_id {ids} "
-            "AND state IN ('active', 'waiting') AND ended_at IS NULL"
+            "AND state IN ('active', 'waiting') AND ended_at IS NULL "
+            f"ORDER BY {'seq' if postgres else 'rowid'}"
         ),
         waits=(
             "SELECT run_id, due_at, event_name, next_node, timeout_node "

@@ -101,14 +101,8 @@ def test_revision_0003_orders_the_events_index_by_time_and_keeps_the_events(
     engine = make_engine(store_url)
     try:
         upgrade(engine)
-        with as_file(files("engine").joinpath("migrations")):
-            command.downgrade(alembic_config(engine), "0002")
-        assert current_revision(engine) == "0002"
-        assert _event_indexes(engine)["ix_events_contact_name_ts"] == [
-            "contact_id",
-            "name",
-            "timestamp",
-        ]
+        # the events go in through today's engine, which needs today's schema, and stay
+        # through the downgrade to the revision-0002 store this test upgrades
         flow = Leadflow(engine=engine, clock=VirtualClock(datetime(2026, 1, 20, tzinfo=UTC)))
         flow.send(
             [
@@ -123,6 +117,14 @@ def test_revision_0003_orders_the_events_index_by_time_and_keeps_the_events(
                 for name in ("Page Viewed", "Email Clicked")
             ]
         )
+        with as_file(files("engine").joinpath("migrations")):
+            command.downgrade(alembic_config(engine), "0002")
+        assert current_revision(engine) == "0002"
+        assert _event_indexes(engine)["ix_events_contact_name_ts"] == [
+            "contact_id",
+            "name",
+            "timestamp",
+        ]
         assert upgrade(engine) == head_revision()
         indexes = _event_indexes(engine)
         assert "ix_events_contact_name_ts" not in indexes
@@ -141,6 +143,53 @@ def test_revision_0003_orders_the_events_index_by_time_and_keeps_the_events(
         engine.dispose()
 
 
+def test_revision_0007_numbers_the_runs_in_flight_in_entry_order(store_url: str) -> None:
+    """0007 adds ``runs.seq``: on PostgreSQL a sequence fills it as runs go in, and the
+    runs already in flight get it by entry moment (finished ones keep NULL); on SQLite,
+    whose rowid is the order, it stays NULL."""
+    engine = make_engine(store_url)
+    try:
+        upgrade(engine)
+        clock = VirtualClock(datetime(2026, 1, 5, 13, tzinfo=UTC))
+        flow = Leadflow(engine=engine, clock=clock)
+        flow.deploy([PAUSE_THEN_SCORE])
+        for hour, who in ((12, "cy"), (10, "ann"), (11, "bob")):  # made out of entry order
+            flow.send(
+                [
+                    {
+                        "type": "track",
+                        "userId": who,
+                        "event": "Signed Up",
+                        "messageId": f"m-{who}",
+                        "timestamp": f"2026-01-05T{hour}:00:00Z",
+                    }
+                ]
+            )
+        postgres = engine.dialect.name == "postgresql"
+        with engine.connect() as connection:
+            made = dict(connection.execute(select(runs.c.contact_id, runs.c.seq)).all())
+        if postgres:  # the order they went in
+            assert made["cy"] < made["ann"] < made["bob"]
+        with as_file(files("engine").joinpath("migrations")):
+            command.downgrade(alembic_config(engine), "0006")
+        assert "seq" not in {c["name"] for c in inspect(engine).get_columns("runs")}
+        assert upgrade(engine) == head_revision()
+        with engine.connect() as connection:
+            again = dict(connection.execute(select(runs.c.contact_id, runs.c.seq)).all())
+        if postgres:  # the runs in flight by entry moment, then new ones after them
+            assert again["ann"] < again["bob"] < again["cy"]
+            flow = Leadflow(engine=engine, clock=clock)
+            flow.send([{"type": "track", "userId": "dee", "event": "Signed Up"}])
+            with engine.connect() as connection:
+                dee = connection.scalar(select(runs.c.seq).where(runs.c.contact_id == "dee"))
+            assert dee is not None and dee > again["cy"]
+        else:
+            assert set(again.values()) == {None}
+    finally:
+        upgrade(engine)
+        engine.dispose()
+
+
 def _run_indexes(engine: Engine) -> set[str]:
     return {str(index["name"]) for index in inspect(engine).get_indexes("runs")}
 
@@ -152,9 +201,8 @@ def test_revision_0004_indexes_runs_in_flight_and_keeps_them_resumable(store_url
     engine = make_engine(store_url)
     try:
         upgrade(engine)
-        with as_file(files("engine").joinpath("migrations")):
-            command.downgrade(alembic_config(engine), "0003")
-        assert {"ix_runs_contact_state", "ix_runs_workflow_state"} <= _run_indexes(engine)
+        # the runs start waiting through today's engine, which needs today's schema, and
+        # stay waiting through the downgrade to the revision-0003 store this test upgrades
         clock = VirtualClock(datetime(2026, 1, 5, 10, tzinfo=UTC))
         flow = Leadflow(engine=engine, clock=clock)
         flow.deploy([PAUSE_THEN_SCORE])
@@ -170,6 +218,9 @@ def test_revision_0004_indexes_runs_in_flight_and_keeps_them_resumable(store_url
                 for who in ("ann", "bob")
             ]
         )
+        with as_file(files("engine").joinpath("migrations")):
+            command.downgrade(alembic_config(engine), "0003")
+        assert {"ix_runs_contact_state", "ix_runs_workflow_state"} <= _run_indexes(engine)
         assert upgrade(engine) == head_revision()
         indexes = _run_indexes(engine)
         assert {"ix_runs_contact_live", "ix_runs_workflow_live", "ix_runs_contact_entries"} <= (

@@ -618,3 +618,70 @@ def test_the_example_simulates_alike_on_every_backend(store_url: str) -> None:
     throwaway = simulate([WORKFLOWS], EXAMPLES, until)
     stored = simulate([WORKFLOWS], EXAMPLES, until, database_url=store_url)
     assert json.dumps(stored.result) == json.dumps(throwaway.result)
+
+
+def _workflow(workflow_id: str, trigger: str, nodes: dict[str, Any], start: str) -> dict[str, Any]:
+    return {
+        "id": workflow_id,
+        "version": 1,
+        "name": workflow_id,
+        "triggers": [{"type": "event", "event": trigger}],
+        "reentry": "never",
+        "start": start,
+        "nodes": nodes,
+    }
+
+
+def test_runs_resume_in_the_order_they_were_made_on_every_backend(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs wait for one event: the one made first resumes first, so the other sees
+    what it set, on both backends and across batches. PostgreSQL handed a contact's runs
+    back in whatever order its plan read them (here by workflow id), and the reader ran
+    first (found by review)."""
+    wait = {"type": "wait_for_event", "event": "Go", "timeout": "P30D", "on_timeout": "done"}
+    setter = _workflow(
+        "zz-setter",
+        "Signup",
+        {
+            "await": wait | {"next": "mark"},
+            "mark": {"type": "set_attribute", "attribute": "FLAG", "value": "set", "next": "done"},
+            "done": {"type": "exit"},
+        },
+        "await",
+    )
+    reader = _workflow(
+        "aa-reader",
+        "Later",
+        {
+            "await": wait | {"next": "check"},
+            "check": {
+                "type": "condition",
+                "if": {"attribute": "FLAG", "eq": "set"},
+                "then": "yes",
+                "else": "no",
+            },
+            "yes": {"type": "set_attribute", "attribute": "SAW", "value": "yes", "next": "done"},
+            "no": {"type": "set_attribute", "attribute": "SAW", "value": "no", "next": "done"},
+            "done": {"type": "exit"},
+        },
+        "await",
+    )
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    for document in (setter, reader):
+        (folder / f"{document['id']}.json").write_text(json.dumps(document))
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "".join(
+            json.dumps(
+                {"type": "track", "userId": "u1", "event": name, "messageId": f"m{n}"}
+                | {"timestamp": f"2026-01-01T0{n}:00:00Z"}
+            )
+            + "\n"
+            for n, name in enumerate(["Signup", "Later", "Go"], start=1)
+        )
+    )
+    monkeypatch.setattr("engine.simulate.BATCH_SIZE", 1)  # each message a batch of its own
+    outcome = simulate([folder], events, database_url=store_url, jobs=1)
+    assert outcome.result["contacts"]["u1"]["attributes"] == {"FLAG": "set", "SAW": "yes"}

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -189,6 +190,10 @@ runs = Table(
     Column("ended_at", TS),
     Column("end_reason", String(40)),
     Column("error", Text),
+    # The order runs were made in, on PostgreSQL (a sequence fills it, revision 0007):
+    # a contact's runs in flight load in that order. SQLite's rowid is that order there,
+    # and this stays NULL.
+    Column("seq", BigInteger),
     # Runs in flight (active or waiting) are the only ones looked up by state, and they
     # are few beside the finished ones: the partial indexes hold just them, so a run that
     # finishes leaves them instead of moving inside them, and a run that ends in the wake
