@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from conftest import PG_SERVER
+from helpers import pg_database
 
 from engine.catalog import Catalog, deploy
 from engine.store.db import make_engine, upgrade
@@ -34,17 +31,9 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
-    name = f"leadflow_icu_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_SERVER, autocommit=True) as admin:
-        admin.execute(
-            f'CREATE DATABASE "{name}" TEMPLATE template0 '
-            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
-        )
-    try:
-        yield f"{PG_SERVER.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(PG_SERVER, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    icu = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+    with pg_database("leadflow_icu", icu) as url:
+        yield url
 
 
 def test_workflows_load_in_code_point_order(url: str) -> None:
