@@ -14,6 +14,7 @@ from engine.catalog import Catalog
 from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
 from engine.clock import format_timestamp
 from engine.explain import number, plain
+from engine.store.order import by_code_point
 from engine.store.tables import account_scores, accounts, contacts
 from engine.views import contact_views
 
@@ -51,7 +52,7 @@ def account_view(connection: Connection, account_id: str) -> dict[str, Any]:
         connection.scalars(
             select(contacts.c.id)
             .where(contacts.c.account_id == account_id, contacts.c.merged_into.is_(None))
-            .order_by(contacts.c.id)
+            .order_by(by_code_point(contacts.c.id))
         )
     )
     if row is None and not member_ids:

@@ -37,6 +37,7 @@ from engine.segment import Message, Rejection, first_of_each_id
 from engine.state import Batch, ContactFacts, ContactState, RunState, WaitState
 from engine.store.db import writer
 from engine.store.moments import stored_moment
+from engine.store.order import by_code_point
 from engine.store.sql import (
     bulk_update,
     chunks,
@@ -739,7 +740,7 @@ class Runner:
                 connection.scalars(
                     select(contacts.c.id)
                     .where(contacts.c.merged_into.is_(None))
-                    .order_by(contacts.c.id)
+                    .order_by(by_code_point(contacts.c.id))
                 )
             )
         entered = 0
@@ -997,7 +998,7 @@ class Wake:
                             contacts.c.account_id == change.account_id,
                             contacts.c.merged_into.is_(None),
                         )
-                        .order_by(contacts.c.id)
+                        .order_by(by_code_point(contacts.c.id))
                     )
                 )
                 if not members:

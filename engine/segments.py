@@ -30,6 +30,7 @@ from engine.conditions import Predicate, compile_condition
 from engine.durations import Duration
 from engine.explain import number
 from engine.scoring.models import GRADE_MODEL
+from engine.store.order import by_code_point
 from engine.store.sql import chunks
 from engine.store.tables import contacts, events, list_members, scores, workflow_versions
 
@@ -176,7 +177,7 @@ def _ordered(query: SegmentQuery, now: datetime) -> Any:
         letter = contacts.c.grades[query.sort.name].as_string()
         # best first (A) when descending; contacts without the grade last either way
         order.extend([letter.is_(None), letter.asc() if query.descending else letter.desc()])
-    order.append(contacts.c.id)
+    order.append(by_code_point(contacts.c.id))
     statement = statement.order_by(*order)
     if query.where is None and query.limit is not None:
         statement = statement.limit(query.limit)

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, func, select
 
 from engine.clock import format_timestamp
 from engine.errors import UnknownContact
+from engine.store.order import by_code_point, code_point_suffix
 from engine.store.raw import RawReader
 from engine.store.sql import chunks, is_postgres
 from engine.store.tables import (
@@ -178,7 +179,9 @@ def summary_pieces(connection: Connection, size: int = 5_000) -> Iterator[Piece]
     simulation was split (:mod:`engine.simulate_parts`)."""
     text = _Share()
     ids = connection.scalars(
-        select(contacts.c.id).where(contacts.c.merged_into.is_(None)).order_by(contacts.c.id)
+        select(contacts.c.id)
+        .where(contacts.c.merged_into.is_(None))
+        .order_by(by_code_point(contacts.c.id))
     ).all()
     for part in chunks(ids, size):
         yield "contacts", contact_views(connection, part, text)
@@ -193,7 +196,7 @@ def summary_pieces(connection: Connection, size: int = 5_000) -> Iterator[Piece]
                 "scores": dict(sorted(rolled.get(row.id, {}).items())),
                 "traits": text.mapping(row.traits),
             }
-            for row in connection.execute(select(accounts).order_by(accounts.c.id))
+            for row in connection.execute(select(accounts).order_by(by_code_point(accounts.c.id)))
         },
     )
     messages: list[tuple[datetime, dict[str, Any]]] = []
@@ -222,10 +225,11 @@ def summary_pieces(connection: Connection, size: int = 5_000) -> Iterator[Piece]
     )
 
 
-_OUTBOX_IN_ORDER = (
-    "SELECT contact_id, channel, payload, created_at FROM outbox"
-    " ORDER BY created_at, contact_id, id"
-)
+def _outbox_in_order_sql(dialect_name: str) -> str:
+    return (
+        "SELECT contact_id, channel, payload, created_at FROM outbox"
+        f" ORDER BY created_at, contact_id{code_point_suffix(dialect_name)}, id"
+    )
 
 
 def _outbox_in_order(
@@ -235,7 +239,7 @@ def _outbox_in_order(
     types' processing of a payload and a moment per row was most of a summary's time)."""
     read = RawReader(is_postgres(connection))
     moment, document = read.moment, read.document
-    result = connection.exec_driver_sql(_OUTBOX_IN_ORDER)
+    result = connection.exec_driver_sql(_outbox_in_order_sql(connection.dialect.name))
     while rows := result.fetchmany(size):
         for contact_id, channel, payload, created_at in rows:
             yield contact_id, channel, document(payload), moment(created_at)

@@ -41,6 +41,7 @@ from engine.kinds import Signal
 from engine.scoring.accounts import AccountChange, rollup_of
 from engine.scoring.models import ScoreModel
 from engine.state import AUDIT_COLUMNS
+from engine.store.order import by_code_point
 from engine.store.sql import is_postgres
 from engine.store.tables import TS, account_scores, audit, events, scores
 
@@ -214,7 +215,7 @@ def _follow_up(
         connection.execute(
             select(scores.c.contact_id, old_value, new_value)
             .where(this_tick, or_(*near))
-            .order_by(scores.c.contact_id)
+            .order_by(by_code_point(scores.c.contact_id))
         ).all()
         if near
         else []
