@@ -1031,3 +1031,46 @@ def test_a_lease_in_parts_rolls_its_accounts_up_once(store: Any, chunk: int | No
         hooks = connection.scalar(select(func.count()).select_from(outbox))
         account = connection.scalar(select(account_scores.c.value))
     assert (hooks, account) == (0, 60)
+
+
+def test_an_account_crossing_in_a_lease_is_stamped_with_its_own_members_change(
+    store: Any,
+) -> None:
+    """One lease resumes a's wait (acme +150 at 11:00) and b's (beta +10 at 12:00).
+    Acme crossed 100 at 11:00: its roll-up, and the run the crossing starts, say 11:00,
+    not the 12:00 of another account's member in the same transaction."""
+    start = datetime(2026, 1, 5, 10, tzinfo=UTC)
+    flow = Leadflow(engine=store, clock=VirtualClock(start))
+    flow.deploy(
+        [ACCOUNT_READY, _points("big", "Big", "PT1H", 150), _points("small", "Small", "PT2H", 10)]
+    )
+    stamp = "2026-01-05T10:00:00Z"
+    flow.send(
+        [
+            {"type": "group", "userId": who, "groupId": group, "messageId": f"g-{who}"}
+            | {"timestamp": stamp}
+            for who, group in (("a", "acme"), ("b", "beta"))
+        ]
+        + [
+            {"type": "track", "userId": who, "event": name, "messageId": f"{name}-{who}"}
+            | {"timestamp": stamp}
+            for who, name in (("a", "Big"), ("b", "Small"))
+        ]
+    )
+    runner = Runner(store, VirtualClock(start))
+    assert runner.resume_due(start + timedelta(hours=3), 100, timedelta(minutes=5)) == 2
+    with store.connect() as connection:
+        rolled = {
+            account: moment
+            for account, moment in connection.execute(
+                select(account_scores.c.account_id, account_scores.c.updated_at)
+            )
+        }
+        (entered,) = connection.scalars(
+            select(runs.c.entered_at).where(runs.c.workflow_id == "account-ready")
+        ).all()
+    assert {k: format_timestamp(v) for k, v in rolled.items()} == {
+        "acme": "2026-01-05T11:00:00Z",
+        "beta": "2026-01-05T12:00:00Z",
+    }
+    assert format_timestamp(entered) == "2026-01-05T11:00:00Z"
