@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from machine import machine_line
 
 SEED = 20260105
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,6 +180,7 @@ def main() -> int:
     parser.add_argument("--contacts", type=int, help="number of contacts (default 100,000)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     if args.child:
         kind, events = args.child
         child = child_backtest if kind == "backtest" else child_simulate

@@ -23,6 +23,8 @@ from collections.abc import Callable, Container, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from machine import machine_line
+
 from engine.conditions import compile_condition
 
 SPEC = {
@@ -169,6 +171,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="about 0.3 s per side")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     seconds = 0.3 if args.quick else 2.0
 
     compiled = compile_condition(SPEC)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from machine import machine_line
 from sqlalchemy import Engine, func, select
 
 from engine.api import Leadflow
@@ -476,6 +477,7 @@ def main() -> int:
     )
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     count = args.contacts or (100_000 if args.quick else 1_000_000)
     backends = ([] if args.no_sqlite else ["sqlite"]) + (["postgresql"] if args.postgres else [])
     if not backends:

@@ -33,6 +33,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
+from machine import machine_line
 from sqlalchemy import Engine, func, select
 
 from engine.api import Leadflow
@@ -124,6 +125,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, help="number of emails")
     parser.add_argument("--db", help="SQLAlchemy URL of an empty store (default: SQLite)")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     count = args.count or (300 if args.quick else 2000)
 
     port = free_port()

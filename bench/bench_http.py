@@ -37,6 +37,7 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+from machine import machine_line
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 100
@@ -235,6 +236,7 @@ def main() -> int:
         "--db", default=None, help="an empty store to use (default: a new SQLite file)"
     )
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     events = args.events or (20_000 if args.quick else 100_000)
     tracks = 500 if args.quick else TRACK_CALLS
     folder = tempfile.mkdtemp(prefix="bench-http-")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from machine import machine_line
 from sqlalchemy import func, select
 
 from engine.api import Leadflow
@@ -247,6 +248,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="20,000 events from 2,000 contacts")
     parser.add_argument("--events", type=int, help="number of events (default 200,000)")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     count = args.events or (20_000 if args.quick else 200_000)
     people = max(1, count // 10)
     lines = make_lines(count, people)

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from machine import machine_line
 from sqlalchemy import Engine, func, select
 
 from engine.catalog import deploy
@@ -396,6 +397,7 @@ def main() -> int:
         help="finished runs of another workflow per wait, among the live ones (default 0)",
     )
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     count = args.waits or (100_000 if args.quick else 1_000_000)
     rows = make_rows(count, args.random_ids, args.finished)
     made = "random version 4" if args.random_ids else "time-ordered version 7"

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from machine import machine_line
 from sqlalchemy import Engine, select
 
 from engine.api import Leadflow
@@ -303,6 +304,7 @@ def main() -> int:
         help="which roll-ups to measure (default both)",
     )
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     accounts = args.accounts or (1_000 if args.quick else 10_000)
     count = args.events or (20_000 if args.quick else 200_000)
     backends = ([] if args.no_sqlite else ["sqlite"]) + (["postgresql"] if args.postgres else [])

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from machine import machine_line
 
 SEED = 20260105
 ROOT = Path(__file__).resolve().parent.parent
@@ -316,6 +317,7 @@ def main() -> int:
     )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     if args.child:
         kind, events, folder = args.child
         if kind == "engine":

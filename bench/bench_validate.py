@@ -21,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
+from machine import machine_line
 
 from engine.registry import default_registry
 from engine.schema import build_schema, validator
@@ -203,6 +204,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="100 workflows instead of 1,000")
     parser.add_argument("--count", type=int, help="number of workflows (overrides --quick)")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     count = args.count or (100 if args.quick else 1000)
 
     documents = generate(count)

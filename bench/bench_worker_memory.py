@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from bench_resume import NOW, fill_sqlite, make_rows
+from machine import machine_line
 
 from engine.clock import VirtualClock
 from engine.runner import Runner
@@ -70,6 +71,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="100,000 waits")
     parser.add_argument("--waits", type=int, help="number of due waits (default 1,000,000)")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     count = args.waits or (100_000 if args.quick else 1_000_000)
     tenth = count // 10
     folder = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
