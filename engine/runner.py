@@ -921,8 +921,8 @@ class Wake:
                 )
                 for name, value in state.scores.items():
                     if state.account_id is not None:
-                        self.accounts.member_changed(state.account_id, name, value, 0.0, moment)
-                    self.accounts.member_changed(message.group_id, name, 0.0, value, moment)
+                        self.accounts.member_changed(state.account_id, name, value, 0.0)
+                    self.accounts.member_changed(message.group_id, name, 0.0, value)
                 state.account_id = message.group_id
                 state.dirty = True
                 state.updated_at = moment
@@ -972,7 +972,7 @@ class Wake:
             if moment is None:
                 break
             changes = self.accounts.apply(self.connection, moment)
-            if not self._account_crossings(changes):
+            if not self._account_crossings(changes, moment):
                 break
         self.batch.flush()
 
@@ -986,12 +986,9 @@ class Wake:
         ):
             self.finish()
 
-    def _account_crossings(self, changes: list[AccountChange]) -> bool:
-        """Enter the members of each account whose score crossed, at the moment of the
-        member change that made it cross."""
+    def _account_crossings(self, changes: list[AccountChange], moment: datetime) -> bool:
         entered = False
         for change in changes:
-            moment = change.at
             signal = Signal("account_score_changed", change.score, change.old, change.new)
             for workflow, trigger in self.catalog.index.get(signal.key, ()):
                 members = list(

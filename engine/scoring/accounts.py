@@ -26,8 +26,6 @@ class AccountChange:
     score: str
     old: float
     new: float
-    at: datetime
-    """The moment of the last member change that went into ``new``."""
 
 
 @dataclass
@@ -37,43 +35,26 @@ class AccountRollup:
     catalog: Catalog
     deltas: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     touched: set[tuple[str, str]] = field(default_factory=set)
-    moments: dict[tuple[str, str], datetime] = field(default_factory=dict)
-    """When each touched account score last had a member change: a transaction (a
-    worker's lease of due waits) spans many moments, and an account's roll-up, and the
-    crossing it may fire, are stamped with its own members' latest, not the batch's."""
 
-    def member_changed(
-        self, account_id: str, score: str, old: float, new: float, moment: datetime
-    ) -> None:
-        key = (account_id, score)
-        self.deltas[key] += new - old
-        self.touched.add(key)
-        last = self.moments.get(key)
-        if last is None or moment > last:
-            self.moments[key] = moment
+    def member_changed(self, account_id: str, score: str, old: float, new: float) -> None:
+        self.deltas[(account_id, score)] += new - old
+        self.touched.add((account_id, score))
 
     def apply(self, connection: Connection, moment: datetime) -> list[AccountChange]:
-        """Write the roll-ups (after the member scores are flushed); returns what changed.
-        ``moment``: the stamp of a touched score whose members' change has none."""
+        """Write the roll-ups (after the member scores are flushed); returns what changed."""
         changes: list[AccountChange] = []
         keys = sorted(self.touched)
         self.touched.clear()
         deltas = dict(self.deltas)
         self.deltas.clear()
-        stamps = {key: self.moments.get(key, moment) for key in keys}
-        self.moments.clear()
         if not keys:
             return changes
         insert_ignore(
             connection,
             account_scores,
-            [
-                {"account_id": a, "name": n, "value": 0.0, "updated_at": stamps[(a, n)]}
-                for a, n in keys
-            ],
+            [{"account_id": a, "name": n, "value": 0.0, "updated_at": moment} for a, n in keys],
         )
         for account_id, name in keys:
-            at = stamps[(account_id, name)]
             model = self.catalog.rollup(name)
             method = model.rollup if model else "sum"
             where = (account_scores.c.account_id == account_id) & (account_scores.c.name == name)
@@ -84,10 +65,10 @@ class AccountRollup:
                 new = connection.execute(
                     update(account_scores)
                     .where(where)
-                    .values(value=account_scores.c.value + delta, updated_at=at)
+                    .values(value=account_scores.c.value + delta, updated_at=moment)
                     .returning(account_scores.c.value)
                 ).scalar_one()
-                changes.append(AccountChange(account_id, name, new - delta, new, at))
+                changes.append(AccountChange(account_id, name, new - delta, new))
                 continue
             old = connection.execute(
                 select(account_scores.c.value).where(where).with_for_update()
@@ -95,9 +76,9 @@ class AccountRollup:
             new = recompute(connection, account_id, name, method, model.top if model else None)
             if new != old:
                 connection.execute(
-                    update(account_scores).where(where).values(value=new, updated_at=at)
+                    update(account_scores).where(where).values(value=new, updated_at=moment)
                 )
-                changes.append(AccountChange(account_id, name, old, new, at))
+                changes.append(AccountChange(account_id, name, old, new))
         return changes
 
 

@@ -235,7 +235,7 @@ def _follow_up(
             wake.queue.append(Signal("score_changed", model.score, old, new))
             wake.drain(state, tick, cause)
     wake.batch.flush()
-    wake._account_crossings(_refresh_accounts(connection, model, tick))
+    wake._account_crossings(_refresh_accounts(connection, model, tick), tick)
     wake.finish()
 
 
@@ -266,7 +266,7 @@ def _refresh_accounts(
         .returning(account_scores.c.account_id, account_scores.c.value)
     ).all()
     return [
-        AccountChange(account_id, model.score, before[account_id], value, tick)
+        AccountChange(account_id, model.score, before[account_id], value)
         for account_id, value in after
         if abs(value - before[account_id]) > 1e-9
     ]

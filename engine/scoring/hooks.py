@@ -31,7 +31,7 @@ class ScoringHooks:
         for model in self.catalog.score_models.get(name, ()):
             self.place_in_band(wake, state, model, moment, cause)
         if state.account_id is not None:
-            wake.accounts.member_changed(state.account_id, name, old, new, moment)
+            wake.accounts.member_changed(state.account_id, name, old, new)
 
     @staticmethod
     def place_in_band(
