@@ -26,6 +26,7 @@ from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
 from engine.clock import format_timestamp
 from engine.errors import UnknownContact
 from engine.scoring.models import SCORE_MODEL, ScoreModel, compile_score_model
+from engine.store.order import by_code_point
 from engine.store.tables import audit, contacts, scores, workflow_versions
 
 MESSAGE_TYPES = ("track", "identify", "group", "alias", "page", "screen")
@@ -115,7 +116,7 @@ def score_models(connection: Connection, score: str | None = None) -> list[Score
     """Every deployed version of every score model (of ``score`` when given), oldest first."""
     found = []
     query = select(workflow_versions.c.document).order_by(
-        workflow_versions.c.workflow_id, workflow_versions.c.version
+        by_code_point(workflow_versions.c.workflow_id), workflow_versions.c.version
     )
     for document in connection.scalars(query):
         if not isinstance(document, dict) or document.get("kind") != SCORE_MODEL:

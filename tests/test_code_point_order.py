@@ -18,10 +18,17 @@ import pytest
 from helpers import pg_database
 from sqlalchemy import select
 
+from engine.api import Leadflow
 from engine.catalog import Catalog, deploy
+from engine.clock import VirtualClock
+from engine.explain import explain_score
+from engine.runner import ContactUpdate, Runner
 from engine.segments import SegmentQuery, select_contacts
+from engine.service import brevo
+from engine.service.directory import all_lists
+from engine.service.state import Service
 from engine.simulate import simulate
-from engine.store.db import make_engine, upgrade
+from engine.store.db import make_engine, upgrade, writer
 from engine.store.tables import outbox
 from engine.validation import validate_documents
 
@@ -30,6 +37,13 @@ WELCOME = json.loads(
 )
 IDS = ["welcome_b", "welcome0", "welcome-b", "welcome.c"]  # collations disagree on these
 PEOPLE = ["c_b", "c0", "c-b", "c.c", "C1"]  # and on these
+POINTS = {
+    "id": "points",
+    "version": 1,
+    "triggers": [{"type": "event", "event": "Hi"}],
+    "start": "p",
+    "nodes": {"p": {"type": "update_score", "score": "SCORE", "add": 10}},
+}
 
 
 @pytest.fixture(params=["sqlite", "postgresql-icu"])
@@ -142,3 +156,52 @@ def test_summary_fan_out_and_segment_order_by_code_point(url: str, tmp_path: Pat
             assert ties == sorted(PEOPLE)  # every SCORE is 0: all tied
     finally:
         engine.dispose()
+
+
+def _band_model(model_id: str) -> dict[str, Any]:
+    return {
+        "kind": "score_model",
+        "id": model_id,
+        "version": 1,
+        "name": model_id,
+        "score": "SCORE",
+        "bands": [{"list": f"All of {model_id}", "from": 0}],
+    }
+
+
+def test_explain_and_a_brevo_list_clearing_go_by_code_point(url: str) -> None:
+    """``explain`` names the band of the first score model by id; Brevo's "remove
+    everyone from a list" removes (and lists) the members in id order."""
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        flow = Leadflow(engine=engine, clock=VirtualClock(now))
+        flow.deploy([_band_model("band_b"), _band_model("band0"), POINTS])
+        flow.send(
+            [
+                {
+                    "type": "track",
+                    "userId": "ann",
+                    "event": "Hi",
+                    "messageId": "m1",
+                    "timestamp": "2026-01-05T00:00:00Z",
+                }
+            ]
+        )
+        runner = Runner(engine, VirtualClock(now))
+        for person in reversed(PEOPLE):  # one at a time: rows stored in this order
+            runner.update_contacts({person: ContactUpdate(add_lists=("Members",))}, now, "t")
+        with engine.connect() as connection:
+            band = explain_score(connection, "ann", "SCORE")["band"]
+        with writer(engine).begin() as connection:  # numbers the lists it finds
+            (list_id,) = [i for i, name, _ in all_lists(connection, now) if name == "Members"]
+        service = Service(engine, VirtualClock(now), apply=False)
+        try:
+            answer = brevo._change_list({"all": True}, service, list_id, False)
+        finally:
+            service.stop()
+    finally:
+        engine.dispose()
+    assert band == {"list": "All of band0", "model": "band0 v1"}
+    assert json.loads(answer.body)["contacts"]["success"] == sorted(PEOPLE)

@@ -1005,3 +1005,32 @@ def test_unknown_key_suggestion_names_the_model(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stdout.startswith(f"{path}: /bandz: unknown key 'bandz'")
     assert "did you mean 'bands'?" in result.stdout
+
+
+def test_a_decay_crossings_own_change_is_rolled_up_once(tmp_path: Path, store_url: str) -> None:
+    """A workflow a decay crossing starts changes the decaying score: the tick rolls up
+    every account from its members, that change included, and it is not added again."""
+    model = score_model(
+        "fixed",
+        decay={"after": "P7D", "without": ["Click"], "every": "P7D", "points": 10, "floor": 0},
+    )
+    rescue = {
+        "id": "rescue",
+        "version": 1,
+        "triggers": [{"type": "score_crossed", "score": "SCORE", "below": 45}],
+        "reentry": "always",
+        "start": "p",
+        "nodes": {"p": {"type": "update_score", "score": "SCORE", "add": 1}},
+    }
+    out = run(
+        tmp_path,
+        [model, rescue, points("Click", 50)],
+        [
+            group("ann", "acme", "2026-01-01"),  # deployed Jan 1: ticks Jan 8, 15, ...
+            track("ann", "Click", "2026-01-02"),
+        ],
+        until="2026-01-16",
+        database_url=store_url,
+    )
+    assert out.score("ann") == 41  # 50, decayed to 40 on Jan 15, +1 by rescue
+    assert out.account_score("acme") == out.score("ann")

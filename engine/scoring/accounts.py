@@ -40,6 +40,14 @@ class AccountRollup:
         self.deltas[(account_id, score)] += new - old
         self.touched.add((account_id, score))
 
+    def forget(self, score: str) -> None:
+        """Drop the pending work on ``score``: the caller has just recomputed every
+        account's ``score`` from the members as written (a decay tick), and a sum's
+        pending deltas would add the same changes a second time."""
+        for key in [key for key in self.touched if key[1] == score]:
+            self.touched.discard(key)
+            self.deltas.pop(key, None)
+
     def apply(self, connection: Connection, moment: datetime) -> list[AccountChange]:
         """Write the roll-ups (after the member scores are flushed); returns what changed."""
         changes: list[AccountChange] = []

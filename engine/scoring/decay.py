@@ -235,6 +235,9 @@ def _follow_up(
             wake.queue.append(Signal("score_changed", model.score, old, new))
             wake.drain(state, tick, cause)
     wake.batch.flush()
+    # the refresh rolls up every account from its members as now written, with the
+    # changes the workflows above made to this score: those are not to be added again
+    wake.accounts.forget(model.score)
     wake._account_crossings(_refresh_accounts(connection, model, tick), tick)
     wake.finish()
 

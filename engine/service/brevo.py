@@ -35,6 +35,7 @@ from engine.service.http import HttpError, json_response, parse_json, read_body
 from engine.service.inbox import with_message_id
 from engine.service.state import Service, service_of
 from engine.store.db import writer
+from engine.store.order import by_code_point
 from engine.store.tables import contact_numbers, contacts, list_members, lists, outbox
 from engine.views import contact_views
 
@@ -476,7 +477,9 @@ def _change_list(
         if key == "all":
             everyone = list(
                 connection.scalars(
-                    select(list_members.c.contact_id).where(list_members.c.list_name == name)
+                    select(list_members.c.contact_id)
+                    .where(list_members.c.list_name == name)
+                    .order_by(by_code_point(list_members.c.contact_id))
                 )
             )
             targets = {c: c for c in everyone}

@@ -9,8 +9,12 @@ transaction (a schedule's fan-out, decay's follow-up), the same store must give 
 order on both backends, so those ``ORDER BY`` clauses say ``COLLATE "C"`` on PostgreSQL:
 byte order, which for UTF-8 is code-point order again.
 
-The clause is compiled per dialect, so queries are written once. On PostgreSQL it forgoes
-the primary key's index for the sort; every such query reads all its rows anyway.
+The clause is compiled per dialect, so queries are written once. On PostgreSQL the sort
+cannot use the primary key's index (its collation is the database's). Most of these
+queries read every row they match anyway; ``leadflow segment --limit N`` did not, and now
+sorts all contacts first: 0.2 s for a million contacts with ``--limit 10``, where the index
+gave the first ten in under a millisecond. An expression index on ``id COLLATE "C"`` would
+take that back, at one more b-tree write for every contact made.
 """
 
 from __future__ import annotations
