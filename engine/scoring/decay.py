@@ -268,8 +268,8 @@ def _refresh_accounts(
         )
         .returning(account_scores.c.account_id, account_scores.c.value)
     ).all()
-    return [
+    return [  # UPDATE ... RETURNING comes in the plan's order: crossings fire by id
         AccountChange(account_id, model.score, before[account_id], value)
-        for account_id, value in after
+        for account_id, value in sorted(after)
         if abs(value - before[account_id]) > 1e-9
     ]
