@@ -304,6 +304,13 @@ def _row(
             _raw(cells, delimiter),
             f"no contact id (column {layout.header[layout.id_index]!r} is empty)",
         )
+    for index, cell in enumerate(cells):
+        if "\x00" in cell:
+            return Rejection(
+                line,
+                _raw(cells, delimiter),
+                f"column {layout.header[index]!r}: text cannot hold the NUL character",
+            )
     traits: dict[str, Any] = {}
     for index, raw in enumerate(cells):
         target = layout.targets[index]

@@ -268,8 +268,9 @@ class Runner:
                         {
                             "source": source,
                             "line": r.line,
-                            "raw": r.raw,
-                            "reason": r.reason,
+                            # a NUL character is escaped: no text column keeps it
+                            "raw": r.raw.replace("\x00", "\\u0000"),
+                            "reason": r.reason.replace("\x00", "\\u0000"),
                             "at": now,
                         }
                         for r in bad

@@ -62,10 +62,22 @@ def first_of_each_id(messages: Iterable[Message], seen: set[str] | None = None) 
     return kept
 
 
-def parse_message(data: Any, now: datetime, line: int | None = None) -> Message:
-    """Validate one decoded message; raises ValueError with the reason."""
+def parse_message(
+    data: Any, now: datetime, line: int | None = None, nul_free: bool = False
+) -> Message:
+    """Validate one decoded message; raises ValueError with the reason.
+
+    ``nul_free``: the caller saw that the message's text holds no NUL character (a
+    line without ``\\u0000``), so its strings need not be searched for one."""
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+    if not nul_free:
+        where = nul_pointer(data)
+        if where is not None:
+            raise ValueError(
+                f"{where or '/'}: text cannot hold the NUL character (\\u0000): "
+                "neither SQLite's nor PostgreSQL's text keeps it whole"
+            )
     kind = data.get("type")
     if kind not in TYPES:
         raise ValueError(f"unknown message type {kind!r} (expected one of {', '.join(TYPES)})")
@@ -124,6 +136,27 @@ def parse_message(data: Any, now: datetime, line: int | None = None) -> Message:
     return Message(kind, contact, timestamp, ident, None, _NONE, _NONE, None, merge, line)
 
 
+def nul_pointer(value: Any, pointer: str = "") -> str | None:
+    """The JSON pointer of the first string (or key) in ``value`` holding a NUL
+    character, or None."""
+    if isinstance(value, str):
+        return pointer if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{pointer}/{str(key).replace('~', '~0').replace('/', '~1')}"
+            if isinstance(key, str) and "\x00" in key:
+                return here
+            found = nul_pointer(item, here)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nul_pointer(item, f"{pointer}/{index}")
+            if found is not None:
+                return found
+    return None
+
+
 def _shared(text: str) -> str:
     return intern(text) if type(text) is str else text
 
@@ -153,7 +186,22 @@ def read_lines(
 ) -> Iterator[Message | Rejection]:
     """JSON Lines to messages and rejections, in file order; blank lines are skipped."""
     for number, raw in enumerate(lines, start=first_line):
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        if isinstance(raw, bytes):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                # kept as far as it can be (a text column holds text), and not taken
+                # with the bad bytes replaced: two ids would become one contact
+                kept = raw.decode("utf-8", "replace").strip()
+                yield Rejection(
+                    number,
+                    kept,
+                    f"not UTF-8 (byte {exc.start + 1} of the line, "
+                    f"{raw[exc.start]:#04x}: {exc.reason})",
+                )
+                continue
+        else:
+            text = raw
         text = text.strip()
         if not text:
             continue
@@ -163,6 +211,8 @@ def read_lines(
             yield Rejection(number, text, f"invalid JSON: {exc}")
             continue
         try:
-            yield parse_message(data, now, number)
+            yield parse_message(
+                data, now, number, nul_free="\x00" not in text and "\\u0000" not in text
+            )
         except ValueError as exc:
             yield Rejection(number, text, str(exc))

@@ -99,6 +99,58 @@ def parse_json(text: str, name: str) -> tuple[Any, list[Problem]]:
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}"
         return None, [Problem(name, where, f"invalid JSON: {exc.msg}")]
+    except RecursionError:
+        return None, [
+            Problem(name, "", f"nested too deeply: a document may nest {MAX_DEPTH} levels")
+        ]
+
+
+MAX_DEPTH = 64
+"""Objects and arrays a document may nest: far more than any workflow needs, and few
+enough that checking it never runs out of Python's stack."""
+
+SAFE_INTEGER = 2**53 - 1
+"""The largest integer every JSON reader keeps exactly (I-JSON, RFC 7493)."""
+
+
+def portability_problem(value: Any, pointer: str = "", depth: int = 0) -> tuple[str, str] | None:
+    """The pointer and reason of the first value no JSON reader can be trusted with: a
+    number that is not finite (``NaN``, ``Infinity``, ``1e400``, which Python's reader
+    lets through), an integer beyond 2^53, or nesting deeper than :data:`MAX_DEPTH`.
+    Such a value would pass the schema and fail later, in a run or in the store."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return None
+    if isinstance(value, int):
+        if abs(value) > SAFE_INTEGER:
+            shown = (
+                str(value)
+                if value.bit_length() < 200
+                else f"an integer of {len(str(value))} digits"
+            )
+            return pointer or "/", f"expected a number within ±(2^53 - 1), found {shown}"
+        return None
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            shown = "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+            return pointer or "/", (
+                f"expected a finite number, found {shown} (JSON has no NaN or infinity; "
+                "a number past 1.8e308, such as 1e400, reads as one)"
+            )
+        return None
+    if depth >= MAX_DEPTH:
+        return pointer or "/", f"nested too deeply: a document may nest {MAX_DEPTH} levels"
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        where = f"{pointer}/{str(key).replace('~', '~0').replace('/', '~1')}"
+        found = portability_problem(item, where, depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def validate_paths(
@@ -134,6 +186,10 @@ def validate_documents(
             ids.add(document["id"])
     for file, document in docs:
         result.files += 1
+        unportable = portability_problem(document)
+        if unportable is not None:
+            result.problems.append(Problem(file, *unportable))
+            continue
         kind = document.get("kind", "workflow") if isinstance(document, dict) else "workflow"
         if kind != "workflow":
             found, model = check_model(document, file, registry)
@@ -211,7 +267,7 @@ def check_model(
 ) -> tuple[list[Problem], ScoreModel | GradeModel | None]:
     """Score and grade models: the same schema-then-semantics passes as workflows."""
     kind = document.get("kind")
-    if kind not in MODEL_KINDS:
+    if not isinstance(kind, str) or kind not in MODEL_KINDS:
         hint = suggest(str(kind), DOCUMENT_KINDS)
         return [
             Problem(

@@ -1,0 +1,132 @@
+"""Bad input never gets a traceback and never loses data: inputs a reviewing session
+fed the CLI (session 12), each of which once raised a traceback or lost good lines."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from engine.cli import main
+
+WORKFLOWS = Path(__file__).parent.parent / "workflows"
+EVENTS = WORKFLOWS / "examples" / "events.jsonl"
+
+QUOTE = {
+    "id": "quote",
+    "version": 1,
+    "triggers": [{"type": "event", "event": "Quote Requested"}],
+    "reentry": "always",
+    "start": "points",
+    "nodes": {"points": {"type": "update_score", "score": "SCORE", "add": 30}},
+}
+
+
+def good(n: int) -> str:
+    return json.dumps(
+        {
+            "type": "track",
+            "userId": f"u{n}@x.com",
+            "event": "Quote Requested",
+            "timestamp": "2026-01-05T10:00:00Z",
+            "messageId": f"m-{n}",
+        }
+    )
+
+
+def invoke(args: list[str], codes: tuple[int, ...] = (1,), input: str | None = None) -> Result:
+    result = CliRunner().invoke(main, args, input=input)
+    everything = result.stdout + result.stderr
+    assert "Traceback" not in everything, everything
+    if result.exception is not None:
+        assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in codes, (result.exit_code, everything)
+    return result
+
+
+@contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    def expire(*_: object) -> None:
+        raise TimeoutError(f"took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def rejected(db: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(db) as connection:
+        return list(connection.execute("SELECT line, reason FROM rejected ORDER BY line"))
+
+
+# --- one bad line, not the batch ---------------------------------------------------------
+
+
+def test_a_nul_in_a_user_id_rejects_that_line_only(tmp_path: Path, store_url: str) -> None:
+    events = tmp_path / "events.jsonl"
+    bad = '{"type": "track", "userId": "u\\u0000z", "event": "E", "messageId": "n-1"}'
+    events.write_text(f"{good(1)}\n{bad}\n{good(2)}\n", encoding="utf-8")
+    result = invoke(["ingest", str(events), "--db", store_url])
+    assert result.stdout == "2 taken, 0 duplicate(s), 1 rejected\n"
+    assert f"{events}: line 2: " in result.stderr
+
+
+def test_a_raw_nul_byte_in_a_bad_line_is_kept_in_rejected(tmp_path: Path, store_url: str) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(good(1).encode() + b'\n{"type":\x00"track"}\n')
+    result = invoke(["ingest", str(events), "--db", store_url])
+    assert result.stdout == "1 taken, 0 duplicate(s), 1 rejected\n"
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_validate_refuses_numbers_json_does_not_have(tmp_path: Path, number: str) -> None:
+    """NaN passed validate and deploy; every ingest on that store then failed with
+    'NOT NULL constraint failed: scores.value' and kept none of its messages."""
+    path = tmp_path / "quote.json"
+    path.write_text(json.dumps(QUOTE).replace('"add": 30', f'"add": {number}'), encoding="utf-8")
+    result = invoke(["validate", str(path)])
+    assert result.stdout.startswith(f"{path}: ")
+    deployed = invoke(["deploy", str(path), "--db", f"sqlite:///{tmp_path / 's.db'}"])
+    assert "deployed" not in deployed.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("deep-array", "[" * 100_000 + "]" * 100_000),
+        ("deep-object", '{"a":' * 5_000 + "1" + "}" * 5_000),
+        ("huge-add", json.dumps(QUOTE).replace('"add": 30', '"add": 1' + "0" * 400)),
+        ("huge-version", json.dumps(QUOTE).replace('"version": 1', '"version": 1' + "0" * 30)),
+        ("kind-list", json.dumps({**QUOTE, "kind": ["score_model"]})),
+        ("nested-500", json.dumps(QUOTE)[:-1]
+         + ', "exit_when": ' + '{"not": ' * 500 + '{"in_list": "x"}' + "}" * 500 + "}"),
+    ],
+)  # fmt: skip
+def test_validate_reports_instead_of_crashing(tmp_path: Path, name: str, text: str) -> None:
+    path = tmp_path / f"{name}.json"
+    path.write_text(text, encoding="utf-8")
+    with deadline(60):
+        result = invoke(["validate", str(path)])
+    assert result.stdout.startswith(f"{path}: ")
+
+
+def test_invalid_utf8_is_rejected_not_replaced(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(
+        b'{"type":"track","userId":"u\xff3","event":"E","messageId":"a"}\n'
+        b'{"type":"track","userId":"u\xfe3","event":"E","messageId":"b"}\n'
+    )
+    db = tmp_path / "s.db"
+    result = invoke(["ingest", str(events), "--db", f"sqlite:///{db}"])
+    assert result.stdout == "0 taken, 0 duplicate(s), 2 rejected\n"
+    assert [line for line, _ in rejected(db)] == [1, 2]
