@@ -40,7 +40,7 @@ from typing import Any
 import click
 from sqlalchemy import Engine, func, select
 
-from engine.cli_common import EXIT_INPUT, echo_json
+from engine.cli_common import EXIT_INPUT, FiniteFloat, echo_json
 from engine.clock import VirtualClock, format_timestamp
 from engine.errors import InvalidWorkflow, LeadflowError
 from engine.problems import suggest
@@ -764,7 +764,7 @@ def print_backtest(result: Backtest) -> None:
 @click.option("--score", default="SCORE", show_default=True, help="The score to judge.")
 @click.option(
     "--threshold",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(least=0, open_least=True),
     default=None,
     help="Sales-ready score [default: each variant's score model's sales_ready, else 100].",
 )

@@ -35,7 +35,7 @@ from rich.table import Table
 
 from actions.condition import Condition
 from actions.update_score import UpdateScore
-from engine.cli_common import EXIT_INPUT, echo_json
+from engine.cli_common import EXIT_INPUT, FiniteFloat, echo_json
 from engine.clock import format_timestamp
 from engine.errors import LeadflowError
 from engine.kinds import Signal
@@ -736,7 +736,7 @@ def _escape(text: str) -> str:
 )
 @click.option(
     "--threshold",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(least=0, open_least=True),
     default=None,
     help="Sales-ready score [default: the score model's sales_ready, else 100].",
 )

@@ -25,7 +25,7 @@ from engine.accounts_view import accounts_group
 from engine.backtest import backtest_command
 from engine.calibrate import calibrate_command
 from engine.catalog import deploy as deploy_workflows
-from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
+from engine.cli_common import EXIT_INPUT, LARGEST_STORED, db_option, echo_json, open_store
 from engine.clock import SystemClock, format_timestamp, parse_timestamp
 from engine.errors import DeployConflict, InvalidWorkflow, LeadflowError, UnknownContact
 from engine.explain import explain_command
@@ -209,7 +209,10 @@ def ingest(source: Any, db_url: str | None, template_dirs: tuple[Path, ...]) -> 
     """Load Segment-spec JSON Lines (FILE or - for stdin) and run triggered workflows."""
     engine = open_store(db_url)
     clock = SystemClock()
-    runner = Runner(engine, clock, TemplateCatalog(template_dirs))
+    templates = TemplateCatalog(template_dirs)
+    for reason in templates.unreadable.values():
+        click.echo(f"warning: {reason}; a run that sends it fails", err=True)
+    runner = Runner(engine, clock, templates)
     name = getattr(source, "name", "-")
     report = runner.ingest(read_lines(source, clock.now()), source=name)
     for rejection in report.rejections:
@@ -224,7 +227,7 @@ def ingest(source: Any, db_url: str | None, template_dirs: tuple[Path, ...]) -> 
 @db_option
 @click.option(
     "--batch",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=LARGEST_STORED),
     default=None,
     help="Waits resumed per transaction [default: 50,000 on SQLite, 10,000 on PostgreSQL].",
 )

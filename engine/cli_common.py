@@ -4,13 +4,53 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from sqlalchemy import Engine
 
 EXIT_INPUT = 1
 """Exit code for a problem with the input or data (click uses 2 for wrong usage)."""
+
+LARGEST_STORED = 2**63 - 1
+"""The largest integer both stores keep: a number past it is a usage error, not a crash."""
+
+ROW_ID = click.IntRange(min=1, max=LARGEST_STORED)
+"""An id the store handed out (an outbox record, an API key)."""
+
+COUNT = click.IntRange(min=0, max=LARGEST_STORED)
+"""How many rows at most (``--limit``)."""
+
+PORT = click.IntRange(min=0, max=65535)
+
+
+if TYPE_CHECKING:  # generic in click's stubs since 8.2; not subscriptable in 8.1 at runtime
+    _FloatParam = click.ParamType[float]
+else:
+    _FloatParam = click.ParamType
+
+
+class FiniteFloat(_FloatParam):
+    """A float that is a number (not ``nan`` or ``inf``, which ``float()`` reads), at
+    least ``least`` (or over it, ``open_least``)."""
+
+    name = "number"
+
+    def __init__(self, least: float | None = None, open_least: bool = False) -> None:
+        self.least, self.open_least = least, open_least
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        least = self.least
+        if least is not None and (number <= least if self.open_least else number < least):
+            bound = f"greater than {least:g}" if self.open_least else f"at least {least:g}"
+            self.fail(f"{value!r} is not {bound}", param, ctx)
+        return number
 
 
 def echo_json(data: Any) -> None:

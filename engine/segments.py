@@ -24,7 +24,7 @@ from typing import IO, Any
 import click
 from sqlalchemy import Connection, and_, exists, func, select
 
-from engine.cli_common import EXIT_INPUT, db_option, open_store
+from engine.cli_common import COUNT, EXIT_INPUT, db_option, open_store
 from engine.clock import SystemClock, parse_timestamp
 from engine.conditions import Predicate, compile_condition
 from engine.durations import Duration
@@ -33,6 +33,7 @@ from engine.scoring.models import GRADE_MODEL
 from engine.store.order import by_code_point
 from engine.store.sql import chunks
 from engine.store.tables import contacts, events, list_members, scores, workflow_versions
+from engine.validation import MAX_DEPTH, portability_problem
 
 CHUNK = 1000
 """Contacts looked at together (one detail query per table per chunk)."""
@@ -76,6 +77,11 @@ def parse_where(text: str) -> Predicate:
         raise WhereError(
             f"line {exc.lineno}, column {exc.colno}", f"invalid JSON: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise WhereError("", f"nested too deeply: a document may nest {MAX_DEPTH} levels") from None
+    unportable = portability_problem(spec)
+    if unportable is not None:
+        raise WhereError(*unportable)
     try:
         return compile_condition(spec)
     except ValueError as exc:
@@ -350,7 +356,7 @@ def _moment(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
     show_default=True,
     help="Highest score / best grade first, or the reverse.",
 )
-@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="At most N contacts.")
+@click.option("--limit", type=COUNT, metavar="N", help="At most N contacts.")
 @click.option(
     "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
 )

@@ -15,6 +15,9 @@ class TemplateCatalog:
     def __init__(self, folders: Iterable[Path] = (), shipped: bool = True) -> None:
         self.sources: dict[str, str] = {}
         self.html: dict[str, str] = {}
+        self.unreadable: dict[str, str] = {}
+        """Templates of the user's folders that could not be read, by name: the reason.
+        A run that sends one fails with it; the other templates are unaffected."""
         found = {".txt": self.sources, ".html": self.html}
         if shipped:
             for entry in files("workflows").joinpath("templates").iterdir():
@@ -24,7 +27,14 @@ class TemplateCatalog:
         for folder in folders:
             for suffix, into in found.items():
                 for path in sorted(Path(folder).glob(f"*{suffix}")):
-                    into[path.stem] = path.read_text("utf-8")
+                    try:
+                        into[path.stem] = path.read_text("utf-8")
+                    except UnicodeDecodeError as exc:
+                        self.unreadable[path.stem] = (
+                            f"{path}: not UTF-8 (byte {exc.start + 1}: {exc.reason})"
+                        )
+                    except OSError as exc:
+                        self.unreadable[path.stem] = f"{path}: cannot be read: {exc.strerror}"
 
     def __contains__(self, name: object) -> bool:
         return name in self.sources

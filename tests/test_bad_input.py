@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 
 from engine.cli import main
 
+BIG = "999999999999999999999999"
 WORKFLOWS = Path(__file__).parent.parent / "workflows"
 EVENTS = WORKFLOWS / "examples" / "events.jsonl"
 
@@ -130,3 +131,77 @@ def test_invalid_utf8_is_rejected_not_replaced(tmp_path: Path) -> None:
     result = invoke(["ingest", str(events), "--db", f"sqlite:///{db}"])
     assert result.stdout == "0 taken, 0 duplicate(s), 2 rejected\n"
     assert [line for line, _ in rejected(db)] == [1, 2]
+
+
+def test_segment_where_deeply_nested(tmp_path: Path) -> None:
+    where = '{"all": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    invoke(["segment", "--where", where, "--db", f"sqlite:///{tmp_path / 's.db'}"])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["keys", "revoke", BIG],
+        ["outbox", "show", BIG],
+        ["outbox", "retry", BIG],
+        ["outbox", "--limit", BIG],
+        ["segment", "--limit", BIG],
+        ["worker", "--once", "--batch", BIG],
+    ],
+)
+def test_big_numbers_are_input_problems(tmp_path: Path, args: list[str]) -> None:
+    invoke([*args, "--db", f"sqlite:///{tmp_path / 's.db'}"], codes=(1, 2))
+
+
+def test_outbox_deliver_refuses_a_negative_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def sleep(seconds: float) -> None:
+        assert seconds >= 0, f"slept {seconds} s"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("engine.messaging.cli.time.sleep", sleep)
+    invoke(["outbox", "deliver", "--poll", "-1", "--db", f"sqlite:///{tmp_path / 's.db'}"], (2,))
+
+
+def test_serve_refuses_a_port_out_of_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--port 99999 announced :99999 and listened on 34463 (99999 - 65536)."""
+    import uvicorn
+
+    def run(*_: object, **__: object) -> None:
+        raise AssertionError("started a server on an invalid port")
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    invoke(["serve", "--port", "99999", "--db", f"sqlite:///{tmp_path / 's.db'}"], codes=(2,))
+
+
+@pytest.mark.parametrize("threshold", ["inf", "nan"])
+def test_calibrate_and_backtest_refuse_a_threshold_that_is_not_a_number(
+    threshold: str,
+) -> None:
+    common = ["--events", str(EVENTS), "--outcome", "Order Completed", "--threshold", threshold]
+    invoke(["calibrate", "--workflows", str(WORKFLOWS), *common], codes=(2,))
+    invoke(["backtest", "--workflows", str(WORKFLOWS), *common], codes=(2,))
+
+
+@pytest.mark.parametrize("option", ["--html", "--png"])
+def test_report_into_a_missing_folder(tmp_path: Path, option: str) -> None:
+    target = tmp_path / "no" / "such" / "report.out"
+    result = invoke(
+        ["report", option, str(target), "--db", f"sqlite:///{tmp_path / 's.db'}"], codes=(2,)
+    )
+    assert str(target) in result.stderr
+
+
+def test_a_template_that_is_not_utf8(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "welcome-a.txt").write_bytes(b"Subject: \xff\xfe\n")
+    events = tmp_path / "events.jsonl"
+    events.write_text(good(1) + "\n", encoding="utf-8")
+    result = invoke(
+        ["ingest", str(events), "--templates", str(templates),
+         "--db", f"sqlite:///{tmp_path / 's.db'}"],
+        codes=(0, 1),
+    )  # fmt: skip
+    assert "welcome-a.txt" in result.stderr

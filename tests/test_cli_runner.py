@@ -346,7 +346,7 @@ def test_worker_refuses_a_batch_under_one(batch: str, tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "Invalid value for '--batch'" in result.output
-    assert "x>=1" in result.output
+    assert "1<=x<=" in result.output
 
 
 def test_worker_once_resumes_due_waits_by_its_batch(

@@ -10,7 +10,15 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
+from engine.cli_common import (
+    COUNT,
+    EXIT_INPUT,
+    ROW_ID,
+    FiniteFloat,
+    db_option,
+    echo_json,
+    open_store,
+)
 from engine.clock import SystemClock, format_timestamp
 from engine.store.tables import delivery_attempts
 from engine.store.tables import outbox as outbox_table
@@ -51,7 +59,7 @@ def _row_view(row: Any) -> dict[str, Any]:
 @click.group(invoke_without_command=True)
 @click.option("--status", type=click.Choice(STATUSES), help="Only rows in this state.")
 @click.option("--contact", "contact_id", help="Only this contact's rows.")
-@click.option("--limit", default=100, show_default=True, help="The newest N rows.")
+@click.option("--limit", type=COUNT, default=100, show_default=True, help="The newest N rows.")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -91,7 +99,7 @@ def outbox(
 
 
 @outbox.command("show")
-@click.argument("outbox_id", type=int)
+@click.argument("outbox_id", type=ROW_ID)
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def outbox_show(outbox_id: int, db_url: str | None, as_json: bool) -> None:
@@ -132,7 +140,7 @@ def outbox_show(outbox_id: int, db_url: str | None, as_json: bool) -> None:
 
 
 @outbox.command("retry")
-@click.argument("outbox_id", type=int)
+@click.argument("outbox_id", type=ROW_ID)
 @db_option
 def outbox_retry(outbox_id: int, db_url: str | None) -> None:
     """Re-queue a message now, with a fresh dead-letter budget (failed, dead, suppressed
@@ -153,7 +161,11 @@ def outbox_retry(outbox_id: int, db_url: str | None) -> None:
 @db_option
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 @click.option(
-    "--poll", default=5.0, show_default=True, help="Seconds between rounds (without --once)."
+    "--poll",
+    type=FiniteFloat(least=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between rounds (without --once).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (--once).")
 def outbox_deliver(db_url: str | None, once: bool, poll: float, as_json: bool) -> None:

@@ -288,6 +288,8 @@ def render_email(ctx: RunContext, template: str, subject: str | None) -> dict[st
     """Subject, text, optional HTML, category and the unsubscribe link of one email."""
     catalog = ctx.wake.runner.templates
     source = catalog.sources.get(template)
+    if template in catalog.unreadable:
+        raise ActionFailed(f"email template {template!r}: {catalog.unreadable[template]}")
     if source is None:
         raise ActionFailed(f"unknown email template {template!r}")
     what = f"email template {template!r}"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from engine.cli_common import db_option, echo_json, open_store
+from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
 from engine.clock import parse_timestamp
 from engine.durations import Duration
 from engine.report.data import DEFAULT_COLD
@@ -74,17 +75,27 @@ def report_command(
     leads, list sizes, the funnel between stages and messages per channel per week."""
     from engine.report.data import gather
 
+    for option, path in (("--html", html_path), ("--png", png_path)):
+        # said before the figures are gathered, not after
+        if path is not None and not path.parent.is_dir():
+            raise click.BadParameter(
+                f"{path}: the folder {path.parent} does not exist", param_hint=option
+            )
     engine = open_store(db_url)
     with engine.connect() as connection:
         report = gather(connection, score, cold_after, now)
-    if html_path is not None:
-        from engine.report.page import render_html
+    try:
+        if html_path is not None:
+            from engine.report.page import render_html
 
-        html_path.write_text(render_html(report), encoding="utf-8")
-    if png_path is not None:
-        from engine.report.charts import report_png
+            html_path.write_text(render_html(report), encoding="utf-8")
+        if png_path is not None:
+            from engine.report.charts import report_png
 
-        png_path.write_bytes(report_png(report))
+            png_path.write_bytes(report_png(report))
+    except OSError as exc:
+        click.echo(f"error: cannot write {exc.filename}: {exc.strerror}", err=True)
+        sys.exit(EXIT_INPUT)
     if as_json:
         echo_json(report.as_json())
         return

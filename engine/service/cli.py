@@ -6,13 +6,13 @@ import sys
 
 import click
 
-from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
+from engine.cli_common import EXIT_INPUT, PORT, ROW_ID, db_option, echo_json, open_store
 from engine.clock import format_timestamp
 
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--port", default=8000, show_default=True, type=PORT, help="Port to listen on.")
 @db_option
 @click.option(
     "--no-apply",
@@ -100,7 +100,7 @@ def keys_list(db_url: str | None, as_json: bool) -> None:
 
 
 @keys_group.command("revoke")
-@click.argument("key_id", type=int)
+@click.argument("key_id", type=ROW_ID)
 @db_option
 def keys_revoke(key_id: int, db_url: str | None) -> None:
     """Revoke a key by id (see `leadflow keys list`); servers stop taking it within 5 s."""
