@@ -205,3 +205,20 @@ def test_a_template_that_is_not_utf8(tmp_path: Path) -> None:
         codes=(0, 1),
     )  # fmt: skip
     assert "welcome-a.txt" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("delivery.batch", "1e300"),
+        ("smtp.timeout", "Infinity"),
+        ("delivery.backoff_seconds", "NaN"),
+        ("smtp.port", "99999999"),
+    ],
+)
+def test_settings_refuse_values_that_break_delivery_later(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    assert f"setting {key}: " in invoke(["outbox", "settings", key, value, "--db", db]).stderr
+    invoke(["worker", "--once", "--db", db], codes=(0,))

@@ -212,14 +212,41 @@ _FALSE = {"0", "false", "no", "off", ""}
 _QUIET = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
 
 
+DAY = 86_400.0
+RANGES: dict[str, tuple[float, float]] = {
+    "smtp.port": (1, 65_535),
+    "smtp.timeout": (0.001, DAY),
+    "http.timeout": (0.001, DAY),
+    "delivery.max_attempts": (1, 1_000),
+    "delivery.backoff_seconds": (0, 30 * DAY),
+    "delivery.backoff_max_seconds": (0, 365 * DAY),
+    "delivery.lease_seconds": (1, 30 * DAY),
+    "delivery.batch": (1, 100_000),
+}
+"""What each number setting may be: a value past these (a port of 99999999, a timeout of
+Infinity, a batch of 1e300) was stored and then broke every delivery round."""
+
+
+def _shown(bound: float) -> str:
+    return f"{bound:,.0f}" if bound == int(bound) else f"{bound:g}"
+
+
 def coerce(key: str, kind: str, raw: Any) -> Any:
     """A stored or environment value as the setting's type; BadSetting names the key."""
     try:
-        return _coerce(kind, raw)
+        value = _coerce(kind, raw)
     except ZoneInfoNotFoundError:
         raise BadSetting(f"setting {key}: unknown time zone {raw!r}") from None
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
         raise BadSetting(f"setting {key}: {exc}") from None
+    bounds = RANGES.get(key)
+    if bounds is not None and value is not None:
+        low, high = bounds
+        if not low <= value <= high:  # NaN fails this too
+            raise BadSetting(
+                f"setting {key}: expected {_shown(low)} to {_shown(high)}, found {raw!r}"
+            )
+    return value
 
 
 def _coerce(kind: str, raw: Any) -> Any:
