@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -222,3 +223,18 @@ def test_settings_refuse_values_that_break_delivery_later(
     db = f"sqlite:///{tmp_path / 's.db'}"
     assert f"setting {key}: " in invoke(["outbox", "settings", key, value, "--db", db]).stderr
     invoke(["worker", "--once", "--db", db], codes=(0,))
+
+
+def test_validate_a_nested_not_condition_in_reasonable_time(tmp_path: Path) -> None:
+    condition: dict[str, object] = {"attribute": "x", "eq": 1}
+    for _ in range(30):  # 14 levels took 28 s, 3x a level; 50 never ended
+        condition = {"not": condition}
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps({**QUOTE, "exit_when": condition}), encoding="utf-8")
+    warm = tmp_path / "warm.json"
+    warm.write_text(json.dumps(QUOTE), encoding="utf-8")
+    invoke(["validate", str(warm)], codes=(0,))  # build the schema validator first
+    started = time.monotonic()
+    with deadline(30):
+        invoke(["validate", str(path)], codes=(0, 1))
+    assert time.monotonic() - started < 3
