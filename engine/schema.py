@@ -137,7 +137,7 @@ def _condition_schema() -> dict[str, Any]:
     operators["in"]["type"] = "array"
     operators["exists"]["type"] = "boolean"
     operators["matches"]["type"] = "string"
-    groups = {
+    groups: dict[str, dict[str, Any]] = {
         "all": {
             "title": "All",
             "description": "Every condition holds.",
