@@ -19,6 +19,9 @@ from engine.clock import parse_timestamp
 
 TYPES = ("identify", "track", "group", "alias", "page", "screen")
 
+BOM = "\ufeff"
+"""The byte-order mark some editors put at the start of a UTF-8 file."""
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -202,6 +205,8 @@ def read_lines(
                 continue
         else:
             text = raw
+        if number == 1:  # a file saved "with BOM" (Windows editors): the mark is not data
+            text = text.removeprefix(BOM)
         text = text.strip()
         if not text:
             continue

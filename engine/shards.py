@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from engine.segment import BOM
+
 _GROUP = "\x00group:"
 """Prefix of an account's node: account ids and contact ids are separate namespaces."""
 
@@ -117,17 +119,21 @@ def plan_shards(lines: Iterable[bytes], parts: int, least: int = 0) -> ShardPlan
     # hash joins it. Equal hashes join two contacts: right for a shared messageId,
     # harmless for a collision (the parts are only less even)
     first_of_id: dict[int, int] = {}
+    first_line = True
     for raw in lines:
         try:
             data = orjson.loads(raw)  # the usual line: valid UTF-8, JSON whitespace around
         except orjson.JSONDecodeError:
-            # else read as engine.segment.read_lines reads it (bad bytes replaced, any
-            # whitespace stripped), so both see the same message
-            text = raw.decode("utf-8", "replace").strip()
+            # else read as engine.segment.read_lines reads it (a byte-order mark before
+            # the first line dropped, any whitespace stripped), so both see the same
+            # message (a line that is not UTF-8 is rejected there: any part will do)
+            text = raw.decode("utf-8", "replace")
+            text = (text.removeprefix(BOM) if first_line else text).strip()
             try:
                 data = orjson.loads(text) if text else None
             except orjson.JSONDecodeError:
                 data = None
+        first_line = False
         try:
             contact, other, account = _ids(data)
         except ValueError:  # blank, not JSON, or no contact: the reader rejects it

@@ -85,7 +85,7 @@ def workflow_files(paths: Iterable[str | Path]) -> Iterator[Path]:
 def read_document(path: Path) -> tuple[Any, list[Problem]]:
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not JSON
     except FileNotFoundError:
         return None, [Problem(name, "", "file not found")]
     except (OSError, UnicodeDecodeError) as exc:

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from engine.cli import main
+from engine.shards import plan_shards
 
 BIG = "999999999999999999999999"
 WORKFLOWS = Path(__file__).parent.parent / "workflows"
@@ -238,3 +239,36 @@ def test_validate_a_nested_not_condition_in_reasonable_time(tmp_path: Path) -> N
     with deadline(30):
         invoke(["validate", str(path)], codes=(0, 1))
     assert time.monotonic() - started < 3
+
+
+# --- a byte-order mark --------------------------------------------------------------------
+
+
+def test_a_bom_does_not_cost_the_first_line(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\xef\xbb\xbf" + good(1).encode() + b"\n" + good(2).encode() + b"\n")
+    result = invoke(["ingest", str(events), "--db", f"sqlite:///{tmp_path / 's.db'}"], codes=(0,))
+    assert result.stdout == "2 taken, 0 duplicate(s), 0 rejected\n"
+
+
+def test_a_bom_line_is_planned_with_its_contact() -> None:
+    """The split reads the first line as the reader does: its contact's lines share a
+    part (here part 1: three heavier contacts fill the parts first), or the simulation
+    would run that contact in two stores."""
+
+    def track(user: str, message_id: str) -> bytes:
+        message = {"type": "track", "userId": user, "event": "E", "messageId": message_id}
+        return json.dumps(message).encode()
+
+    lines = [track("z", "z1")] + [track(f"u{n % 3}", f"x{n}") for n in range(30)]
+    lines.append(track("z", "z2"))
+    plain = plan_shards(lines, 2)
+    assert plain.line_part[0] == plain.line_part[-1] == 1
+    marked = plan_shards([b"\xef\xbb\xbf" + lines[0], *lines[1:]], 2)
+    assert marked.line_part == plain.line_part
+
+
+def test_a_workflow_saved_with_a_bom_validates(tmp_path: Path) -> None:
+    path = tmp_path / "quote.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(QUOTE).encode())
+    invoke(["validate", str(path)], codes=(0,))
