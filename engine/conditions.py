@@ -64,6 +64,7 @@ SUBJECTS: dict[str, str] = {
     "event": "Count of this event for the contact, compared with the operator.",
 }
 GROUPS = ("all", "any", "not")
+_NUMERIC_OPS = ("gt", "gte", "lt", "lte")
 _KNOWN_KEYS = (*GROUPS, *SUBJECTS, *OPERATORS, "within")
 
 
@@ -132,7 +133,13 @@ def _compile(spec: Any, pointer: str) -> Predicate:
             f"'{subject}', found {ops or 'none'}",
         )
     op = ops[0]
-    test = _operator(op, spec[op], f"{pointer}/{op}")
+    operand = spec[op]
+    if subject in ("score", "event") and op in _NUMERIC_OPS and isinstance(operand, str):
+        # a score and an event count are numbers: a text to compare with is never met
+        raise ConditionError(
+            f"{pointer}/{op}", f"a {subject} is compared with a number, found text {operand!r}"
+        )
+    test = _operator(op, operand, f"{pointer}/{op}")
     if subject == "event":
         within = None
         if "within" in spec:

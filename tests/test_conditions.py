@@ -501,3 +501,12 @@ def test_score_comparisons_agree_with_python(threshold: float, score: float) -> 
     assert holds({"score": "SCORE", "gt": threshold}, facts) is (score > threshold)
     assert holds({"score": "SCORE", "lte": threshold}, facts) is (score <= threshold)
     assert holds({"score": "SCORE", "eq": threshold}, facts) is (score == threshold)
+
+
+@pytest.mark.parametrize(("subject", "op"), [("score", "gt"), ("score", "lte"), ("event", "gte")])
+def test_a_score_or_an_event_count_is_not_compared_with_text(subject: str, op: str) -> None:
+    """``{"score": "SCORE", "gt": "abc"}`` passed and was never true."""
+    with pytest.raises(ConditionError) as caught:
+        compile_condition({subject: "X", op: "50"})
+    assert caught.value.pointer == f"/{op}"
+    assert str(caught.value) == f"a {subject} is compared with a number, found text '50'"
