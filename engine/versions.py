@@ -736,6 +736,8 @@ def _fail(message: str) -> None:
 def history_command(workflow_id: str, as_csv: bool, as_json: bool, db_url: str | None) -> None:
     """A model's revisions side by side: one column per version, one row per scored action,
     threshold, band and decay setting, with each version's deployed date and notes."""
+    if as_csv and as_json:
+        raise click.UsageError("--csv and --json each print the table: give one of them")
     engine = open_store(db_url)
     try:
         with engine.connect() as connection:

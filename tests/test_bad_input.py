@@ -272,3 +272,26 @@ def test_a_workflow_saved_with_a_bom_validates(tmp_path: Path) -> None:
     path = tmp_path / "quote.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(QUOTE).encode())
     invoke(["validate", str(path)], codes=(0,))
+
+
+# --- options that contradict each other ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["history", "x", "--csv", "--json"],
+        ["outbox", "settings", "smtp.port", "25", "--unset"],
+        ["outbox", "settings", "--unset"],
+    ],
+)
+def test_options_that_contradict_each_other_are_usage_errors(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """``history --csv --json`` printed JSON; ``settings KEY VALUE --unset`` unset KEY."""
+    db = tmp_path / "s.db"
+    result = invoke([*args, "--db", f"sqlite:///{db}"], codes=(2,))
+    assert "Error: " in result.stderr
+    assert not db.exists() or not [
+        row for row in sqlite3.connect(db).execute("SELECT key FROM settings")
+    ]

@@ -206,6 +206,10 @@ def outbox_settings(
     from engine.messaging.settings import BadSetting, MessagingSettings, set_setting
     from engine.store.db import writer
 
+    if unset and value is not None:
+        raise click.UsageError(f"--unset removes {key}: give it no VALUE")
+    if unset and key is None:
+        raise click.UsageError("--unset needs the KEY to remove")
     engine = open_store(db_url)
     if key is not None and (value is not None or unset):
         parsed: Any = None
