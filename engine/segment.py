@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from engine.clock import parse_timestamp
+from engine.problems import pointer_of
 
 TYPES = ("identify", "track", "group", "alias", "page", "screen")
 
@@ -146,7 +147,7 @@ def nul_pointer(value: Any, pointer: str = "") -> str | None:
         return pointer if "\x00" in value else None
     if isinstance(value, dict):
         for key, item in value.items():
-            here = f"{pointer}/{str(key).replace('~', '~0').replace('/', '~1')}"
+            here = pointer + pointer_of((key,))
             if isinstance(key, str) and "\x00" in key:
                 return here
             found = nul_pointer(item, here)

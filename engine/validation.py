@@ -146,7 +146,7 @@ def portability_problem(value: Any, pointer: str = "", depth: int = 0) -> tuple[
     else:
         return None
     for key, item in items:
-        where = f"{pointer}/{str(key).replace('~', '~0').replace('/', '~1')}"
+        where = pointer + pointer_of((key,))
         found = portability_problem(item, where, depth + 1)
         if found is not None:
             return found
