@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from engine.durations import Duration
-from engine.problems import suggest
+from engine.problems import describe_json, suggest
 
 
 class Facts(Protocol):
@@ -87,7 +87,7 @@ def compile_condition(spec: Any, at: str = "") -> Predicate:
 
 def _compile(spec: Any, pointer: str) -> Predicate:
     if not isinstance(spec, dict) or not spec:
-        raise ConditionError(pointer, f"expected a condition object, found {spec!r}")
+        raise ConditionError(pointer, f"expected a condition object, found {describe_json(spec)}")
     keys = set(spec)
     if keys & set(GROUPS):
         if len(keys) != 1:
@@ -115,7 +115,8 @@ def _compile(spec: Any, pointer: str) -> Predicate:
     name = spec[subject]
     if not isinstance(name, str) or not name:
         raise ConditionError(
-            f"{pointer}/{subject}", f"expected the {subject} name as text, found {name!r}"
+            f"{pointer}/{subject}",
+            f"expected the {subject} name as text, found {describe_json(name)}",
         )
     if "within" in spec and subject != "event":
         raise ConditionError(
@@ -212,7 +213,7 @@ def _operator(op: str, value: Any, pointer: str) -> Callable[[Any], bool]:
     """
     if op == "exists":
         if not isinstance(value, bool):
-            raise ConditionError(pointer, f"expected true or false, found {value!r}")
+            raise ConditionError(pointer, f"expected true or false, found {describe_json(value)}")
         return (lambda x: x is not None) if value else (lambda x: x is None)
     if op == "eq":
         return lambda x: x == value
@@ -220,7 +221,9 @@ def _operator(op: str, value: Any, pointer: str) -> Callable[[Any], bool]:
         return lambda x: x != value
     if op == "in":
         if not isinstance(value, list):
-            raise ConditionError(pointer, f"expected a list of values, found {value!r}")
+            raise ConditionError(
+                pointer, f"expected a list of values, found {describe_json(value)}"
+            )
         try:
             members: Container[Any] = frozenset(value)
         except TypeError:
@@ -239,14 +242,18 @@ def _operator(op: str, value: Any, pointer: str) -> Callable[[Any], bool]:
         return _contains(value)
     if op == "matches":
         if not isinstance(value, str):
-            raise ConditionError(pointer, f"expected a glob pattern text, found {value!r}")
+            raise ConditionError(
+                pointer, f"expected a glob pattern text, found {describe_json(value)}"
+            )
         try:
             match = re.compile(fnmatch.translate(value)).match
         except re.error as exc:
             raise ConditionError(pointer, f"bad glob pattern {value!r}: {exc}") from None
         return lambda x: isinstance(x, str) and match(x) is not None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConditionError(pointer, f"expected a number or text to compare, found {value!r}")
+        raise ConditionError(
+            pointer, f"expected a number or text to compare, found {describe_json(value)}"
+        )
     return _COMPARE[op](value)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -42,3 +44,29 @@ def suggest(word: str, choices: Iterable[str]) -> str:
 
 def pointer_of(parts: Iterable[object]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+_KINDS: dict[type, str] = {
+    dict: "an object",
+    list: "a list",
+    str: "text",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
+
+
+def describe_json(value: Any) -> str:
+    """A decoded JSON value in the words of the file it came from (``null``, ``text "x"``),
+    not Python's (``None``, ``NoneType``): the reader wrote JSON."""
+    name = _KINDS.get(type(value), type(value).__name__)
+    if isinstance(value, dict | list) or value is None:
+        return name
+    try:
+        shown = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        shown = repr(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return f"{name} {shown}"

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from engine.clock import parse_timestamp
-from engine.problems import pointer_of
+from engine.problems import describe_json, pointer_of
 
 TYPES = ("identify", "track", "group", "alias", "page", "screen")
 
@@ -74,7 +74,7 @@ def parse_message(
     ``nul_free``: the caller saw that the message's text holds no NUL character (a
     line without ``\\u0000``), so its strings need not be searched for one."""
     if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+        raise ValueError(f"expected a JSON object, found {describe_json(data)}")
     if not nul_free:
         where = nul_pointer(data)
         if where is not None:
@@ -84,7 +84,11 @@ def parse_message(
             )
     kind = data.get("type")
     if kind not in TYPES:
-        raise ValueError(f"unknown message type {kind!r} (expected one of {', '.join(TYPES)})")
+        expected = f"(expected one of {', '.join(TYPES)})"
+        if kind is None:
+            raise ValueError(f"the message has no 'type' {expected}")
+        found = repr(kind) if isinstance(kind, str) else f"{describe_json(kind)}"
+        raise ValueError(f"unknown message type {found} {expected}")
     user_id = _identifier(data, "userId")
     anonymous_id = _identifier(data, "anonymousId")
     contact = user_id or anonymous_id
@@ -96,7 +100,7 @@ def parse_message(
     if message_id is not None and (
         isinstance(message_id, bool) or not isinstance(message_id, str | int)
     ):
-        raise ValueError(f"'messageId' must be text, found {message_id!r}")
+        raise ValueError(f"'messageId' must be text, found {describe_json(message_id)}")
     # one shared string per type, contact and event name, not one per message: a
     # simulation holds every message of its file in memory at once
     kind = TYPES[TYPES.index(kind)]
@@ -172,7 +176,7 @@ def _identifier(data: dict[str, Any], key: str) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"{key!r} must be text, found {value!r}")
+        raise ValueError(f"{key!r} must be text, found {describe_json(value)}")
     return str(value)
 
 
@@ -181,7 +185,7 @@ def _object(data: dict[str, Any], key: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValueError(f"{key!r} must be an object, found {type(value).__name__}")
+        raise ValueError(f"{key!r} must be an object, found {describe_json(value)}")
     return dict(value)
 
 

@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator, ValidationError
 from engine.errors import InvalidWorkflow
 from engine.graph import check_graph
 from engine.model import Workflow, compile_workflow
-from engine.problems import Problem, pointer_of, suggest
+from engine.problems import Problem, describe_json, pointer_of, suggest
 from engine.registry import Registry, default_registry
 from engine.schema import build_schema, format_checker, validator
 from engine.scoring.models import (
@@ -225,7 +225,7 @@ def _hashable(value: Any) -> Any:
 
 def check_document(document: Any, file: str, registry: Registry) -> list[Problem]:
     if not isinstance(document, dict):
-        return [Problem(file, "", f"expected a workflow object, found {_describe(document)}")]
+        return [Problem(file, "", f"expected a workflow object, found {describe_json(document)}")]
     errors = list(validator(registry).iter_errors(document))
     typos = _typos(errors)
     problems = [problem for error in errors for problem in _explain(error, file, registry, typos)]
@@ -394,22 +394,6 @@ _MODEL_PARTS = {
 }
 
 
-def _describe(value: Any) -> str:
-    name = {
-        dict: "an object",
-        list: "a list",
-        str: "text",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
-    shown = json.dumps(value, ensure_ascii=False)
-    if len(shown) > 40:
-        shown = shown[:37] + "..."
-    return name if isinstance(value, dict | list) or value is None else f"{name} {shown}"
-
-
 _TYPE_WORDS = {
     "object": "an object",
     "array": "a list",
@@ -462,7 +446,7 @@ def _explain(
         what = "node" if path[0] == "nodes" else "trigger"
         names = ", ".join(value)
         if not isinstance(instance, str):
-            message = f"expected a {what} type ({names}), found {_describe(instance)}"
+            message = f"expected a {what} type ({names}), found {describe_json(instance)}"
         else:
             hint = suggest(instance, value)
             message = f"unknown {what} type {instance!r}" + (hint or f" (expected one of {names})")
@@ -476,7 +460,7 @@ def _explain(
 def _sentence(error: ValidationError) -> str:
     instance = error.instance
     value = error.validator_value
-    found = _describe(instance)
+    found = describe_json(instance)
     match error.validator:
         case "type":
             kinds = value if isinstance(value, list) else [value]

@@ -41,8 +41,8 @@ def reason(line: str) -> str:
     [
         ('{"type": "track", "userId": "ann"', "invalid JSON: "),
         ("not json at all", "invalid JSON: "),
-        ("[1, 2]", "expected a JSON object, found list"),
-        ('"track"', "expected a JSON object, found str"),
+        ("[1, 2]", "expected a JSON object, found a list"),
+        ('"track"', 'expected a JSON object, found text "track"'),
         (
             '{"type": "purchase", "userId": "ann"}',
             "unknown message type 'purchase' (expected one of identify, track, group, alias, "
@@ -50,7 +50,7 @@ def reason(line: str) -> str:
         ),
         (
             '{"userId": "ann", "event": "X"}',
-            "unknown message type None (expected one of identify, track, group, alias, "
+            "the message has no 'type' (expected one of identify, track, group, alias, "
             "page, screen)",
         ),
         ('{"type": "track", "event": "X"}', "track message needs 'userId' or 'anonymousId'"),
@@ -58,7 +58,10 @@ def reason(line: str) -> str:
             '{"type": "identify", "userId": "", "anonymousId": null}',
             "identify message needs 'userId' or 'anonymousId'",
         ),
-        ('{"type": "track", "userId": true, "event": "X"}', "'userId' must be text, found True"),
+        (
+            '{"type": "track", "userId": true, "event": "X"}',
+            "'userId' must be text, found a boolean true",
+        ),
         ('{"type": "track", "userId": "ann"}', "track message needs 'event'"),
         ('{"type": "track", "userId": "ann", "event": ""}', "track message needs 'event'"),
         ('{"type": "track", "userId": "ann", "event": 7}', "track message needs 'event'"),
@@ -80,23 +83,23 @@ def reason(line: str) -> str:
         ),
         (
             '{"type": "identify", "userId": "ann", "traits": ["a"]}',
-            "'traits' must be an object, found list",
+            "'traits' must be an object, found a list",
         ),
         (
             '{"type": "group", "userId": "ann", "groupId": "acme", "traits": "Acme"}',
-            "'traits' must be an object, found str",
+            "'traits' must be an object, found text \"Acme\"",
         ),
         (
             '{"type": "track", "userId": "ann", "event": "X", "properties": 3}',
-            "'properties' must be an object, found int",
+            "'properties' must be an object, found a number 3",
         ),
         (
             '{"type": "track", "userId": "ann", "event": "X", "messageId": {"a": 1}}',
-            "'messageId' must be text, found {'a': 1}",
+            "'messageId' must be text, found an object",
         ),
         (
             '{"type": "track", "userId": "ann", "event": "X", "messageId": false}',
-            "'messageId' must be text, found False",
+            "'messageId' must be text, found a boolean false",
         ),
         ('{"type": "alias", "userId": "ann"}', "alias message needs 'previousId' and 'userId'"),
         (

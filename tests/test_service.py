@@ -431,6 +431,7 @@ def test_broken_gzip_bad_json_and_wrong_types_are_400(env: Env) -> None:
     with env.engine.connect() as connection:
         reasons = list(connection.scalars(select(rejected.c.reason).order_by(rejected.c.id)))
     assert any("unknown message type 'launch'" in r for r in reasons)
+    assert any('expected a message object, found text "not a message"' in r for r in reasons)
     status, body = env.request("GET", "/api/inbox", headers={"api-key": env.admin})
     assert body == {"rows": 0, "messages": 0}
 
@@ -606,6 +607,14 @@ def _brevo_errors(
     assert (status, body["code"]) == (400, "missing_parameter"), body
     status, body = env.request("POST", "/v3/contacts", raw=b"{", headers={"api-key": env.admin})
     assert (status, body["code"]) == (400, "bad_request"), body
+    status, body = env.request(
+        "POST",
+        "/v3/contacts/lists/1/contacts/add",
+        {"ids": [3, None]},
+        headers={"api-key": env.admin},
+    )
+    assert (status, body["code"]) == (400, "invalid_parameter"), body
+    assert body["message"] == "ids must hold integers, found null", body
 
 
 # --- Leadflow's own API, docs, health, metrics --------------------------------------------

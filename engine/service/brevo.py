@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.clock import ensure_utc, parse_timestamp
+from engine.problems import describe_json
 from engine.runner import ContactUpdate
 from engine.service import directory
 from engine.service.http import HttpError, json_response, parse_json, read_body
@@ -463,7 +464,8 @@ def _list_change(request_body: dict[str, Any], adding: bool) -> tuple[str, list[
             raise HttpError(
                 400,
                 "invalid_parameter",
-                f"{key} must hold {'integers' if key == 'ids' else 'strings'}, found {value!r}",
+                f"{key} must hold {'integers' if key == 'ids' else 'strings'}, found "
+                f"{describe_json(value)}",
             )
     return key, values
 

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from engine.problems import describe_json
 from engine.segment import parse_message
 from engine.service.http import HttpError, json_response, parse_json, read_body
 from engine.service.inbox import with_message_id
@@ -64,7 +65,7 @@ def normalise(message: Any) -> Any:
 def _check(message: Any, service_now: Any, index: int) -> str | None:
     """Why the message cannot be taken, or None."""
     if not isinstance(message, dict):
-        return f"expected a message object, found {type(message).__name__}"
+        return f"expected a message object, found {describe_json(message)}"
     size = len(orjson.dumps(message))
     if size > MESSAGE_LIMIT:
         return f"message is {size} bytes; the limit is 32 KB"
@@ -85,7 +86,7 @@ async def _collect(request: Request, kind: str | None) -> Response:
         data = parse_json(body)
         if not isinstance(data, dict):
             raise HttpError(
-                400, "invalid_request", f"expected a JSON object, found {type(data).__name__}"
+                400, "invalid_request", f"expected a JSON object, found {describe_json(data)}"
             )
         if header_key is None:
             await service.authorize(request, "ingest", data.get("writeKey"))
