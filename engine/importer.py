@@ -180,12 +180,21 @@ def plan(header: Sequence[str], options: ImportOptions) -> Plan:
     if not names or not any(name.strip() for name in names):
         raise ImportProblem("the file has no header row")
 
+    def only(matches: list[int], what: str, column: str) -> int:
+        if len(matches) > 1:
+            where = " and ".join(str(i + 1) for i in matches)
+            raise ImportProblem(
+                f"{what}: columns {where} are all named {column!r}; rename all but one in the file"
+            )
+        return matches[0]
+
     def find(column: str, what: str) -> int:
-        if column in names:
-            return names.index(column)
-        stripped = [n.strip() for n in names]
-        if column.strip() in stripped:
-            return stripped.index(column.strip())
+        exact = [i for i, name in enumerate(names) if name == column]
+        if exact:
+            return only(exact, what, column)
+        stripped = [i for i, name in enumerate(names) if name.strip() == column.strip()]
+        if stripped:
+            return only(stripped, what, column)
         raise ImportProblem(
             f"{what}: no column {column!r} in the file{suggest(column, names)} "
             f"(columns: {', '.join(names)})"
@@ -200,6 +209,14 @@ def plan(header: Sequence[str], options: ImportOptions) -> Plan:
             raise ImportProblem(
                 "no id column: name the column holding the contact id with --id-column "
                 f"(columns: {', '.join(names)})"
+            )
+        same = [i for i, name in enumerate(normalised) if name == normalised[found]]
+        if len(same) > 1:
+            # a second id column would become an attribute holding another contact's id
+            shown = " and ".join(f"{i + 1} ({names[i]!r})" for i in same)
+            raise ImportProblem(
+                f"columns {shown} could each hold the contact id: name the one to use with "
+                "--id-column, or rename the others"
             )
         id_index = found
     targets: list[str | None] = [None] * len(names)

@@ -167,6 +167,30 @@ def test_options_that_do_not_fit_the_file_import_nothing(store: Engine, crm: Pat
         import_contacts(store, crm, ImportOptions(id_column="id"), clock)
     with pytest.raises(ImportProblem, match="expected one of int, float, bool, text"):
         import_contacts(store, crm, ImportOptions(types={"Zip": "date"}), clock)
+    twice = crm.with_name("twice.csv")
+    twice.write_text("Email,Name,email\nzed@acme.com,Zed,zed@other.example\n")
+    with pytest.raises(
+        ImportProblem,
+        match=r"columns 1 \('Email'\) and 3 \('email'\) could each hold the contact id: "
+        "name the one to use with --id-column",
+    ):
+        import_contacts(store, twice, ImportOptions(), clock)
+    assert import_contacts(store, twice, ImportOptions(id_column="Email"), clock).imported == 1
+    assert contact_view_of(store, "zed@acme.com")["attributes"] == {
+        "name": "Zed",
+        "email": "zed@other.example",
+    }
+    same = crm.with_name("same.csv")
+    same.write_text("email,Name,email\nann@acme.com,Ann,ann@other.example\n")
+    with pytest.raises(ImportProblem, match="could each hold the contact id"):
+        import_contacts(store, same, ImportOptions(), clock)
+    with pytest.raises(
+        ImportProblem,
+        match="--id-column: columns 1 and 3 are all named 'email'; rename all but one",
+    ):
+        import_contacts(store, same, ImportOptions(id_column="email"), clock)
+    with pytest.raises(ImportProblem, match="--map: columns 1 and 3 are all named 'email'"):
+        import_contacts(store, same, ImportOptions(id_column="Name", mapping={"email": "x"}), clock)
     headless = crm.with_name("no-id.csv")
     headless.write_text("Name,Title\nAnn,VP\n")
     with pytest.raises(ImportProblem, match="no id column"):
