@@ -30,3 +30,8 @@ class UnknownContact(LeadflowError):
 class StoreFromNewerRelease(LeadflowError):
     """The store's schema revision is not one this release knows: a newer release
     upgraded it. Nothing is changed; this release cannot read or migrate it."""
+
+
+class NotALeadflowStore(LeadflowError):
+    """The database already holds tables with the names of Leadflow's but no Leadflow
+    schema revision: another application's, or made by hand. Nothing is changed."""

@@ -4,9 +4,11 @@ audit and outbox rows, migrations."""
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from sqlalchemy import Engine, func, select, text, update
 
 from engine.api import Leadflow
 from engine.clock import VirtualClock
-from engine.errors import DeployConflict, StoreFromNewerRelease
+from engine.errors import DeployConflict, NotALeadflowStore, StoreFromNewerRelease
 from engine.runner import new_run_id
 from engine.state import Batch
 from engine.store.db import current_revision, head_revision, make_engine, upgrade, writer
@@ -407,6 +409,34 @@ def test_outbox_rows_have_unique_idempotency_keys(flow: Leadflow, clock: Virtual
 
 
 # --- migrations ---------------------------------------------------------------------------
+
+
+def test_a_database_holding_tables_named_like_leadflows_is_refused_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as other:
+        other.execute("CREATE TABLE contacts (name TEXT)")
+        other.execute("CREATE TABLE events (at TEXT)")
+        other.execute("CREATE TABLE invoices (n INT)")
+    store = make_engine(f"sqlite:///{path}")
+    try:
+        with pytest.raises(NotALeadflowStore, match="already holds tables named contacts, events:"):
+            upgrade(store)
+    finally:
+        store.dispose()
+    with sqlite3.connect(path) as other:
+        names = {row[0] for row in other.execute("SELECT name FROM sqlite_master")}
+    assert names == {"contacts", "events", "invoices"}
+    # a database with only other applications' tables takes Leadflow's beside them
+    (tmp_path / "shared.db").touch()
+    with sqlite3.connect(tmp_path / "shared.db") as other:
+        other.execute("CREATE TABLE invoices (n INT)")
+    shared = make_engine(f"sqlite:///{tmp_path / 'shared.db'}")
+    try:
+        assert upgrade(shared) == head_revision()
+    finally:
+        shared.dispose()
 
 
 def test_a_store_upgraded_by_a_newer_release_is_refused_and_left_alone(store_url: str) -> None:

@@ -10,11 +10,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.pool import StaticPool
 
 from engine import __version__
-from engine.errors import StoreFromNewerRelease
+from engine.errors import NotALeadflowStore, StoreFromNewerRelease
 
 DEFAULT_URL = "sqlite:///leadflow.db"
 THROWAWAY_PRAGMAS = (
@@ -160,8 +160,15 @@ def upgrade(engine: Engine) -> str | None:
     head = script.get_current_head()
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_heads()
-    if current == (head,):
-        return head
+        if current == (head,):
+            return head
+        clashes = [] if current else _tables_in_the_way(connection)
+    if clashes:
+        raise NotALeadflowStore(
+            f"the database has no Leadflow schema revision but already holds tables named "
+            f"{', '.join(clashes)}: it belongs to another application, or was made by "
+            "hand. Use another database (or an empty one); nothing was changed"
+        )
     known = {revision.revision for revision in script.walk_revisions()}
     unknown = [revision for revision in current if revision not in known]
     if unknown:
@@ -176,6 +183,15 @@ def upgrade(engine: Engine) -> str | None:
     with as_file(files("engine").joinpath("migrations")):
         command.upgrade(alembic_config(engine), "head")
     return head
+
+
+def _tables_in_the_way(connection: Connection) -> list[str]:
+    """Leadflow's table names a database without a revision already uses: migrating it
+    would fail halfway on the first of them."""
+    from engine.store.tables import metadata
+
+    present = set(inspect(connection).get_table_names())
+    return sorted(present & set(metadata.tables))
 
 
 def open_engine(
