@@ -721,15 +721,7 @@ class Runner:
             fire = cron.next_fire_after(since)
             while fire is not None and fire <= now:
                 with self.writer.begin() as connection:
-                    taken = connection.execute(
-                        insert_for(connection, schedule_fires).on_conflict_do_nothing(),
-                        {
-                            "workflow_id": workflow.id,
-                            "trigger_index": position,
-                            "fire_at": fire,
-                            "taken_by": self.owner,
-                        },
-                    ).rowcount
+                    taken = _claim_fire(connection, workflow.id, position, fire, self.owner)
                 if taken:
                     entered += self._fan_out(workflow, cron.segment, fire)
                 fire = cron.next_fire_after(fire)
@@ -784,16 +776,7 @@ class Runner:
         and the decay commit together: a tick whose decay fails is rolled back with it and
         taken again on the next run, and a second worker waits on the claim (PostgreSQL)
         or the write lock (SQLite) and then finds it taken."""
-        taken = connection.execute(
-            insert_for(connection, schedule_fires).on_conflict_do_nothing(),
-            {
-                "workflow_id": self._decay_key(model),
-                "trigger_index": 0,
-                "fire_at": tick,
-                "taken_by": self.owner,
-            },
-        ).rowcount
-        return bool(taken)
+        return _claim_fire(connection, self._decay_key(model), 0, tick, self.owner)
 
     def fire_decay(self, now: datetime) -> int:
         """Every decay tick due by ``now``, each taken by one worker, each at its moment."""
@@ -1465,6 +1448,24 @@ class RunContext:
     def split_point(self) -> float:
         digest = hashlib.sha256(f"{self.state.id}\x00{self.workflow.id}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _claim_fire(
+    connection: Connection, key: str, position: int, moment: datetime, owner: str
+) -> bool:
+    """Whether this worker took the fire (a schedule's or a decay tick's) at ``moment``;
+    False when another one had. Told by RETURNING, not by the rowcount: SQLAlchemy 2.1
+    reports -1 for an INSERT on psycopg, and -1 is true, so every worker took every fire."""
+    claim = (
+        insert_for(connection, schedule_fires)
+        .on_conflict_do_nothing()
+        .returning(schedule_fires.c.fire_at)
+    )
+    row = connection.execute(
+        claim,
+        {"workflow_id": key, "trigger_index": position, "fire_at": moment, "taken_by": owner},
+    ).first()
+    return row is not None
 
 
 def _describe_message(message: Message) -> str:

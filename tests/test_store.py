@@ -484,6 +484,56 @@ def test_upgrade_is_idempotent_and_keeps_data(store_url: str) -> None:
         engine.dispose()
 
 
+def test_each_schedule_fire_and_decay_tick_is_taken_by_one_worker_only(
+    store_url: str, clock: VirtualClock
+) -> None:
+    """Two workers (two Leadflow objects, two owners) on one store run the same due
+    moment: a schedule's fire enters its segment once, a decay tick lowers once. On
+    PostgreSQL the claim's rowcount is -1 (SQLAlchemy 2.1 on psycopg), which once read
+    as taken by every worker: each fire went out once per worker."""
+    from engine.store.tables import schedule_fires
+
+    weekly = doc(
+        "weekly",
+        {"bump": {"type": "update_score", "score": "SCORE", "add": 1}},
+        [{"type": "schedule", "cron": "0 9 * * *", "segment": {"in_list": "Members"}}],
+        reentry="always",
+    )
+    joins = doc("join", {"add": {"type": "add_to_list", "list": "Members"}}, on("Join"))
+    cooling = {
+        "kind": "score_model",
+        "id": "cooling",
+        "version": 1,
+        "score": "ACTIVITY",
+        "decay": {"after": "PT12H", "every": "P1D", "points": 10},
+    }
+    activity = doc(
+        "act", {"a": {"type": "update_score", "score": "ACTIVITY", "add": 64}}, on("Join")
+    )
+    first, second = Leadflow(store_url, clock), Leadflow(store_url, clock)
+    try:
+        first.deploy([weekly, joins, cooling, activity])
+        for who in ("ann", "bob"):
+            first.track(who, "Join", timestamp=clock.now(), message_id=f"join-{who}")
+        later = at("2026-01-07 09:30")  # two daily fires, and a decay tick a day
+        assert first.runner.fire_schedules(later) == 4
+        assert second.runner.fire_schedules(later) == 0
+        assert first.runner.fire_decay(later) == 2  # ann and bob, at 2026-01-06 10:00
+        assert second.runner.fire_decay(later) == 0
+        with first.engine.begin() as connection:
+            (model,) = first.runner.catalog.decaying()
+            tick = at("2026-01-20 10:00")
+            assert first.runner.take_decay_tick(connection, model, tick)
+            assert not second.runner.take_decay_tick(connection, model, tick)
+            connection.rollback()
+        assert first.contact("ann")["scores"] == {"SCORE": 2.0, "ACTIVITY": 54.0}
+        assert first.contact("bob")["scores"] == {"SCORE": 2.0, "ACTIVITY": 54.0}
+        assert len(rows(first.engine, select(schedule_fires.c.fire_at))) == 3
+    finally:
+        first.close()
+        second.close()
+
+
 def test_a_decay_tick_that_fails_is_not_taken_and_runs_again(
     flow: Leadflow, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
