@@ -8,6 +8,7 @@ locked while it runs, and each cron time is taken by one worker only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -17,6 +18,7 @@ from types import FrameType
 
 from apscheduler.events import EVENT_SCHEDULER_START
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from engine.runner import BATCH_SIZE, Runner
@@ -140,7 +142,12 @@ class Worker:
             log.info("signal %d: finishing the current batch, then stopping", signum)
             self.stopping.set()
             if scheduler.running:  # not yet during the start-up drain below
-                scheduler.shutdown(wait=False)
+                # From another thread: the handler runs in the main thread, perhaps
+                # inside the scheduler's loop, which holds its job store lock (an RLock,
+                # so a shutdown here would get it too) and then updated a job the
+                # shutdown had just removed: JobLookupError, exit 1. The thread waits
+                # for the loop to let go of the lock.
+                threading.Thread(target=_shut_down, args=(scheduler,)).start()
 
         def started(_event: object) -> None:
             if self.stopping.is_set() and scheduler.running:  # asked before start()
@@ -153,3 +160,9 @@ class Worker:
         if not self.stopping.is_set():
             self.timers()
         scheduler.start()
+
+
+def _shut_down(scheduler: BlockingScheduler) -> None:
+    # a second signal, or the start-up listener, may have been first
+    with contextlib.suppress(SchedulerNotRunningError):
+        scheduler.shutdown(wait=False)

@@ -603,6 +603,37 @@ def test_a_stop_asked_before_the_scheduler_starts_still_stops_it(sqlite_worker: 
     assert time.monotonic() - started < 3
 
 
+def test_a_signal_inside_the_scheduler_loop_stops_it_cleanly(
+    sqlite_worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM handled while the scheduler's loop was updating its jobs: the handler's
+    shutdown emptied the job store under the loop (the lock is re-entrant), and the loop's
+    next update raised JobLookupError, so the worker exited 1 with a traceback. Seen once
+    in the SIGTERM test under load; here the signal comes at exactly that point."""
+    from apscheduler.jobstores.memory import MemoryJobStore
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    update = MemoryJobStore.update_job
+    sent: list[str] = []
+
+    def update_then_signal(store: MemoryJobStore, job: Any) -> None:
+        if not sent:
+            sent.append(job.id)
+            os.kill(os.getpid(), signal.SIGTERM)  # handled at once, in this thread
+        update(store, job)
+
+    monkeypatch.setattr(MemoryJobStore, "update_job", update_then_signal)
+    timer = threading.Timer(20, os.kill, (os.getpid(), signal.SIGINT))  # never hang
+    timer.start()
+    try:
+        sqlite_worker.run()
+    finally:
+        timer.cancel()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert sent and sqlite_worker.stopping.is_set()
+
+
 # --- lock order --------------------------------------------------------------------------
 
 
