@@ -24,7 +24,7 @@ from engine.scoring.models import (
     compile_grade_model,
     compile_score_model,
 )
-from engine.store.sql import insert_ignore
+from engine.store.sql import insert_for, insert_ignore
 from engine.store.tables import workflow_status, workflow_versions
 
 
@@ -147,6 +147,19 @@ class Deployable(Protocol):
     def digest(self) -> str: ...
 
 
+def catalog_stamp(connection: Connection) -> tuple[int, tuple[str, ...]]:
+    """What a loaded catalog depends on, read in two small queries: how many versions are
+    deployed (a version is never replaced) and which workflows are paused. A long-lived
+    caller compares it to see deploys, pauses and resumes made by other processes."""
+    versions = connection.scalar(select(func.count()).select_from(workflow_versions))
+    paused = connection.scalars(
+        select(workflow_status.c.workflow_id)
+        .where(workflow_status.c.paused.is_(True))
+        .order_by(workflow_status.c.workflow_id)
+    )
+    return int(versions or 0), tuple(paused)
+
+
 def deploy(
     connection: Connection, workflows: Iterable[Deployable], now: datetime
 ) -> list[DeployResult]:
@@ -154,20 +167,6 @@ def deploy(
     a run pinned to a version must always find the document it started on."""
     results = []
     for workflow in workflows:
-        existing = connection.execute(
-            select(workflow_versions.c.digest).where(
-                workflow_versions.c.workflow_id == workflow.id,
-                workflow_versions.c.version == workflow.version,
-            )
-        ).scalar()
-        if existing is not None:
-            if existing != workflow.digest:
-                raise DeployConflict(
-                    f"workflow {workflow.id!r} version {workflow.version} is already deployed "
-                    "with a different document; bump 'version' to deploy a change"
-                )
-            results.append(DeployResult(workflow.id, workflow.version, "unchanged"))
-            continue
         row: dict[str, Any] = {
             "workflow_id": workflow.id,
             "version": workflow.version,
@@ -177,7 +176,28 @@ def deploy(
             "digest": workflow.digest,
             "deployed_at": now,
         }
-        connection.execute(workflow_versions.insert(), row)
+        # insert first, then look: two processes deploying the same document at once
+        # (replicas starting together) both succeed, where a look first raced
+        stored = connection.execute(
+            insert_for(connection, workflow_versions)
+            .on_conflict_do_nothing()
+            .returning(workflow_versions.c.version),
+            row,
+        ).first()
+        if stored is None:
+            existing = connection.execute(
+                select(workflow_versions.c.digest).where(
+                    workflow_versions.c.workflow_id == workflow.id,
+                    workflow_versions.c.version == workflow.version,
+                )
+            ).scalar()
+            if existing != workflow.digest:
+                raise DeployConflict(
+                    f"workflow {workflow.id!r} version {workflow.version} is already deployed "
+                    "with a different document; bump 'version' to deploy a change"
+                )
+            results.append(DeployResult(workflow.id, workflow.version, "unchanged"))
+            continue
         insert_ignore(
             connection,
             workflow_status,

@@ -208,8 +208,12 @@ def read_lines(
                     f"{raw[exc.start]:#04x}: {exc.reason})",
                 )
                 continue
-        else:
+        elif isinstance(raw, str):
             text = raw
+        else:  # a caller's iterable from Python, not a file
+            found = f"{type(raw).__name__} {raw!r}"[:200]
+            yield Rejection(number, repr(raw)[:2000], f"expected a line of text, found {found}")
+            continue
         if number == 1:  # a file saved "with BOM" (Windows editors): the mark is not data
             text = text.removeprefix(BOM)
         text = text.strip()
