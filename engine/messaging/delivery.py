@@ -12,7 +12,11 @@ One batch:
    hours or over its frequency cap gets a later ``next_attempt_at`` (not an attempt). The
    others become ``sending`` with a lease (owner, until) and an attempt row whose outcome
    is still unknown (``ok`` NULL).
-2. **Send** each claimed row with its provider.
+2. **Send** each claimed row with its provider. Right before, in a short transaction of
+   its own, the row's lease is renewed (a row whose lease ran out and that another worker
+   took over is left to it) and an email's or SMS's contact is checked again: one who
+   unsubscribed or entered quiet hours since the claim is not written to, and the row is
+   closed or put back without counting as an attempt.
 3. **Record** (one transaction per row): the attempt's outcome and the row's new status.
 
 A crash between 2 and 3 leaves the row ``sending``. When its lease runs out, the next
@@ -148,6 +152,8 @@ class Deliverer:
         records = self.writer.connect()
         try:
             for position, item in enumerate(claimed, 1):
+                if not self._still_ours(records, item, settings, report):
+                    continue
                 error: DeliveryError | None = None
                 response = ""
                 try:
@@ -294,6 +300,74 @@ class Deliverer:
                 )
         return settings, take
 
+    # --- just before each send ------------------------------------------------------------
+
+    def _still_ours(
+        self,
+        records: Connection,
+        item: Outgoing,
+        settings: MessagingSettings,
+        report: DeliveryReport,
+    ) -> bool:
+        """Renew the row's lease and read its contact again, right before its send.
+
+        A batch can take longer than its lease (a slow server, a hundred messages a few
+        seconds each): without the renewal another worker took the rest of the batch over
+        while this one was still sending it, and both sent. And a contact who unsubscribed,
+        or whose quiet hours began, since the claim is not written to: the row is closed or
+        put back without counting as an attempt."""
+        now = self.clock.now()
+        with records.begin():
+            renewed = records.execute(
+                update(outbox)
+                .where(
+                    outbox.c.id == item.id,
+                    outbox.c.status == "sending",
+                    outbox.c.attempts == item.attempt,
+                    outbox.c.lease_owner == self.owner,
+                )
+                .values(lease_until=now + timedelta(seconds=settings.lease_seconds))
+            ).rowcount
+            if not renewed:
+                log.warning(
+                    "outbox row %d: not sent, its lease ran out before its turn and another "
+                    "worker (or a hand re-queue) has it now",
+                    item.id,
+                )
+                return False
+            if item.channel not in ("email", "sms"):
+                return True
+            found = _contacts(records, [item.contact_id]).get(item.contact_id)
+            kind = category(item.payload, item.channel)
+            # frequency caps were counted at the claim, with this row in flight
+            verdict = check(item.channel, kind, item.contact_id, found, settings, now, ())
+            if verdict.action == SEND:
+                return True
+            records.execute(
+                delivery_attempts.delete().where(
+                    delivery_attempts.c.outbox_id == item.id,
+                    delivery_attempts.c.attempt == item.attempt,
+                )
+            )
+            suppressed = verdict.action == SUPPRESS
+            records.execute(
+                update(outbox)
+                .where(outbox.c.id == item.id)
+                .values(
+                    status="suppressed" if suppressed else "pending",
+                    attempts=item.attempt - 1,
+                    next_attempt_at=None if suppressed else verdict.until,
+                    note=verdict.reason,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+        if suppressed:
+            report.suppressed += 1
+        else:
+            report.postponed += 1
+        return False
+
     # --- recording --------------------------------------------------------------------------
 
     def _record(
@@ -332,6 +406,8 @@ class Deliverer:
                 .where(
                     delivery_attempts.c.outbox_id == item.id,
                     delivery_attempts.c.attempt == item.attempt,
+                    # not over another worker's "outcome unknown" after a takeover
+                    delivery_attempts.c.ok.is_(None),
                 )
                 .values(
                     ok=error is None,
