@@ -666,6 +666,40 @@ def test_several_messages_in_one_batch_respect_the_cap(
     assert (report.sent, report.postponed) == (2, 1)
 
 
+def test_two_claims_at_once_keep_a_contacts_cap(
+    store: Engine, tmp_path: Path, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers claim one row each of one contact at the same moment, with a cap of
+    one email a day: one email goes out. On PostgreSQL, SKIP LOCKED gave each worker one
+    of the two rows, and neither counted the other's, uncommitted (found by a reviewing
+    helper: with six workers, 16-21 of 30 contacts got more than one)."""
+    from engine.messaging import delivery
+
+    caps = {"email": {"max": 1, "per": "P1D"}}
+    values = smtp_values(smtp, frequency_caps=caps, **{"delivery.batch": 1})
+    s = setup(store, tmp_path, values=values)
+    s.flow.send([{"type": "track", "userId": "ann@acme.com", "event": "Go"}] * 2)
+    second = Deliverer(store, s.clock, environ={})
+    reports: list[Any] = []
+    others: list[threading.Thread] = []
+    counted = delivery._recent
+
+    def the_second_claims_once_the_first_has_counted(*args: Any) -> Any:
+        found = counted(*args)
+        if not others:  # the first claim: the second starts before it commits
+            others.append(threading.Thread(target=lambda: reports.append(second.deliver_batch())))
+            others[0].start()
+            others[0].join(2)  # it finishes, or it waits for this claim to commit
+        return found
+
+    monkeypatch.setattr(delivery, "_recent", the_second_claims_once_the_first_has_counted)
+    first = s.deliverer.deliver_batch()
+    others[0].join(30)
+    assert [e.rcpt_tos for e in smtp.box.envelopes] == [["ann@acme.com"]]
+    assert sorted(r.status for r in s.rows()) == ["pending", "sent"]
+    assert (first.sent, reports[0].sent, reports[0].postponed) == (1, 0, 1)
+
+
 def _link(text: str, kind: str) -> str:
     found = re.search(rf"http://\S+/{kind}/(\S+)", text)
     assert found is not None, text

@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Engine, Row, and_, bindparam, or_, select, text, update
 
 from engine.clock import Clock
 from engine.messaging.consent import POSTPONE, SEND, SUPPRESS, address, check
@@ -199,6 +199,7 @@ class Deliverer:
                 return settings, []
             report.claimed = len(rows)
             people = [r for r in rows if r.channel in ("email", "sms")]
+            _lock_capped(connection, people, settings)
             attributes = _contacts(connection, {r.contact_id for r in people})
             recent = _recent(connection, people, settings, now)
             lease_until = now + timedelta(seconds=settings.lease_seconds)
@@ -430,6 +431,27 @@ class Deliverer:
                 "(another worker took it over)",
                 item.id,
             )
+
+
+_LOCK_CONTACTS = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended('leadflow-outbox-cap:' || s.k, 0)) "
+    "FROM (SELECT u.k FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS u(k, n) "
+    "ORDER BY u.n OFFSET 0) AS s"
+)
+
+
+def _lock_capped(connection: Connection, rows: list[Row[Any]], settings: MessagingSettings) -> None:
+    """PostgreSQL: one claim at a time per contact with capped messages in this batch,
+    until this transaction ends. SKIP LOCKED hands two workers two rows of one contact,
+    and neither saw the other's uncommitted ``sending`` row when it counted the cap: with
+    six workers, most contacts got more than their one email a day. The second worker now
+    waits here, and then counts the first one's row. Locks are taken in id order, so two
+    claims never wait on each other. SQLite serialises writers already."""
+    if not is_postgres(connection):
+        return
+    keys = sorted({r.contact_id for r in rows if r.channel in settings.frequency_caps})
+    if keys:
+        connection.execute(_LOCK_CONTACTS, {"keys": keys})
 
 
 def _contacts(connection: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
