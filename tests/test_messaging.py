@@ -5,6 +5,7 @@ Delivery against real SMTP and HTTP servers is in test_messaging_delivery.py."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -22,8 +23,10 @@ from engine.messaging.consent import POSTPONE, SEND, SUPPRESS, check, quiet_unti
 from engine.messaging.delivery import Deliverer, backoff
 from engine.messaging.render import parse_template
 from engine.messaging.settings import (
+    BY_KEY,
     BadSetting,
     MessagingSettings,
+    coerce,
     parse_quiet_hours,
     secret,
     set_setting,
@@ -465,6 +468,33 @@ def test_environment_wins_over_the_settings_table(sqlite_store: Engine) -> None:
         set_setting(connection, "smtp.port", None)
     with sqlite_store.connect() as connection:
         assert MessagingSettings.load(connection, {}).smtp_port == 25
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("frequency_caps", {"email": {"max": 0, "per": "P1D"}}, "email: max: expected 1 or more"),
+        ("frequency_caps", {"email": {"max": -1, "per": "P1D"}}, "expected 1 or more, found -1"),
+        ("frequency_caps", {"email": {"max": 1}}, r"\{max: N, per: DURATION\}; per missing"),
+        ("frequency_caps", {"email": {"max": True, "per": "P1D"}}, "max: expected a whole"),
+        ("frequency_caps", {"email": {"max": [1], "per": "P1D"}}, "max: expected a whole"),
+        ("webhook.headers", "abc", r"expected \{URL prefix: \{header name: value\}\}"),
+        ("webhook.headers", {"https://x/": "Bearer t"}, "https://x/: expected"),
+        ("webhook.headers", {"https://x/": {"A": {"b": 1}}}, "https://x/: expected"),
+    ],
+)
+def test_settings_that_would_break_every_delivery_round_are_refused(
+    key: str, value: Any, message: str
+) -> None:
+    """A cap of 0 made each round fail with an IndexError, and headers that were not an
+    object of objects failed every webhook (found by a reviewing helper)."""
+    with pytest.raises(BadSetting, match=rf"setting {re.escape(key)}: .*{message}"):
+        coerce(key, BY_KEY[key].kind, value)
+
+
+def test_a_bad_environment_value_names_its_variable() -> None:
+    with pytest.raises(BadSetting, match=r"from the environment variable LEADFLOW_SMTP_PORT"):
+        MessagingSettings.from_values({}, {"LEADFLOW_SMTP_PORT": "abc"})
 
 
 def test_backoff_doubles_with_deterministic_jitter() -> None:

@@ -487,6 +487,40 @@ def test_dead_after_max_attempts_and_back_in_line_with_retry(
     assert [a[0] for a in s.attempts()] == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_retry_by_hand_racing_a_worker_does_not_send_twice(
+    store: Engine, tmp_path: Path, receiver: Receiver
+) -> None:
+    """``outbox retry`` read the row, a worker claimed and sent it, and the retry then
+    put it back in line: sent twice (PostgreSQL; found by a reviewing helper). The update
+    now holds only if the row is as it was read."""
+    from engine.messaging.delivery import requeue
+
+    s = setup(store, tmp_path, hook_flow(receiver))
+    receiver.failures = 1
+    s.flow.track("ann@acme.com", "Go")
+    assert s.deliverer.deliver().failed == 1
+    s.clock.advance_to(s.clock.now() + timedelta(hours=1))  # the retry is due
+    (row,) = s.rows()
+
+    class ClaimedAfterTheRead:
+        def __init__(self, connection: Any) -> None:
+            self.connection, self.reads = connection, 0
+
+        def execute(self, *args: Any, **kwargs: Any) -> Any:
+            result = self.connection.execute(*args, **kwargs)
+            self.reads += 1
+            if self.reads == 1:  # a worker claims and sends it now
+                assert s.deliverer.deliver_batch().sent == 1
+            return result
+
+    with writer(store).begin() as connection:
+        assert not requeue(cast(Any, ClaimedAfterTheRead(connection)), row.id, s.clock.now())
+    assert s.deliverer.deliver().claimed == 0
+    assert len(receiver.processed) == 1
+    assert [r.status for r in s.rows()] == ["sent"]
+
+
 def test_a_4xx_answer_is_dead_at_once(
     sqlite_store: Engine, tmp_path: Path, receiver: Receiver
 ) -> None:

@@ -526,9 +526,15 @@ def requeue(connection: Connection, outbox_id: int, now: datetime) -> bool:
     ).first()
     if row is None or row.status == "sending":
         return False
-    connection.execute(
+    moved = connection.execute(
         update(outbox)
-        .where(outbox.c.id == outbox_id)
+        # as read: a worker that claimed the row since (PostgreSQL does not lock on
+        # read) keeps it, instead of its row going back in line to be sent twice
+        .where(
+            outbox.c.id == outbox_id,
+            outbox.c.status == row.status,
+            outbox.c.attempts == row.attempts,
+        )
         .values(
             status="pending",
             next_attempt_at=now,
@@ -537,8 +543,8 @@ def requeue(connection: Connection, outbox_id: int, now: datetime) -> bool:
             lease_owner=None,
             lease_until=None,
         )
-    )
-    return True
+    ).rowcount
+    return bool(moved)
 
 
 @contextmanager

@@ -91,7 +91,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("sms_body", "sms.body", "json", {"to": "{{ to }}", "text": "{{ text }}"},
          "JSON body template; its texts see to, text, sender, contact_id, key."),
     Spec("sms_from", "sms.from", "str", None, "Sender id, as {{ sender }} in sms.body."),
-    Spec("webhook_headers", "webhook.headers", "json", {},
+    Spec("webhook_headers", "webhook.headers", "headers", {},
          "Extra headers by URL prefix: {'https://crm.example/': {'Authorization': '...'}}."),
     Spec("http_timeout", "http.timeout", "float", 10.0, "Seconds per HTTP call."),
     Spec("max_attempts", "delivery.max_attempts", "int", 8,
@@ -175,7 +175,10 @@ class MessagingSettings:
         origin: dict[str, str] = {}
         for spec in SPECS:
             if spec.env and environ.get(spec.env, "") != "":
-                values[spec.name] = coerce(spec.key, spec.kind, environ[spec.env])
+                try:
+                    values[spec.name] = coerce(spec.key, spec.kind, environ[spec.env])
+                except BadSetting as exc:  # say where the value came from
+                    raise BadSetting(f"{exc} (from the environment variable {spec.env})") from None
                 origin[spec.key] = f"env {spec.env}"
             elif spec.key in stored:
                 values[spec.name] = coerce(spec.key, spec.kind, stored[spec.key])
@@ -285,10 +288,34 @@ def _coerce(kind: str, raw: Any) -> Any:
             raise ValueError("expected {channel: {max: N, per: DURATION}}")
         caps = {}
         for channel, cap in raw.items():
-            if not isinstance(cap, Mapping) or isinstance(cap.get("max"), bool):
-                raise ValueError(f"{channel}: expected {{max: N, per: DURATION}}")
-            caps[str(channel)] = Cap(int(cap["max"]), Duration.parse(cap["per"]))
+            shape = f"{channel}: expected {{max: N, per: DURATION}}"
+            if not isinstance(cap, Mapping):
+                raise ValueError(shape)
+            missing = [key for key in ("max", "per") if key not in cap]
+            if missing:
+                raise ValueError(f"{shape}; {' and '.join(missing)} missing")
+            most = cap["max"]
+            if isinstance(most, bool) or not isinstance(most, int | str):
+                raise ValueError(f"{channel}: max: expected a whole number, found {most!r}")
+            most = int(most)
+            if most < 1:  # a cap of 0 broke every delivery round (an IndexError)
+                raise ValueError(
+                    f"{channel}: max: expected 1 or more, found {most} (to send no "
+                    "marketing on a channel, leave it out of the workflows)"
+                )
+            caps[str(channel)] = Cap(most, Duration.parse(cap["per"]))
         return caps
+    if kind == "headers":
+        shape = "expected {URL prefix: {header name: value}}"
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"{shape}, found {raw!r}")
+        for prefix, extra in raw.items():
+            if not isinstance(extra, Mapping) or not all(
+                isinstance(v, str | int | float) and not isinstance(v, bool)
+                for v in extra.values()
+            ):
+                raise ValueError(f"{prefix}: {shape}, found {extra!r}")
+        return raw
     raise ValueError(f"unknown kind {kind}")  # pragma: no cover
 
 
