@@ -543,6 +543,19 @@ def test_outbox_list_show_retry_and_settings_commands(sqlite_store: Engine, tmp_
     assert retried.exit_code == 0, retried.output
     row = outbox_rows(sqlite_store)[0]
     assert (row.status, row.retry_from, row.note) == ("pending", 8, "re-queued by hand")
+    # after an outage: every dead one at once, or several ids
+    with writer(sqlite_store).begin() as connection:
+        connection.execute(outbox.update().values(status="dead", attempts=3))
+    everyone = cli.invoke(main, ["outbox", "retry", "--status", "dead", "--db", url])
+    assert (everyone.exit_code, everyone.output) == (0, "2 outbox message(s) re-queued\n")
+    assert [(r.status, r.retry_from) for r in outbox_rows(sqlite_store)] == [("pending", 3)] * 2
+    ids = [str(r["id"]) for r in rows]
+    several = cli.invoke(main, ["outbox", "retry", *ids, "999", "--db", url])
+    assert several.exit_code == 1
+    assert "no outbox message 999" in several.output
+    assert "2 outbox message(s) re-queued" in several.output
+    for wrong in ([], [ids[0], "--status", "dead"]):
+        assert cli.invoke(main, ["outbox", "retry", *wrong, "--db", url]).exit_code == 2
     shown = cli.invoke(main, ["outbox", "show", str(rows[0]["id"]), "--db", url])
     assert "status: pending" in shown.output and "attempts: none" in shown.output
     assert cli.invoke(main, ["outbox", "show", "999", "--db", url]).exit_code == 1

@@ -57,6 +57,23 @@ class Mailbox:
     envelopes: list[Envelope] = field(default_factory=list)
     refuse: int = 0
     logins: list[str] = field(default_factory=list)
+    refuse_sender: str | None = None
+    """The answer to MAIL FROM instead of 250, when set."""
+    per_session: int | None = None
+    """Messages a connection may carry; the next MAIL FROM on it gets 421."""
+    carried: dict[int, int] = field(default_factory=dict)
+
+    async def handle_MAIL(
+        self, server: SMTPServer, session: Session, envelope: Envelope, address: str, _: Any
+    ) -> str:
+        if self.refuse_sender is not None:
+            return self.refuse_sender
+        count = self.carried.get(id(session), 0)
+        if self.per_session is not None and count >= self.per_session:
+            return "421 4.7.0 too many messages in this session, try again"
+        self.carried[id(session)] = count + 1
+        envelope.mail_from = address
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
         if self.refuse:
@@ -355,17 +372,55 @@ def test_smtp_refusals_retry_with_backoff_then_go_through(
     assert len(smtp.box.messages) == 1
 
 
+def test_a_refused_sender_is_retried_not_dead(
+    sqlite_store: Engine, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """530 (authentication required) or 550 to MAIL FROM says the settings are wrong,
+    for every message alike: each went dead at once before (found by a reviewing
+    helper). Once the settings are fixed, they all go out."""
+    s = setup(sqlite_store, tmp_path, values=smtp_values(smtp))
+    smtp.box.refuse_sender = "530 5.7.0 Authentication required"
+    s.flow.track("ann@acme.com", "Go")
+    s.flow.track("bob@acme.com", "Go")
+    assert s.deliverer.deliver().failed == 2
+    assert {(r.status, r.last_error) for r in s.rows()} == {
+        ("failed", "sender refused: 530 5.7.0 Authentication required")
+    }
+    smtp.box.refuse_sender = None
+    s.clock.advance_to(max(r.next_attempt_at for r in s.rows()))
+    assert s.deliverer.deliver().sent == 2
+
+
+def test_a_server_closing_the_session_after_a_few_messages_gets_a_new_one(
+    sqlite_store: Engine, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """421 to MAIL FROM on a reused connection: nothing was sent on it, so the message
+    goes on a fresh connection at once instead of spending an attempt."""
+    s = setup(sqlite_store, tmp_path, values=smtp_values(smtp))
+    smtp.box.per_session = 2
+    for who in range(6):
+        s.flow.track(f"p{who}@acme.com", "Go")
+    report = s.deliverer.deliver()
+    assert (report.sent, report.failed) == (6, 0)
+    assert len(smtp.box.envelopes) == 6
+    assert len(smtp.box.carried) == 3  # three connections of two messages
+
+
 def test_no_smtp_server_configured_or_reachable_is_a_retry_not_a_loss(
     sqlite_store: Engine, tmp_path: Path
 ) -> None:
     s = setup(sqlite_store, tmp_path)
     s.flow.track("ann@acme.com", "Go")
-    s.deliverer.deliver()
+    for _ in range(20):  # a day without a server: the email waits, spending no attempt
+        assert s.deliverer.deliver().postponed == 1
+        s.clock.advance_to(s.clock.now() + timedelta(hours=1, minutes=12))
     (row,) = s.rows()
-    assert (row.status, row.last_error) == (
-        "failed",
-        "email is not configured: set LEADFLOW_SMTP_HOST or smtp.host",
+    assert (row.status, row.attempts, row.note) == (
+        "pending",
+        0,
+        "waiting: email is not configured (set LEADFLOW_SMTP_HOST or smtp.host)",
     )
+    assert s.attempts() == []
     s.set({"smtp.host": "127.0.0.1", "smtp.port": free_port()})
     s.clock.advance_to(row.next_attempt_at)
     s.deliverer.deliver()

@@ -140,21 +140,38 @@ def outbox_show(outbox_id: int, db_url: str | None, as_json: bool) -> None:
 
 
 @outbox.command("retry")
-@click.argument("outbox_id", type=ROW_ID)
+@click.argument("outbox_ids", metavar="[ID]...", nargs=-1, type=ROW_ID)
+@click.option(
+    "--status",
+    type=click.Choice(("failed", "dead", "suppressed")),
+    help="Every message in this state (after an outage, or a fix to the settings).",
+)
 @db_option
-def outbox_retry(outbox_id: int, db_url: str | None) -> None:
-    """Re-queue a message now, with a fresh dead-letter budget (failed, dead, suppressed
-    or sent rows alike; a suppressed row meets the consent rules again)."""
-    from engine.messaging.delivery import requeue
+def outbox_retry(outbox_ids: tuple[int, ...], status: str | None, db_url: str | None) -> None:
+    """Re-queue messages now, with a fresh dead-letter budget (failed, dead, suppressed
+    or sent rows alike; a suppressed row meets the consent rules again). Give their ids,
+    or --status for all in that state."""
+    from engine.messaging.delivery import requeue, requeue_all
     from engine.store.db import writer
 
+    if bool(outbox_ids) == bool(status):
+        raise click.UsageError("give message ids or --status, one of the two")
     engine = open_store(db_url)
+    now = SystemClock().now()
     with writer(engine).begin() as connection:
-        done = requeue(connection, outbox_id, SystemClock().now())
-    if not done:
+        if status is not None:
+            click.echo(f"{requeue_all(connection, status, now)} outbox message(s) re-queued")
+            return
+        ids = list(dict.fromkeys(outbox_ids))
+        refused = [i for i in ids if not requeue(connection, i, now)]
+    for outbox_id in refused:
         click.echo(f"error: no outbox message {outbox_id} that can be re-queued", err=True)
+    if len(ids) == 1 and not refused:
+        click.echo(f"outbox message {ids[0]} re-queued")
+    else:
+        click.echo(f"{len(ids) - len(refused)} outbox message(s) re-queued")
+    if refused:
         sys.exit(EXIT_INPUT)
-    click.echo(f"outbox message {outbox_id} re-queued")
 
 
 @outbox.command("deliver")

@@ -53,7 +53,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, and_, bindparam, or_, select, text, update
 
 from engine.clock import Clock
-from engine.messaging.consent import POSTPONE, SEND, SUPPRESS, address, check
+from engine.messaging.consent import POSTPONE, SEND, SUPPRESS, Verdict, address, check
 from engine.messaging.providers import DeliveryError, Outgoing, Providers
 from engine.messaging.render import MARKETING
 from engine.messaging.settings import MessagingSettings
@@ -90,6 +90,20 @@ class DeliveryReport:
 
     def __str__(self) -> str:
         return ", ".join(f"{v} {k}" for k, v in asdict(self).items() if k != "claimed")
+
+
+UNCONFIGURED_WAIT = timedelta(minutes=10)
+"""How often an email or SMS waiting for its server's settings is looked at again."""
+
+
+def unconfigured(channel: str, settings: MessagingSettings) -> str | None:
+    """Why a channel cannot send at all yet, or None. Such a row waits: it used to spend
+    its attempts and be dead within the hour, before anyone had set the server up."""
+    if channel == "email" and not settings.smtp_host:
+        return "waiting: email is not configured (set LEADFLOW_SMTP_HOST or smtp.host)"
+    if channel == "sms" and not settings.sms_url:
+        return "waiting: SMS is not configured (set LEADFLOW_SMS_URL or sms.url)"
+    return None
 
 
 def backoff(outbox_id: int, attempt: int, settings: MessagingSettings) -> timedelta:
@@ -215,6 +229,10 @@ class Deliverer:
                 found = attributes.get(row.contact_id)
                 history = recent[(row.contact_id, row.channel)]
                 verdict = check(row.channel, kind, row.contact_id, found, settings, now, history)
+                missing = unconfigured(row.channel, settings)
+                if verdict.action == SEND and missing is not None:
+                    # waits for its server's settings, spending no attempt
+                    verdict = Verdict(POSTPONE, missing, now + UNCONFIGURED_WAIT)
                 if verdict.action == SUPPRESS:
                     report.suppressed += 1
                     closes.append({"b_id": row.id, "note": verdict.reason})
@@ -545,6 +563,28 @@ def requeue(connection: Connection, outbox_id: int, now: datetime) -> bool:
         )
     ).rowcount
     return bool(moved)
+
+
+def requeue_all(connection: Connection, status: str, now: datetime) -> int:
+    """:func:`requeue` for every row in ``status`` (failed, dead or suppressed), in one
+    statement; how many."""
+    if status not in ("failed", "dead", "suppressed"):
+        raise ValueError(f"only failed, dead or suppressed rows are re-queued, not {status}")
+    return int(
+        connection.execute(
+            update(outbox)
+            .where(outbox.c.status == status)
+            .values(
+                status="pending",
+                next_attempt_at=now,
+                retry_from=outbox.c.attempts,
+                note="re-queued by hand",
+                lease_owner=None,
+                lease_until=None,
+            )
+        ).rowcount
+        or 0
+    )
 
 
 @contextmanager

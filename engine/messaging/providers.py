@@ -223,9 +223,16 @@ class SmtpProvider:
             code, reply = smtp.mail(sender, options)
         except (smtplib.SMTPServerDisconnected, ConnectionError):
             raise _Stale from None
+        if code == 421:  # "closing the channel" (a per-session limit): nothing sent yet
+            self.close()
+            raise _Stale
         try:
             if code != 250:
-                raise _refused("sender refused", code, reply)
+                # Refusing the sender (530 authentication required, 550 not allowed to
+                # send as this address) is about the server's settings, the same for
+                # every message, never about this one: retried, as a wrong password is,
+                # so a fix to the settings sends them all instead of finding them dead.
+                raise _refused("sender refused", code, reply, permanent=False)
             code, reply = smtp.rcpt(to)
             if code not in (250, 251):
                 raise _refused(f"recipient {to} refused", code, reply)
@@ -273,10 +280,13 @@ def _smtp_text(exc: smtplib.SMTPResponseException) -> str:
     return f"{exc.smtp_code} {text}"
 
 
-def _refused(what: str, code: int, reply: bytes | str) -> DeliveryError:
+def _refused(
+    what: str, code: int, reply: bytes | str, permanent: bool | None = None
+) -> DeliveryError:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
     response = f"{code} {text}"
-    return DeliveryError(f"{what}: {response}", permanent=500 <= code < 600, response=response)
+    final = 500 <= code < 600 if permanent is None else permanent
+    return DeliveryError(f"{what}: {response}", permanent=final, response=response)
 
 
 # --- HTTP ---------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ class Spec:
 
 
 SPECS: tuple[Spec, ...] = (
-    Spec("smtp_host", "smtp.host", "str", None, "SMTP server; unset: email waits.",
+    Spec("smtp_host", "smtp.host", "str", None,
+         "SMTP server; unset: email waits for it (looked at every 10 minutes).",
          "LEADFLOW_SMTP_HOST"),
     Spec("smtp_port", "smtp.port", "int", 25, "SMTP port.", "LEADFLOW_SMTP_PORT"),
     Spec("smtp_user", "smtp.user", "str", None, "SMTP login.", "LEADFLOW_SMTP_USER"),
@@ -84,7 +85,8 @@ SPECS: tuple[Spec, ...] = (
          "LEADFLOW_PUBLIC_URL"),
     Spec("unsubscribe_mailto", "unsubscribe.mailto", "str", None,
          "Address for a mailto: List-Unsubscribe beside the link."),
-    Spec("sms_url", "sms.url", "str", None, "SMS gateway URL (HTTP POST, JSON body).",
+    Spec("sms_url", "sms.url", "str", None,
+         "SMS gateway URL (HTTP POST, JSON body); unset: SMS waits for it.",
          "LEADFLOW_SMS_URL"),
     Spec("sms_auth_header", "sms.auth_header", "secret", None,
          "Header sent to the SMS gateway, 'Name: value'.", "LEADFLOW_SMS_AUTH_HEADER"),
@@ -311,8 +313,7 @@ def _coerce(kind: str, raw: Any) -> Any:
             raise ValueError(f"{shape}, found {raw!r}")
         for prefix, extra in raw.items():
             if not isinstance(extra, Mapping) or not all(
-                isinstance(v, str | int | float) and not isinstance(v, bool)
-                for v in extra.values()
+                isinstance(v, str | int | float) and not isinstance(v, bool) for v in extra.values()
             ):
                 raise ValueError(f"{prefix}: {shape}, found {extra!r}")
         return raw
