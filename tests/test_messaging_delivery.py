@@ -157,6 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, status: int, data: bytes) -> None:
         self.send_response(status)
+        if 300 <= status < 400:
+            self.send_header("Location", "https://new.example/hook")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -576,6 +578,19 @@ def test_a_retry_by_hand_racing_a_worker_does_not_send_twice(
     assert [r.status for r in s.rows()] == ["sent"]
 
 
+def test_a_redirected_webhook_says_where_to(
+    sqlite_store: Engine, tmp_path: Path, receiver: Receiver
+) -> None:
+    s = setup(sqlite_store, tmp_path, hook_flow(receiver))
+    receiver.failures, receiver.fail = 1, 308
+    s.flow.track("ann@acme.com", "Go")
+    assert s.deliverer.deliver().dead == 1
+    (row,) = s.rows()
+    assert row.last_error.endswith(
+        "redirected to https://new.example/hook: set the webhook's url to it"
+    )
+
+
 def test_a_4xx_answer_is_dead_at_once(
     sqlite_store: Engine, tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -850,6 +865,27 @@ def test_outbox_deliver_command_uses_the_environment(
     assert json.loads(result.output)["sent"] == 1
     assert smtp.box.envelopes[0].mail_from == "hi@leadflow.test"
     assert smtp.box.messages[0]["From"] == "Leadflow <hi@leadflow.test>"
+
+
+def test_outbox_deliver_without_once_prints_a_json_line_a_round(
+    sqlite_store: Engine, tmp_path: Path, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--json was ignored without --once; now each round with work is one JSON line."""
+    from engine.messaging import cli as outbox_cli
+
+    s = setup(sqlite_store, tmp_path, values=smtp_values(smtp))
+    s.flow.track("ann@acme.com", "Go")
+
+    def stop(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outbox_cli.time, "sleep", stop)
+    result = CliRunner().invoke(
+        main, ["outbox", "deliver", "--json", "--db", str(sqlite_store.url)]
+    )
+    assert result.exit_code == 0, result.output
+    (line,) = result.output.splitlines()
+    assert json.loads(line)["sent"] == 1
 
 
 def test_non_ascii_subject_and_body_long_lines_and_dots_survive_the_wire(

@@ -184,7 +184,12 @@ def outbox_retry(outbox_ids: tuple[int, ...], status: str | None, db_url: str | 
     show_default=True,
     help="Seconds between rounds (without --once).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (--once).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the report as JSON (without --once: one object a line, for each round).",
+)
 def outbox_deliver(db_url: str | None, once: bool, poll: float, as_json: bool) -> None:
     """Deliver due messages now (the worker does this too), until stopped or with --once."""
     from engine.messaging.delivery import Deliverer
@@ -201,8 +206,8 @@ def outbox_deliver(db_url: str | None, once: bool, poll: float, as_json: bool) -
     try:
         while True:
             report = deliverer.deliver()
-            if report.claimed:
-                click.echo(str(report))
+            if report.claimed:  # with --json, one object a line (JSON Lines)
+                click.echo(json.dumps(report.as_dict()) if as_json else str(report))
             time.sleep(poll)
     except KeyboardInterrupt:
         return

@@ -323,6 +323,9 @@ def post_json(url: str, body: Any, headers: Mapping[str, str], timeout: float) -
             exc.close()
         answer = f"{exc.code} {text}".strip()
         permanent = 300 <= exc.code < 500 and exc.code not in _RETRY_STATUS
+        moved = exc.headers.get("Location") if 300 <= exc.code < 400 and exc.headers else None
+        if moved:  # not followed (a POST is not replayed elsewhere): say where to point it
+            answer = f"{answer}; redirected to {moved}: set the webhook's url to it"
         raise DeliveryError(f"HTTP {answer[:300]}", permanent, answer) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
