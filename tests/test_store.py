@@ -3,8 +3,11 @@ audit and outbox rows, migrations."""
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
+import subprocess
+import sys
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import at
+from helpers import at, pg_database
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select, text, update
@@ -437,6 +440,45 @@ def test_a_database_holding_tables_named_like_leadflows_is_refused_and_left_alon
         assert upgrade(shared) == head_revision()
     finally:
         shared.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_opening_a_new_store_at_once_all_succeed(backend: str, tmp_path: Path) -> None:
+    """Replicas or workers started together on a new store all migrated it at once: 7 of
+    8 failed, with "database is locked" on SQLite and a duplicate type on PostgreSQL
+    (found by a reviewing helper). They now take turns, and the later ones find the
+    store done."""
+    code = (
+        "import sys; from engine.store.db import open_engine; "
+        "open_engine(sys.argv[1]).dispose(); print('opened')"
+    )
+
+    def race(url: str) -> None:
+        home = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": home}
+        started = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, url],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            for _ in range(6)
+        ]
+        answers = [process.communicate(timeout=120) for process in started]
+        failed = [err.decode()[-500:] for out, err in answers if out.strip() != b"opened"]
+        assert failed == []
+        engine = make_engine(url)
+        try:
+            assert current_revision(engine) == head_revision()
+        finally:
+            engine.dispose()
+
+    if backend == "sqlite":
+        race(f"sqlite:///{tmp_path / 'new.db'}")
+    else:
+        with pg_database("leadflow_race") as url:
+            race(url)
 
 
 def test_a_store_upgraded_by_a_newer_release_is_refused_and_left_alone(store_url: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import as_file, files
 from typing import Any
 
@@ -10,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.pool import StaticPool
 
 from engine import __version__
@@ -107,6 +109,9 @@ def _tune_sqlite(
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # first: switching a new file to WAL takes a lock that another process opening
+        # it at the same moment may hold
+        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")
         if wal:
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -118,7 +123,6 @@ def _tune_sqlite(
         else:
             for pragma in THROWAWAY_PRAGMAS:
                 cursor.execute(pragma)
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -159,9 +163,18 @@ def upgrade(engine: Engine) -> str | None:
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
     with engine.connect() as connection:
+        if MigrationContext.configure(connection).get_current_heads() == (head,):
+            return head
+    with _one_migration_at_a_time(engine):
+        _upgrade(engine, script, head)
+    return head
+
+
+def _upgrade(engine: Engine, script: ScriptDirectory, head: str | None) -> None:
+    with engine.connect() as connection:  # again: another process may have just done it
         current = MigrationContext.configure(connection).get_current_heads()
         if current == (head,):
-            return head
+            return
         clashes = [] if current else _tables_in_the_way(connection)
     if clashes:
         raise NotALeadflowStore(
@@ -181,8 +194,33 @@ def upgrade(engine: Engine) -> str | None:
             "was changed"
         )
     with as_file(files("engine").joinpath("migrations")):
-        command.upgrade(alembic_config(engine), "head")
-    return head
+        # SQLite: the migration's transaction takes the write lock as it begins, so a
+        # second process waits (busy_timeout), then finds the revision it would write
+        command.upgrade(alembic_config(writer(engine)), "head")
+
+
+_MIGRATION_LOCK = 0x1EAD_F10E
+"""PostgreSQL advisory lock key held while one process migrates a store."""
+
+
+@contextmanager
+def _one_migration_at_a_time(engine: Engine) -> Iterator[None]:
+    """Service replicas or workers started together on a new store all migrated it at
+    once: on PostgreSQL all but one failed on a duplicate type, on SQLite with "database
+    is locked". On PostgreSQL they now queue on an advisory lock (held on a connection
+    of its own, for the session); SQLite's write lock does the same there (see
+    :func:`_upgrade`)."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
+        holder.commit()
+        try:
+            yield
+        finally:
+            holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
+            holder.commit()
 
 
 def _tables_in_the_way(connection: Connection) -> list[str]:
