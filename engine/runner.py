@@ -9,6 +9,7 @@ and nothing is sent twice, because effects only ever reach the outbox table.
 
 from __future__ import annotations
 
+import bisect
 import gc
 import hashlib
 import logging
@@ -73,6 +74,9 @@ MAX_ENTRIES_PER_WAKE = 200
 MAX_ACCOUNT_ROUNDS = 5
 """Account crossings that enter workflows that change scores that cross again: cut off."""
 BATCH_SIZE = 10000
+FAN_OUT_LEASE = timedelta(minutes=5)
+"""How long a schedule's fan-out may go without finishing a chunk before another worker
+takes it over."""
 """Messages (or contacts woken) per transaction. Each commit writes every page it
 touched, and a batch's contacts lie at random places in the contact-keyed tables and
 indexes; five times the 2,000 of the first releases shares those pages among five times
@@ -713,21 +717,84 @@ class Runner:
 
     def fire_schedules(self, now: datetime) -> int:
         """Fire every cron time that has passed since the last one taken, so nothing is
-        skipped after a pause; each time is taken by exactly one worker."""
-        entered = 0
+        skipped after a pause; each time is taken by exactly one worker. First, finish
+        the fan-outs that stopped part way (:meth:`_finish_fan_outs`)."""
+        entered = self._finish_fan_outs(now)
         for workflow, position, cron in self.catalog.cron:
             with self.engine.connect() as connection:
                 since = self._schedule_since(connection, workflow, position)
             fire = cron.next_fire_after(since)
             while fire is not None and fire <= now:
                 with self.writer.begin() as connection:
-                    taken = _claim_fire(connection, workflow.id, position, fire, self.owner)
+                    lease = now + FAN_OUT_LEASE
+                    taken = _claim_fire(connection, workflow.id, position, fire, self.owner, lease)
                 if taken:
-                    entered += self._fan_out(workflow, cron.segment, fire)
+                    entered += self._fan_out(workflow, position, cron.segment, fire, now)
                 fire = cron.next_fire_after(fire)
         return entered
 
-    def _fan_out(self, workflow: Workflow, segment: Any, moment: datetime) -> int:
+    def _finish_fan_outs(self, now: datetime) -> int:
+        """Fires whose fan-out stopped part way: its worker died (the lease ran out) or a
+        chunk failed (the lease was given up). Each is taken over by one worker and goes
+        on after the last contact whose chunk committed."""
+        crons = {(w.id, position): (w, cron) for w, position, cron in self.catalog.cron}
+        if not crons:
+            return 0
+        with self.engine.connect() as connection:
+            stopped = connection.execute(
+                select(
+                    schedule_fires.c.workflow_id,
+                    schedule_fires.c.trigger_index,
+                    schedule_fires.c.fire_at,
+                    schedule_fires.c.done_through,
+                )
+                .where(
+                    schedule_fires.c.finished.is_(False),
+                    schedule_fires.c.lease_until <= now,
+                )
+                .order_by(schedule_fires.c.fire_at)
+            ).all()
+        entered = 0
+        for workflow_id, position, moment, done_through in stopped:
+            found = crons.get((workflow_id, position))
+            if found is None:  # paused, or its trigger changed: finished when it is back
+                continue
+            workflow, cron = found
+            moment = ensure_utc(moment)
+            with self.writer.begin() as connection:
+                took = connection.execute(
+                    update(schedule_fires)
+                    .where(
+                        _fire_is(workflow_id, position, moment),
+                        schedule_fires.c.finished.is_(False),
+                        schedule_fires.c.lease_until <= now,
+                    )
+                    .values(taken_by=self.owner, lease_until=now + FAN_OUT_LEASE)
+                ).rowcount
+            if took:
+                log.warning(
+                    "schedule %s at %s: finishing a fan-out that stopped after %r",
+                    workflow_id,
+                    moment.isoformat(),
+                    done_through,
+                )
+                entered += self._fan_out(
+                    workflow, position, cron.segment, moment, now, after=done_through
+                )
+        return entered
+
+    def _fan_out(
+        self,
+        workflow: Workflow,
+        position: int,
+        segment: Any,
+        moment: datetime,
+        now: datetime,
+        after: str | None = None,
+    ) -> int:
+        """Enter the segment, chunk by chunk, each chunk's transaction recording how far
+        the fire got (and renewing its lease). A chunk that fails gives the lease up, so
+        the next run (of any worker) goes on from there."""
         with self.engine.connect() as connection:
             everyone = list(
                 connection.scalars(
@@ -736,20 +803,44 @@ class Runner:
                     .order_by(by_code_point(contacts.c.id))
                 )
             )
+        if after is not None:  # code-point order is Python's order of str
+            everyone = everyone[bisect.bisect_right(everyone, after) :]
+        mine = and_(
+            _fire_is(workflow.id, position, moment),
+            schedule_fires.c.taken_by == self.owner,
+            schedule_fires.c.finished.is_(False),
+        )
         entered = 0
         cause = f"schedule {workflow.id}"
-        for part in chunks(everyone, BATCH_SIZE):
-            with self.writer.begin() as connection:
-                wake = Wake(self, connection)
-                wake.load({contact_id: moment for contact_id in part})
-                for contact_id in part:
-                    state = wake.batch.contacts[contact_id]
-                    wake.resume_due_waits(state, moment)
-                    if segment is None or segment(ContactFacts(wake.batch, state, moment, {})):
-                        if wake.enter(state, workflow, moment, {}, cause):
-                            entered += 1
-                        wake.drain(state, moment, cause)
-                wake.finish()
+        try:
+            for part in chunks(everyone, BATCH_SIZE):
+                with self.writer.begin() as connection:
+                    held = connection.execute(
+                        update(schedule_fires)
+                        .where(mine)
+                        .values(done_through=part[-1], lease_until=now + FAN_OUT_LEASE)
+                    ).rowcount
+                    if not held:  # our lease ran out and another worker took it over
+                        return entered
+                    wake = Wake(self, connection)
+                    wake.load({contact_id: moment for contact_id in part})
+                    for contact_id in part:
+                        state = wake.batch.contacts[contact_id]
+                        wake.resume_due_waits(state, moment)
+                        facts = ContactFacts(wake.batch, state, moment, {})
+                        if segment is None or segment(facts):
+                            if wake.enter(state, workflow, moment, {}, cause):
+                                entered += 1
+                            wake.drain(state, moment, cause)
+                    wake.finish()
+        except BaseException:
+            with self.writer.begin() as connection:  # the next run goes on from here
+                connection.execute(update(schedule_fires).where(mine).values(lease_until=now))
+            raise
+        with self.writer.begin() as connection:
+            connection.execute(
+                update(schedule_fires).where(mine).values(finished=True, lease_until=None)
+            )
         return entered
 
     # --- decay ------------------------------------------------------------------------
@@ -1451,11 +1542,18 @@ class RunContext:
 
 
 def _claim_fire(
-    connection: Connection, key: str, position: int, moment: datetime, owner: str
+    connection: Connection,
+    key: str,
+    position: int,
+    moment: datetime,
+    owner: str,
+    lease_until: datetime | None = None,
 ) -> bool:
     """Whether this worker took the fire (a schedule's or a decay tick's) at ``moment``;
     False when another one had. Told by RETURNING, not by the rowcount: SQLAlchemy 2.1
-    reports -1 for an INSERT on psycopg, and -1 is true, so every worker took every fire."""
+    reports -1 for an INSERT on psycopg, and -1 is true, so every worker took every fire.
+    ``lease_until``: a fan-out that runs after this transaction, unfinished until then;
+    without it the fire's work commits with the claim (decay)."""
     claim = (
         insert_for(connection, schedule_fires)
         .on_conflict_do_nothing()
@@ -1463,9 +1561,24 @@ def _claim_fire(
     )
     row = connection.execute(
         claim,
-        {"workflow_id": key, "trigger_index": position, "fire_at": moment, "taken_by": owner},
+        {
+            "workflow_id": key,
+            "trigger_index": position,
+            "fire_at": moment,
+            "taken_by": owner,
+            "finished": lease_until is None,
+            "lease_until": lease_until,
+        },
     ).first()
     return row is not None
+
+
+def _fire_is(workflow_id: str, position: int, moment: datetime) -> ColumnElement[bool]:
+    return and_(
+        schedule_fires.c.workflow_id == workflow_id,
+        schedule_fires.c.trigger_index == position,
+        schedule_fires.c.fire_at == moment,
+    )
 
 
 def _describe_message(message: Message) -> str:

@@ -576,6 +576,66 @@ def test_each_schedule_fire_and_decay_tick_is_taken_by_one_worker_only(
         second.close()
 
 
+def test_a_schedule_fan_out_that_stops_part_way_is_finished_from_where_it_stopped(
+    store_url: str, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fire was claimed in one transaction and entered in chunks after it: a chunk
+    that failed, or a worker that died, lost the rest of the fire for good (found by a
+    reviewing helper). Now the next run goes on after the last chunk that committed, at
+    once after a failure, after the lease for a worker that died; nobody twice."""
+    import engine.runner as runner_module
+    from engine.store.tables import schedule_fires
+
+    daily = doc(
+        "daily",
+        {"bump": {"type": "update_score", "score": "SCORE", "add": 1}},
+        [{"type": "schedule", "cron": "0 9 * * *"}],
+        reentry="always",
+    )
+    monkeypatch.setattr(runner_module, "BATCH_SIZE", 2)
+    first, second = Leadflow(store_url, clock), Leadflow(store_url, clock)
+    try:
+        first.deploy([daily])
+        people = [f"p{i}" for i in range(7)]
+        first.send([{"type": "identify", "userId": p, "traits": {}} for p in people])
+        enter = runner_module.Wake.enter
+        calls: list[str] = []
+
+        def fails_on_the_fifth(wake: Any, state: Any, *args: Any) -> Any:
+            calls.append(state.id)
+            if len(calls) == 5:
+                raise RuntimeError("disk full")
+            return enter(wake, state, *args)
+
+        monkeypatch.setattr(runner_module.Wake, "enter", fails_on_the_fifth)
+        with pytest.raises(RuntimeError, match="disk full"):
+            first.runner.fire_schedules(at("2026-01-06 09:30"))
+        scores = {p: first.contact(p)["scores"].get("SCORE", 0) for p in people}
+        assert scores == {"p0": 1, "p1": 1, "p2": 1, "p3": 1, "p4": 0, "p5": 0, "p6": 0}
+        assert rows(
+            first.engine, select(schedule_fires.c.done_through, schedule_fires.c.finished)
+        ) == [("p3", False)]
+        # the next run, by any worker, goes on after p3
+        assert second.runner.fire_schedules(at("2026-01-06 09:30")) == 3
+        scores = {p: first.contact(p)["scores"].get("SCORE", 0) for p in people}
+        assert set(scores.values()) == {1}
+        assert rows(first.engine, select(schedule_fires.c.finished)) == [(True,)]
+        # a worker that died part way: its lease runs out, then another finishes the fire
+        with first.engine.begin() as connection:
+            connection.execute(
+                update(schedule_fires).values(
+                    finished=False, done_through="p4", lease_until=at("2026-01-06 09:35")
+                )
+            )
+        assert second.runner.fire_schedules(at("2026-01-06 09:34")) == 0
+        assert second.runner.fire_schedules(at("2026-01-06 09:36")) == 2  # p5 and p6
+        scores = {p: first.contact(p)["scores"].get("SCORE", 0) for p in people}
+        assert scores == {"p0": 1, "p1": 1, "p2": 1, "p3": 1, "p4": 1, "p5": 2, "p6": 2}
+    finally:
+        first.close()
+        second.close()
+
+
 def test_a_decay_tick_that_fails_is_not_taken_and_runs_again(
     flow: Leadflow, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.engine import Dialect
 
@@ -336,6 +337,11 @@ schedule_fires = Table(
     Column("trigger_index", Integer, primary_key=True),
     Column("fire_at", TS, primary_key=True),
     Column("taken_by", String(100), nullable=False),
+    # a schedule's fan-out, chunk by chunk (revision 0008): the last contact id entered,
+    # whether all were, and how long the worker holding it may take before a takeover
+    Column("done_through", String(320)),
+    Column("finished", Boolean, nullable=False, server_default=true()),
+    Column("lease_until", TS),
 )
 
 settings = Table(
