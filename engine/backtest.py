@@ -711,9 +711,9 @@ def render_table(result: Backtest) -> Any:
 
 
 def print_backtest(result: Backtest) -> None:
-    from rich.console import Console
+    from engine.console import terminal
 
-    console = Console()
+    console = terminal()
     span = ""
     if result.first_event and result.last_event:
         span = (
@@ -821,11 +821,12 @@ def backtest_command(
 @contextmanager
 def _progress() -> Iterator[Progress | None]:
     """A bar per variant on stderr, shown only when stderr is a terminal."""
-    from rich.console import Console
     from rich.progress import BarColumn, TaskProgressColumn, TextColumn
     from rich.progress import Progress as Bar
 
-    console = Console(stderr=True)
+    from engine.console import terminal
+
+    console = terminal(stderr=True)
     if not console.is_terminal:
         yield None
         return

@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from actions.condition import Condition
 from actions.update_score import UpdateScore
 from engine.cli_common import EXIT_INPUT, FiniteFloat, echo_json
 from engine.clock import format_timestamp
+from engine.console import terminal
 from engine.errors import LeadflowError
 from engine.kinds import Signal
 from engine.model import Workflow
@@ -646,7 +646,7 @@ def _may_replace(target: Path, document: Mapping[str, Any]) -> None:
 
 
 def _print_table(calibration: Calibration, written: Sequence[Path]) -> None:
-    console = Console()
+    console = terminal()
     count = len(calibration.converters)
     span = ""
     if calibration.first_event and calibration.last_event:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 from sqlalchemy import update
@@ -27,6 +26,7 @@ from engine.calibrate import calibrate_command
 from engine.catalog import deploy as deploy_workflows
 from engine.cli_common import EXIT_INPUT, LARGEST_STORED, db_option, echo_json, open_store
 from engine.clock import SystemClock, format_timestamp, parse_timestamp
+from engine.console import terminal
 from engine.errors import DeployConflict, InvalidWorkflow, LeadflowError, UnknownContact
 from engine.explain import explain_command
 from engine.graph import to_dot, to_mermaid
@@ -163,7 +163,7 @@ def workflows(db_url: str | None, as_json: bool) -> None:
             "paused" if row["paused"] else "live",
             str(row["active_runs"]),
         )
-    Console().print(table)
+    terminal().print(table)
 
 
 def _set_paused(db_url: str | None, workflow_id: str, paused: bool) -> None:
@@ -274,7 +274,7 @@ def contacts_show(contact_id: str, db_url: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(view)
         return
-    console = Console()
+    console = terminal()
     console.print(
         f"[bold]{view['id']}[/bold]  account: {view['account'] or '-'}"
         f"  grade: {view['grade'] or '-'}"
@@ -347,7 +347,7 @@ def simulate(
 @contextmanager
 def _progress() -> Iterator[Any]:
     """A progress bar on stderr, shown only when stderr is a terminal."""
-    console = Console(stderr=True)
+    console = terminal(stderr=True)
     if not console.is_terminal:
         yield None
         return
@@ -365,7 +365,7 @@ def _progress() -> Iterator[Any]:
 def _print_summary(
     result: dict[str, Any], events: int, started: datetime | None, ended: datetime | None
 ) -> None:
-    console = Console()
+    console = terminal()
     span = ""
     if started and ended:
         span = f" from {format_timestamp(started)} to {format_timestamp(ended)}"
@@ -433,3 +433,7 @@ def run() -> None:
         reason = str(origin if origin is not None else exc).splitlines()[0]
         click.echo(f"error: the store failed: {reason}", err=True)
         sys.exit(EXIT_INPUT)
+
+
+if __name__ == "__main__":  # python -m engine.cli
+    run()

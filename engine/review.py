@@ -25,13 +25,13 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Connection, distinct, func, select
 
 from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
 from engine.clock import SystemClock, format_timestamp, parse_timestamp
+from engine.console import terminal
 from engine.problems import suggest
 from engine.scoring.models import GRADE_MODEL, SCORE_MODEL
 from engine.store.db import writer
@@ -310,7 +310,7 @@ def _ratio(item: ReviewItem) -> str:
 
 
 def _print(items: Sequence[ReviewItem], outcome: str | None, everything: bool) -> None:
-    console = Console()
+    console = terminal()
     title = "Model reviews" if everything else "Models due for review"
     if outcome:
         title += f" (outcome: {outcome})"

@@ -30,7 +30,6 @@ from difflib import SequenceMatcher
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Connection, select
@@ -38,6 +37,7 @@ from sqlalchemy import Connection, select
 from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
 from engine.clock import format_timestamp
 from engine.conditions import describe_condition
+from engine.console import terminal
 from engine.durations import Duration
 from engine.errors import LeadflowError
 from engine.registry import Registry, default_registry
@@ -420,7 +420,7 @@ def history(revisions: Sequence[Revision]) -> History:
 
 
 def _print_history(table_data: History) -> None:
-    console = Console()
+    console = terminal()
     latest = table_data.revisions[-1]
     console.print(
         f"[bold]{escape(table_data.workflow_id)}[/bold] ({table_data.kind.replace('_', ' ')}): "

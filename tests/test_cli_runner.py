@@ -4,7 +4,10 @@ pause/resume, contacts show, db upgrade; exit codes 0/1/2 and never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -148,6 +151,31 @@ def test_simulate_prints_a_readable_summary(files: dict[str, Path]) -> None:
     assert "messages: 1 email" in text
     assert "rejected lines: 1" in text
     assert "line 4: track message needs 'event'" in text
+
+
+def test_output_to_a_pipe_is_not_wrapped_and_python_m_engine_runs(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    """Rich wrapped lines at 80 columns when the output was not a terminal: a long
+    rejected line's reason came out in two, and grep missed it (found by a reviewing
+    helper). And ``python -m engine`` (or ``engine.cli``) printed nothing."""
+    stamp = "not a moment, " * 8
+    reason = f"expected an ISO-8601 timestamp, found {stamp!r}"
+    late = {"type": "track", "userId": "ann@acme.com", "event": "X", "timestamp": stamp}
+    events = files["events"].read_text() + json.dumps(late) + "\n"
+    (tmp_path / "long.jsonl").write_text(events, encoding="utf-8")
+    home = str(Path(__file__).resolve().parent.parent)
+    for module in ("engine", "engine.cli"):
+        done = subprocess.run(
+            [sys.executable, "-m", module, "simulate", "--workflows", str(files["flows"]),
+             "--events", str(tmp_path / "long.jsonl")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": home},
+            timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f"line 5: {reason}" in done.stdout.splitlines()[-1]
 
 
 def test_simulate_with_an_invalid_workflow_lists_the_problems(

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from engine.console import terminal
 from engine.report.data import NO_BAND, TIMES, Report
 
 
@@ -94,7 +95,7 @@ def tables(report: Report) -> list[Table]:
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or terminal()
     model = report.model
     about = (
         f"score model {model.id} v{model.version}, sales-ready at {model.sales_ready:g}"

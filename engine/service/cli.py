@@ -69,9 +69,9 @@ def keys_create(name: str, scope: str, db_url: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def keys_list(db_url: str | None, as_json: bool) -> None:
     """Keys: id, name, scope, created, last used, revoked (never the key itself)."""
-    from rich.console import Console
     from rich.table import Table
 
+    from engine.console import terminal
     from engine.service.keys import list_keys
 
     rows = list_keys(open_store(db_url))
@@ -96,7 +96,7 @@ def keys_list(db_url: str | None, as_json: bool) -> None:
             minute(row["last_used_at"]) or "never",
             minute(row["revoked_at"]),
         )
-    Console().print(table)
+    terminal().print(table)
 
 
 @keys_group.command("revoke")
