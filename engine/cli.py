@@ -35,7 +35,7 @@ from engine.messaging.cli import outbox as outbox_group
 from engine.registry import default_registry
 from engine.report import report_command
 from engine.review import review_group
-from engine.runner import Runner
+from engine.runner import FAILURES_KEPT, Runner, describe_failure
 from engine.schema import build_schema, render
 from engine.segment import read_lines
 from engine.segments import segment_command
@@ -217,10 +217,24 @@ def ingest(source: Any, db_url: str | None, template_dirs: tuple[Path, ...]) -> 
     report = runner.ingest(read_lines(source, clock.now()), source=name)
     for rejection in report.rejections:
         click.echo(f"{name}: line {rejection.line}: {rejection.reason}", err=True)
+    failed = f"; {report.failed_runs} run(s) failed" if report.failed_runs else ""
     click.echo(
         f"{report.taken} taken, {report.duplicates} duplicate(s), {report.rejected} rejected"
+        f"{failed}"
     )
+    _warn_failures(report.failed_runs, [str(f) for f in report.failures])
     sys.exit(EXIT_INPUT if report.rejected else 0)
+
+
+def _warn_failures(count: int, shown: list[str]) -> None:
+    """Runs that failed (a missing template, bad data) on stderr: the messages were
+    taken, but without this a failed run's reason was in no output at all."""
+    if not count:
+        return
+    first = "" if len(shown) >= count else f" (the first {len(shown)})"
+    click.echo(f"warning: {count} run(s) failed{first}:", err=True)
+    for line in shown:
+        click.echo(f"  {line}", err=True)
 
 
 @main.command()
@@ -292,6 +306,12 @@ def contacts_show(contact_id: str, db_url: str | None, as_json: bool) -> None:
             f"  {run['workflow']} v{run['version']} {run['state']} at {run['node']}"
             f" since {run['entered_at']}"
         )
+    for failed in view["failed_runs"]:
+        console.print(
+            f"  failed: {failed['workflow']} v{failed['version']} at {failed['node']}"
+            f" on {failed['at']}: {failed['error']}",
+            markup=False,
+        )
     console.print("score history:" if view["score_history"] else "score history: none")
     for change in view["score_history"]:
         click.echo(f"  {change['text']}")
@@ -340,8 +360,15 @@ def simulate(
             sys.exit(EXIT_INPUT)
     if as_json:
         echo_json(outcome.result)
-        return
-    _print_summary(outcome.result, outcome.events, outcome.started, outcome.ended)
+    else:
+        _print_summary(outcome.result, outcome.events, outcome.started, outcome.ended)
+    failed = outcome.failed_runs
+    _warn_failures(len(failed), [_failure_line(f) for f in failed[:FAILURES_KEPT]])
+
+
+def _failure_line(failed: dict[str, Any]) -> str:
+    fields = ("contact", "workflow", "version", "at", "error")
+    return describe_failure(*(failed[key] for key in fields))
 
 
 @contextmanager

@@ -100,12 +100,41 @@ class IngestReport:
     duplicates: int = 0
     rejected: int = 0
     rejections: list[Rejection] = field(default_factory=list)
+    failed_runs: int = 0
+    """Runs that failed while these messages were applied (a missing template, bad data):
+    the messages were taken, the runs' reasons are in ``failures`` (the first ten)."""
+    failures: list[RunFailure] = field(default_factory=list)
 
     def add(self, other: IngestReport) -> None:
         self.taken += other.taken
         self.duplicates += other.duplicates
         self.rejected += other.rejected
         self.rejections.extend(other.rejections)
+        self.failed_runs += other.failed_runs
+        self.failures.extend(other.failures[: max(0, FAILURES_KEPT - len(self.failures))])
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailure:
+    """A run that failed, and why, as the reports show it."""
+
+    contact_id: str
+    workflow_id: str
+    version: int
+    at: datetime
+    error: str
+
+    def __str__(self) -> str:
+        at = format_timestamp(self.at)
+        return describe_failure(self.contact_id, self.workflow_id, self.version, at, self.error)
+
+
+def describe_failure(contact: str, workflow: str, version: int, at: str, error: str) -> str:
+    """``ann: welcome v2 failed at 2026-01-05T10:00:00Z: node 'mail' (send_email): ...``"""
+    return f"{contact}: {workflow} v{version} failed at {at}: {error}"
+
+
+FAILURES_KEPT = 10
 
 
 @dataclass
@@ -194,6 +223,10 @@ class Runner:
         self.templates = templates or TemplateCatalog()
         self._catalog = catalog
         self.owner = owner or uuid.uuid4().hex[:12]
+        self.failed_runs = 0
+        """Runs failed since this runner was made."""
+        self.failures: list[RunFailure] = []
+        """The first runs that failed since the last :meth:`ingest` began."""
 
     # --- the catalog of deployed workflows ----------------------------------------------
 
@@ -231,6 +264,7 @@ class Runner:
         writes its whole history first: ``engine.simulate.store_history``), so they are
         only run."""
         report = IngestReport()
+        failed_before, self.failures = self.failed_runs, []
         pending: list[Message] = []
         bad: list[Rejection] = []
 
@@ -257,6 +291,8 @@ class Runner:
             if len(pending) + len(bad) >= batch_size:
                 flush()
         flush()
+        report.failed_runs = self.failed_runs - failed_before
+        report.failures = list(self.failures)
         return report
 
     def _ingest_batch(
@@ -1324,6 +1360,14 @@ class Wake:
         run.error = error
         run.ended_at = moment
         run.dirty = True
+        if final == "failed":
+            runner = self.runner
+            runner.failed_runs += 1
+            if len(runner.failures) < FAILURES_KEPT:
+                failure = RunFailure(
+                    state.id, run.workflow_id, run.version, moment, error or reason
+                )
+                runner.failures.append(failure)
 
     def _workflow(self, run: RunState) -> Workflow:
         return self.catalog.version(self.connection, run.workflow_id, run.version)

@@ -9,7 +9,7 @@ import tempfile
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from engine.store.sql import insert_rows
 from engine.store.tables import audit, events, quiet_watch, waits
 from engine.templates import TemplateCatalog
 from engine.validation import Validation, validate_paths
-from engine.views import summary
+from engine.views import summary_of
 
 Progress = Callable[[int, int], None]
 
@@ -39,6 +39,9 @@ class Simulation:
     ended: datetime | None
     parts: int = 1
     """Processes the contacts were split over (see :mod:`engine.simulate_parts`)."""
+    failed_runs: list[dict[str, Any]] = field(default_factory=list)
+    """Runs that failed (contact, workflow, version, node, at, error): beside ``result``,
+    which holds what the contract's ``--json`` object does."""
 
 
 def read_event_file(
@@ -142,8 +145,9 @@ def simulate(
         )
         del messages
         with gc_paused(), runner.engine.connect() as connection:
-            result = summary(connection)
-    return Simulation(result, count, start, clock.now() if count else None)
+            made = summary_of(connection)
+    ended = clock.now() if count else None
+    return Simulation(made.done(), count, start, ended, failed_runs=made.failed)
 
 
 def watches_accounts(validation: Validation) -> bool:

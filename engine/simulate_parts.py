@@ -243,7 +243,8 @@ def _merge(
                 except EOFError:
                     break
                 result.add(kind, piece)
-    return Simulation(result.done(), count, start, last if count else None, parts)
+    done = result.done()
+    return Simulation(done, count, start, last if count else None, parts, result.failed)
 
 
 def _send(parts: list[_Part], message: tuple[Any, ...]) -> None:

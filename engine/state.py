@@ -339,7 +339,12 @@ class Batch:
             if state.runs:
                 ended = False
                 for run in state.runs:
-                    if run.new and run.state not in _IN_FLIGHT and run.workflow_id in unwritten:
+                    if (
+                        run.new
+                        and run.state not in _IN_FLIGHT
+                        and run.state != "failed"  # its reason is reported, from the store
+                        and run.workflow_id in unwritten
+                    ):
                         ended = True
                         run.new = run.dirty = False
                         continue

@@ -54,6 +54,7 @@ def contact_view(connection: Connection, contact_id: str, history: bool = False)
                 .order_by(runs.c.entered_at)
             )
         ]
+        view["failed_runs"] = failed_runs(connection, contact_id)
         view["score_history"] = [
             {
                 "at": format_timestamp(a.at),
@@ -157,10 +158,15 @@ def _number(value: float) -> float | int:
 
 def summary(connection: Connection) -> dict[str, Any]:
     """Everything simulate --json prints (see :func:`summary_pieces`)."""
+    return summary_of(connection).done()
+
+
+def summary_of(connection: Connection) -> Summary:
+    """The summary, with the failed runs beside it."""
     result = Summary()
     for kind, piece in summary_pieces(connection):
         result.add(kind, piece)
-    return result.done()
+    return result
 
 
 Piece = tuple[str, Any]
@@ -223,6 +229,36 @@ def summary_pieces(connection: Connection, size: int = 5_000) -> Iterator[Piece]
             )
         ],
     )
+    yield "failed", failed_runs(connection)
+
+
+def failed_runs(connection: Connection, contact_id: str | None = None) -> list[dict[str, Any]]:
+    """Runs that failed, with their reasons, in the order they ended (a contact's only,
+    if given)."""
+    query = select(
+        runs.c.contact_id,
+        runs.c.workflow_id,
+        runs.c.version,
+        runs.c.node,
+        runs.c.ended_at,
+        runs.c.error,
+        runs.c.end_reason,
+    ).where(runs.c.state == "failed")
+    if contact_id is not None:
+        query = query.where(runs.c.contact_id == contact_id)
+    return [
+        {
+            "contact": row.contact_id,
+            "workflow": row.workflow_id,
+            "version": row.version,
+            "node": row.node,
+            "at": format_timestamp(row.ended_at),
+            "error": row.error or row.end_reason,
+        }
+        for row in connection.execute(
+            query.order_by(runs.c.ended_at, by_code_point(runs.c.contact_id), runs.c.id)
+        )
+    ]
 
 
 def _outbox_in_order_sql(dialect_name: str) -> str:
@@ -251,7 +287,7 @@ class Summary:
     any order, ``merged=True``): contacts and accounts by id, messages by moment and
     contact (a contact's own in the order they came), rejected lines by line number."""
 
-    __slots__ = ("accounts", "contacts", "merged", "messages", "moments", "rejected")
+    __slots__ = ("accounts", "contacts", "failed", "merged", "messages", "moments", "rejected")
 
     def __init__(self, merged: bool = False) -> None:
         self.merged = merged
@@ -261,6 +297,8 @@ class Summary:
         self.moments: list[datetime] = []
         """Each message's moment, for the order of a merged summary (else left empty)."""
         self.rejected: list[dict[str, Any]] = []
+        self.failed: list[dict[str, Any]] = []
+        """Failed runs, beside the summary (not in the contract's object)."""
 
     def add(self, kind: str, piece: Any) -> None:
         if kind == "contacts":
@@ -271,6 +309,8 @@ class Summary:
             self.messages.extend(entry for _, entry in piece)
             if self.merged:
                 self.moments.extend(moment for moment, _ in piece)
+        elif kind == "failed":
+            self.failed.extend(piece)
         else:
             self.rejected.extend(piece)
 
@@ -284,6 +324,7 @@ class Summary:
             order = sorted(range(len(messages)), key=lambda i: (moments[i], messages[i]["contact"]))
             messages = [messages[i] for i in order]
             self.rejected.sort(key=lambda entry: entry["line"] or 0)
+            self.failed.sort(key=lambda entry: (entry["at"], entry["contact"]))
         return {
             "contacts": found,
             "accounts": accounts_,

@@ -178,6 +178,42 @@ def test_output_to_a_pipe_is_not_wrapped_and_python_m_engine_runs(
         assert f"line 5: {reason}" in done.stdout.splitlines()[-1]
 
 
+def test_a_failed_runs_reason_is_shown_by_ingest_simulate_and_contacts_show(
+    files: dict[str, Path],
+) -> None:
+    """A run that failed (here: a template that does not exist) had its reason only in
+    the runs table: ingest, simulate and contacts show said nothing (found by a reviewing
+    helper)."""
+    broken = {
+        "id": "broken-mail",
+        "version": 1,
+        "triggers": [{"type": "event", "event": "Quote Requested"}],
+        "start": "mail",
+        "nodes": {"mail": {"type": "send_email", "template": "does-not-exist"}},
+    }
+    (files["flows"] / "broken-mail.json").write_text(json.dumps(broken), encoding="utf-8")
+    why = (
+        "ann@acme.com: broken-mail v1 failed at 2026-01-05T10:02:00Z: node 'mail' "
+        "(send_email): unknown email template 'does-not-exist'"
+    )
+    flows, events = str(files["flows"]), str(files["events"])
+    simulated = invoke(["simulate", "--workflows", flows, "--events", events, "--json"])
+    assert "warning: 1 run(s) failed:" in simulated.stderr
+    assert why in simulated.stderr
+    assert "failed" not in json.loads(simulated.stdout)  # the contract's object, as it was
+    summary = invoke(["simulate", "--workflows", flows, "--events", events])
+    assert why in summary.stderr
+    invoke(["deploy", flows, *db(files)])
+    ingested = invoke(["ingest", events, *db(files)], code=1)  # line 4 is rejected
+    assert "3 taken, 0 duplicate(s), 1 rejected; 1 run(s) failed" in ingested.stdout
+    assert why in ingested.stderr
+    shown = invoke(["contacts", "show", "ann@acme.com", *db(files)])
+    assert (
+        "failed: broken-mail v1 at mail on 2026-01-05T10:02:00Z: node 'mail' (send_email): "
+        "unknown email template 'does-not-exist'"
+    ) in shown.stdout
+
+
 def test_simulate_with_an_invalid_workflow_lists_the_problems(
     tmp_path: Path, files: dict[str, Path]
 ) -> None:
