@@ -51,6 +51,11 @@ class Catalog:
     @classmethod
     def load(cls, connection: Connection, registry: Registry | None = None) -> Catalog:
         catalog = cls(registry or default_registry())
+        catalog.paused = set(
+            connection.scalars(
+                select(workflow_status.c.workflow_id).where(workflow_status.c.paused.is_(True))
+            )
+        )
         newest = select(
             workflow_versions.c.workflow_id, func.max(workflow_versions.c.version)
         ).group_by(workflow_versions.c.workflow_id)
@@ -68,6 +73,8 @@ class Catalog:
                 or {}
             )
             kind = document.get("kind", "workflow")
+            if kind in (SCORE_MODEL, GRADE_MODEL) and workflow_id in catalog.paused:
+                continue  # a paused model acts as if it were not deployed, until resumed
             if kind == SCORE_MODEL:
                 model = compile_score_model(document)
                 catalog.score_models.setdefault(model.score, []).append(model)
@@ -75,11 +82,6 @@ class Catalog:
                 catalog.grade_models.append(compile_grade_model(document))
             else:
                 catalog.latest[workflow_id] = catalog.version(connection, workflow_id, version)
-        catalog.paused = set(
-            connection.scalars(
-                select(workflow_status.c.workflow_id).where(workflow_status.c.paused.is_(True))
-            )
-        )
         catalog._reindex()
         return catalog
 

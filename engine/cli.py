@@ -183,7 +183,9 @@ def _set_paused(db_url: str | None, workflow_id: str, paused: bool) -> None:
 @click.argument("workflow_id")
 @db_option
 def pause(workflow_id: str, db_url: str | None) -> None:
-    """Stop new entries and hold due waits of a workflow until it is resumed."""
+    """Stop new entries and hold due waits of a workflow until it is resumed. A paused
+    score or grade model acts as if it were not deployed: no bands, decay, roll-up rule
+    or grades from it until it is resumed."""
     _set_paused(db_url, workflow_id, True)
 
 

@@ -287,6 +287,27 @@ def test_bands_move_contacts_between_lists_atomically(tmp_path: Path) -> None:
     assert out.lists("bob") == []
 
 
+def test_a_paused_model_acts_as_if_it_were_not_deployed(tmp_path: Path) -> None:
+    """``leadflow pause`` said "paused" for a model, which went on moving band lists (found
+    by a reviewing helper). Paused, it does nothing; resumed, it is back."""
+    from click.testing import CliRunner
+
+    from engine.api import Leadflow
+    from engine.cli import main
+    from engine.clock import VirtualClock
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    clock = VirtualClock(parse_timestamp("2026-01-05T10:00:00Z"))
+    with Leadflow(url, clock) as flow:
+        flow.deploy([score_model("stage-bands", bands=STAGE_BANDS), points("Click", 30)])
+        assert CliRunner().invoke(main, ["pause", "stage-bands", "--db", url]).exit_code == 0
+        flow.track("ann", "Click", message_id="c1")
+        assert flow.contact("ann")["lists"] == []
+        assert CliRunner().invoke(main, ["resume", "stage-bands", "--db", url]).exit_code == 0
+        flow.track("ann", "Click", message_id="c2")
+        assert flow.contact("ann")["lists"] == ["Qualified leads"]
+
+
 # --- decay ----------------------------------------------------------------------------------
 
 
