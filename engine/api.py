@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from engine.catalog import DeployResult, catalog_stamp, deploy
+from engine.catalog import DeployResult, catalog_stamp, deploy, deployed_workflow_ids
 from engine.clock import Clock, SystemClock, format_timestamp
 from engine.errors import InvalidWorkflow
 from engine.problems import describe_json
@@ -79,11 +79,19 @@ class Leadflow:
         items: list[Any] = [sources] if one else list(sources)  # type: ignore[arg-type]
         documents = [s for s in items if isinstance(s, Mapping)]
         paths = [Path(s) for s in items if not isinstance(s, Mapping)]
-        validation = validate_paths(paths) if paths else None
+        # a start_workflow may name a workflow deployed before, or given in this call
+        with self.engine.connect() as connection:
+            known = deployed_workflow_ids(connection)
+        known |= {d["id"] for d in documents if isinstance(d.get("id"), str)}
+        validation = validate_paths(paths, known=known) if paths else None
         problems = list(validation.problems) if validation else []
         workflows: list[Any] = [*validation.workflows, *validation.models] if validation else []
+        if validation is not None:
+            known |= {w.id for w in validation.workflows}
         if documents:
-            checked = validate_documents((f"<document {i}>", d) for i, d in enumerate(documents))
+            checked = validate_documents(
+                ((f"<document {i}>", d) for i, d in enumerate(documents)), known=known
+            )
             problems.extend(checked.problems)
             workflows.extend([*checked.workflows, *checked.models])
         if problems:

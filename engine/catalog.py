@@ -149,6 +149,12 @@ class Deployable(Protocol):
     def digest(self) -> str: ...
 
 
+def deployed_workflow_ids(connection: Connection) -> set[str]:
+    """Ids of the deployed workflows (not models): what a ``start_workflow`` of a
+    workflow deployed later may name."""
+    return set(Catalog.load(connection).latest)
+
+
 def catalog_stamp(connection: Connection) -> tuple[int, tuple[str, ...]]:
     """What a loaded catalog depends on, read in two small queries: how many versions are
     deployed (a version is never replaced) and which workflows are paused. A long-lived

@@ -24,6 +24,7 @@ from engine.accounts_view import accounts_group
 from engine.backtest import backtest_command
 from engine.calibrate import calibrate_command
 from engine.catalog import deploy as deploy_workflows
+from engine.catalog import deployed_workflow_ids
 from engine.cli_common import EXIT_INPUT, LARGEST_STORED, db_option, echo_json, open_store
 from engine.clock import SystemClock, format_timestamp, parse_timestamp
 from engine.console import terminal
@@ -126,13 +127,16 @@ def db_upgrade(db_url: str | None) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @db_option
 def deploy(paths: tuple[Path, ...], db_url: str | None) -> None:
-    """Validate workflows and store them as new versions."""
-    result = validate_paths(paths)
+    """Validate workflows and store them as new versions. A start_workflow may name a
+    workflow deployed before."""
+    engine = open_store(db_url)
+    with engine.connect() as connection:
+        deployed = deployed_workflow_ids(connection)
+    result = validate_paths(paths, known=deployed)
     if not result.ok:
         for problem in result.problems:
             click.echo(str(problem))
         sys.exit(EXIT_INPUT)
-    engine = open_store(db_url)
     try:
         with writer(engine).begin() as connection:
             results = deploy_workflows(

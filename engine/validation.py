@@ -154,7 +154,10 @@ def portability_problem(value: Any, pointer: str = "", depth: int = 0) -> tuple[
 
 
 def validate_paths(
-    paths: Iterable[str | Path], registry: Registry | None = None, check_references: bool = True
+    paths: Iterable[str | Path],
+    registry: Registry | None = None,
+    check_references: bool = True,
+    known: Iterable[str] | None = None,
 ) -> Validation:
     documents: list[tuple[str, Any]] = []
     problems: list[Problem] = []
@@ -163,7 +166,7 @@ def validate_paths(
         problems.extend(found)
         if document is not None or not found:
             documents.append((str(path), document))
-    result = validate_documents(documents, registry, check_references)
+    result = validate_documents(documents, registry, check_references, known)
     result.problems[:0] = problems
     result.files += len([p for p in problems if p.pointer.startswith("line") or not p.pointer])
     return result
@@ -173,13 +176,15 @@ def validate_documents(
     documents: Iterable[tuple[str, Any]],
     registry: Registry | None = None,
     check_references: bool = True,
+    known: Iterable[str] | None = None,
 ) -> Validation:
     """Validate documents that belong together (cross references, duplicate versions).
-    ``check_references=False`` lets one file be checked or drawn on its own."""
+    ``check_references=False`` lets one file be checked or drawn on its own. ``known``:
+    workflow ids a reference may name beside these documents' own (deployed already)."""
     registry = registry or default_registry()
     result = Validation()
     seen: dict[tuple[Any, Any], str] = {}
-    ids: set[str] = set()
+    ids: set[str] = set(known or ())
     docs = list(documents)
     for _, document in docs:
         if isinstance(document, dict) and isinstance(document.get("id"), str):
@@ -211,7 +216,7 @@ def validate_documents(
                 )
             seen.setdefault(key, file)
             if check_references:
-                problems.extend(_check_references(document, file, ids))
+                problems.extend(_check_references(document, file, ids, known is not None))
         if problems:
             result.problems.extend(sorted(problems))
         else:
@@ -288,7 +293,9 @@ def check_model(
         return [Problem(file, exc.pointer, exc.message)], None
 
 
-def _check_references(document: Mapping[str, Any], file: str, ids: set[str]) -> list[Problem]:
+def _check_references(
+    document: Mapping[str, Any], file: str, ids: set[str], deployed: bool = False
+) -> list[Problem]:
     nodes = document.get("nodes")
     if not isinstance(nodes, dict):
         return []
@@ -303,7 +310,8 @@ def _check_references(document: Mapping[str, Any], file: str, ids: set[str]) -> 
                     file,
                     pointer_of(("nodes", node_id, "workflow")),
                     f"start_workflow names workflow {target!r}, which is not among the "
-                    f"workflows validated together{suggest(target, ids)}",
+                    f"workflows validated together{' nor deployed' if deployed else ''}"
+                    f"{suggest(target, ids)}",
                 )
             )
     return problems

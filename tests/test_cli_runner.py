@@ -346,6 +346,31 @@ def test_deploy_an_invalid_workflow_exits_1(tmp_path: Path) -> None:
     assert result.stdout.startswith(f"{path}: /reentry: ")
 
 
+def test_a_start_workflow_may_name_a_workflow_deployed_before(tmp_path: Path) -> None:
+    """Deploying a workflow that starts one already in the store was refused: the other
+    had to be deployed again beside it (found by a reviewing helper)."""
+    url = ["--db", f"sqlite:///{tmp_path / 's.db'}"]
+    target, starter = tmp_path / "quote.json", tmp_path / "starter.json"
+    target.write_text(json.dumps(QUOTE), encoding="utf-8")
+    starts = {
+        "id": "starter",
+        "version": 1,
+        "triggers": [{"type": "event", "event": "Go"}],
+        "start": "go",
+        "nodes": {"go": {"type": "start_workflow", "workflow": QUOTE["id"]}},
+    }
+    starter.write_text(json.dumps(starts), encoding="utf-8")
+    refused = invoke(["deploy", str(starter), *url], code=1)
+    assert "which is not among the workflows validated together nor deployed" in refused.stdout
+    invoke(["deploy", str(target), *url])
+    assert invoke(["deploy", str(starter), *url]).stdout == "starter v1: deployed\n"
+    # the Python API: a path and a document that name each other, in one call
+    from engine.api import Leadflow
+
+    with Leadflow(f"sqlite:///{tmp_path / 'api.db'}") as flow:
+        flow.deploy([starts, target])
+
+
 # --- contacts show, --db and LEADFLOW_DB ---------------------------------------------------
 
 
