@@ -44,7 +44,7 @@ from engine.service.cli import keys_group, serve_command
 from engine.store.db import writer
 from engine.store.tables import workflow_status
 from engine.templates import TemplateCatalog
-from engine.validation import validate_paths
+from engine.validation import DOCUMENT_KINDS, model_schema, validate_paths
 from engine.versions import diff_command, history_command
 from engine.views import contact_view, deployed_workflows
 
@@ -94,9 +94,19 @@ def graph(file: Path, fmt: str) -> None:
 
 
 @main.command()
-def schema() -> None:
-    """Print the workflow JSON Schema (draft 2020-12) for editors and other tools."""
-    click.echo(render(build_schema(default_registry())), nl=False)
+@click.option(
+    "--kind",
+    type=click.Choice(DOCUMENT_KINDS),
+    default="workflow",
+    show_default=True,
+    help="Which document's schema (committed as workflows/schema.json and "
+    "workflows/models/KIND.schema.json).",
+)
+def schema(kind: str) -> None:
+    """Print the JSON Schema (draft 2020-12) of workflows, or of a model kind, for editors
+    and other tools."""
+    document = build_schema(default_registry()) if kind == "workflow" else model_schema(kind)
+    click.echo(render(document), nl=False)
 
 
 def _timestamp(_ctx: Any, _param: Any, value: str | None) -> datetime | None:

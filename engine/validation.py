@@ -252,11 +252,12 @@ MODEL_KINDS: dict[
 DOCUMENT_KINDS = ("workflow", *MODEL_KINDS)
 
 
-@cache
-def _model_validator(kind: str) -> Draft202012Validator:
+def model_schema(kind: str) -> dict[str, Any]:
+    """A model kind's whole JSON Schema, with the workflow schema's conditions and
+    durations it uses (``leadflow schema --kind score_model``)."""
     schema = MODEL_KINDS[kind][0]
     defs = build_schema(default_registry())["$defs"]
-    full = {
+    return {
         **schema,
         "$defs": {
             **schema.get("$defs", {}),
@@ -264,7 +265,11 @@ def _model_validator(kind: str) -> Draft202012Validator:
             "duration": defs["duration"],
         },
     }
-    return Draft202012Validator(full, format_checker=format_checker())
+
+
+@cache
+def _model_validator(kind: str) -> Draft202012Validator:
+    return Draft202012Validator(model_schema(kind), format_checker=format_checker())
 
 
 def check_model(

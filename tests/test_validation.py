@@ -19,7 +19,7 @@ from engine.cli import main
 from engine.problems import Problem
 from engine.registry import default_registry
 from engine.schema import build_schema, validator
-from engine.validation import check_document, validate_documents, validate_paths
+from engine.validation import check_document, model_schema, validate_documents, validate_paths
 
 INVALID = Path(__file__).parent / "invalid"
 REGISTRY = default_registry()
@@ -484,6 +484,29 @@ def test_committed_schema_matches_the_kinds() -> None:
     assert committed_schema() == build_schema(default_registry()), (
         "workflows/schema.json is stale: run `leadflow schema > workflows/schema.json`"
     )
+
+
+@pytest.mark.parametrize("kind", ["score_model", "grade_model"])
+def test_committed_model_schemas_are_fresh_and_hold_the_shipped_models(kind: str) -> None:
+    """``leadflow schema`` covered workflows only: every shipped model failed against it
+    (found by a reviewing helper). Each model kind has its own, committed beside them."""
+    name = f"{kind}.schema.json"
+    committed = json.loads(files("workflows").joinpath("models", name).read_text("utf-8"))
+    assert committed == model_schema(kind), (
+        f"workflows/models/{name} is stale: run `leadflow schema --kind {kind} > "
+        f"workflows/models/{name}`"
+    )
+    Draft202012Validator.check_schema(committed)
+    checker = Draft202012Validator(committed)
+    shipped = [
+        json.loads(entry.read_text("utf-8"))
+        for entry in files("workflows").joinpath("models").iterdir()
+        if entry.name.endswith(".json") and not entry.name.endswith("schema.json")
+    ]
+    ours = [d for d in shipped if d.get("kind") == kind]
+    assert ours
+    for document in ours:
+        checker.validate(document)
 
 
 def test_schema_is_a_valid_draft_2020_12_schema() -> None:
