@@ -439,7 +439,8 @@ def _print_summary(
     for message in result["messages"]:
         channels[message["channel"]] = channels.get(message["channel"], 0) + 1
     sent = ", ".join(f"{count} {channel}" for channel, count in sorted(channels.items()))
-    console.print(f"messages: {sent or 'none'}")
+    # queued, not delivered: delivery's consent rules, quiet hours and caps come later
+    console.print(f"messages: {sent or 'none'} (queued; delivery applies consent rules)")
     if result["rejected"]:
         console.print(f"rejected lines: {len(result['rejected'])}")
         for item in result["rejected"]:

@@ -208,9 +208,13 @@ def summary_pieces(connection: Connection, size: int = 5_000) -> Iterator[Piece]
     messages: list[tuple[datetime, dict[str, Any]]] = []
     for contact_id, channel, payload, created_at in _outbox_in_order(connection, size):
         entry: dict[str, Any] = {"contact": text(contact_id), "channel": text(channel)}
+        rendered = payload.get("rendered")
+        done = rendered if isinstance(rendered, dict) else {}
         for key in ("template", "subject", "text", "url"):
             if key in payload:
-                value = payload[key]
+                # what the contact gets: an SMS's text and a subject as rendered, not
+                # their templates ({{ contact.attributes.FIRSTNAME }})
+                value = done.get(key, payload[key]) if key in ("subject", "text") else payload[key]
                 entry[key] = value if key == "text" else text(value)
         entry["workflow"] = text(payload.get("workflow"))
         entry["at"] = format_timestamp(created_at)

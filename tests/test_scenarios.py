@@ -478,7 +478,7 @@ def test_send_sms_and_webhook_reach_the_outbox(tmp_path: Path) -> None:
         {
             "contact": "ann",
             "channel": "sms",
-            "text": "Hi {{ contact.attributes.name }}",
+            "text": "Hi Ann",  # what Ann gets; the outbox keeps the template too
             "workflow": "notify",
             "at": "2026-01-05T10:00:30Z",
         },
