@@ -376,6 +376,9 @@ def simulate(
             sys.exit(EXIT_INPUT)
     if as_json:
         echo_json(outcome.result)
+        if outcome.result["rejected"]:  # exit 0 still: they are part of the outcome
+            count = len(outcome.result["rejected"])
+            click.echo(f'warning: {count} line(s) rejected, listed under "rejected"', err=True)
     else:
         _print_summary(outcome.result, outcome.events, outcome.started, outcome.ended)
     failed = outcome.failed_runs

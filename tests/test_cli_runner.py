@@ -103,6 +103,7 @@ def test_simulate_json_has_the_contract_shape(files: dict[str, Path]) -> None:
     )
     out = json.loads(result.stdout)
     assert set(out) == {"contacts", "accounts", "messages", "rejected"}
+    assert 'warning: 1 line(s) rejected, listed under "rejected"' in result.stderr
     ann = out["contacts"]["ann@acme.com"]
     assert {"scores", "grade", "lists", "attributes", "account"} <= set(ann)
     assert ann["scores"] == {"SCORE": 30}
