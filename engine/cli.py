@@ -270,6 +270,10 @@ def worker(db_url: str | None, batch: int | None, once: bool) -> None:
     from engine.worker import Worker, WorkerSettings, wait_lease
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # the worker's own lines, and the libraries' warnings: APScheduler says "Running job"
+    # every second and Alembic describes its context at every start
+    for chatty in ("apscheduler", "alembic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     engine = open_store(db_url, checkpoint_pages=WORKER_CHECKPOINT_PAGES)
     runner = Runner(engine, SystemClock())
     if once:

@@ -179,6 +179,28 @@ def test_output_to_a_pipe_is_not_wrapped_and_python_m_engine_runs(
         assert f"line 5: {reason}" in done.stdout.splitlines()[-1]
 
 
+def test_the_worker_prints_its_own_lines_not_the_libraries_chatter(tmp_path: Path) -> None:
+    home = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "worker",
+            "--once",
+            "--db",
+            f"sqlite:///{tmp_path / 'w.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": home},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("0 run(s) resumed or entered\n")
+    assert "alembic" not in done.stderr and "apscheduler" not in done.stderr, done.stderr
+
+
 def test_a_failed_runs_reason_is_shown_by_ingest_simulate_and_contacts_show(
     files: dict[str, Path],
 ) -> None:

@@ -493,8 +493,14 @@ def test_settings_that_would_break_every_delivery_round_are_refused(
 
 
 def test_a_bad_environment_value_names_its_variable() -> None:
-    with pytest.raises(BadSetting, match=r"from the environment variable LEADFLOW_SMTP_PORT"):
+    with pytest.raises(
+        BadSetting,
+        match=r"setting smtp\.port: expected a whole number, found 'abc' "
+        r"\(from the environment variable LEADFLOW_SMTP_PORT\)",
+    ):
         MessagingSettings.from_values({}, {"LEADFLOW_SMTP_PORT": "abc"})
+    with pytest.raises(BadSetting, match=r"smtp\.timeout: expected a number, found 'soon'"):
+        MessagingSettings.from_values({"smtp.timeout": "soon"})
 
 
 def test_backoff_doubles_with_deterministic_jitter() -> None:

@@ -260,13 +260,19 @@ def _coerce(kind: str, raw: Any) -> Any:
     if kind in ("str", "secret"):
         return str(raw)
     if kind == "int":
-        if isinstance(raw, bool):
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
             raise ValueError(f"expected a whole number, found {raw!r}")
-        return int(raw)
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a whole number, found {raw!r}") from None
     if kind == "float":
         if isinstance(raw, bool):
             raise ValueError(f"expected a number, found {raw!r}")
-        return float(raw)
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, found {raw!r}") from None
     if kind == "bool":
         if isinstance(raw, bool):
             return raw
