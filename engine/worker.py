@@ -152,6 +152,16 @@ class Worker:
         def started(_event: object) -> None:
             if self.stopping.is_set() and scheduler.running:  # asked before start()
                 scheduler.shutdown(wait=False)
+                return
+            s = self.settings
+            log.info(
+                "worker %s started: due waits every %g s, timers every %g s, outbox every "
+                "%g s",
+                self.runner.owner,
+                s.wait_poll_seconds,
+                s.timers_poll_seconds,
+                s.delivery_poll_seconds,
+            )
 
         scheduler.add_listener(started, EVENT_SCHEDULER_START)
         signal.signal(signal.SIGTERM, stop)

@@ -505,7 +505,7 @@ def test_sigterm_during_a_scheduled_job_finishes_the_batch_and_exits_0(pg: str, 
     populate(pg, 0, datetime.now(UTC))
     worker = spawn(*leadflow("worker", "--db", pg, "--batch", str(batch)))
     deadline = time.monotonic() + 60
-    while "Scheduler started" not in worker.stderr():
+    while "started: due waits every" not in worker.stderr():
         assert worker.proc.poll() is None and time.monotonic() < deadline, worker.stderr()
         time.sleep(0.02)
     # Paused while the waits arrive; on SIGCONT the overdue job runs (no misfire limit).
