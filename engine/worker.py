@@ -155,8 +155,7 @@ class Worker:
                 return
             s = self.settings
             log.info(
-                "worker %s started: due waits every %g s, timers every %g s, outbox every "
-                "%g s",
+                "worker %s started: due waits every %g s, timers every %g s, outbox every %g s",
                 self.runner.owner,
                 s.wait_poll_seconds,
                 s.timers_poll_seconds,
