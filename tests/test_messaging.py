@@ -19,7 +19,15 @@ from sqlalchemy import Engine, select
 from engine.api import Leadflow
 from engine.cli import main
 from engine.clock import VirtualClock
-from engine.messaging.consent import POSTPONE, SEND, SUPPRESS, check, quiet_until, unsubscribe
+from engine.messaging.consent import (
+    POSTPONE,
+    SEND,
+    SUPPRESS,
+    check,
+    confirm,
+    quiet_until,
+    unsubscribe,
+)
 from engine.messaging.delivery import Deliverer, backoff
 from engine.messaging.render import parse_template
 from engine.messaging.settings import (
@@ -332,6 +340,37 @@ def test_unsubscribe_link_round_trip_is_audited(sqlite_store: Engine, tmp_path: 
     )
     with pytest.raises(InvalidToken):
         unsubscribe(flow.runner, token[:-2] + ("AA" if not token.endswith("AA") else "BB"))
+
+
+def test_an_unsubscribed_address_gets_nothing_whichever_contact_holds_it(
+    sqlite_store: Engine, tmp_path: Path
+) -> None:
+    """crm-1 (email ann@acme.com) unsubscribed; the contact ann@acme.com, never merged
+    with it, was still written to (found by a reviewing helper). The address is kept as
+    unsubscribed until it confirms a double opt-in again."""
+    flows = [workflow("w", {"m": {"type": "send_email", "template": "welcome-a"}})]
+    flow = make_flow(sqlite_store, tmp_path, flows)
+    flow.identify("crm-1", {"email": "Ann@Acme.com", "CONSENT": True})
+    flow.track("crm-1", "Go")
+    (row,) = outbox_rows(sqlite_store)
+    token = row.payload["rendered"]["unsubscribe_url"].rsplit("/", 1)[1]
+    unsubscribe(flow.runner, token)
+    flow.track("ann@acme.com", "Go")
+    deliverer = Deliverer(sqlite_store, flow.clock, environ={})
+    assert deliverer.deliver().suppressed == 2
+    notes = [(r.contact_id, r.note) for r in outbox_rows(sqlite_store)]
+    assert notes == [
+        ("crm-1", "unsubscribed"),
+        ("ann@acme.com", "unsubscribed (ann@acme.com unsubscribed as contact crm-1)"),
+    ]
+    # a double opt-in confirmed by the address lifts it
+    with sqlite_store.connect() as connection:
+        key = secret(connection)
+    confirm(flow.runner, make_token(key, CONFIRM, "ann@acme.com", flow.clock.now(), "form"))
+    flow.track("ann@acme.com", "Go")
+    assert deliverer.deliver().suppressed == 0
+    last = outbox_rows(sqlite_store)[-1]  # not suppressed: it waits for an SMTP server
+    assert (last.status, last.note.split(":")[0]) == ("pending", "waiting")
 
 
 # --- the rules ------------------------------------------------------------------------------

@@ -31,22 +31,22 @@ Webhooks are calls to systems, not messages to people: no rule applies to them.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from engine.clock import format_timestamp
 from engine.messaging.render import MARKETING
 from engine.messaging.settings import MessagingSettings, secret
 from engine.messaging.tokens import CONFIRM, UNSUBSCRIBE, InvalidToken, read_token
 from engine.segment import Message
-from engine.store.sql import insert_for
-from engine.store.tables import consents, contacts
+from engine.store.sql import chunks, insert_for
+from engine.store.tables import consents, contacts, suppressed_addresses
 
 if TYPE_CHECKING:
     from engine.runner import Runner
@@ -181,6 +181,42 @@ def check(
     return ALLOW
 
 
+# --- addresses unsubscribed whoever holds them ----------------------------------------------
+
+
+def suppression_key(where: str) -> str:
+    """An email address as ``suppressed_addresses`` keeps it (case does not matter)."""
+    return where.strip().lower()
+
+
+def _address_of(connection: Connection, contact_id: str) -> str | None:
+    """The email address of a contact (of the one it was merged into), as a key."""
+    for _ in range(3):
+        row = connection.execute(
+            select(contacts.c.attributes, contacts.c.merged_into).where(contacts.c.id == contact_id)
+        ).first()
+        if row is None:
+            break
+        if row.merged_into is None:
+            where = address("email", contact_id, row.attributes or {})
+            return None if where is None else suppression_key(where)
+        contact_id = row.merged_into
+    where = address("email", contact_id, {})
+    return None if where is None else suppression_key(where)
+
+
+def suppressed(connection: Connection, wanted: Iterable[str]) -> dict[str, str]:
+    """Of these email addresses, the unsubscribed ones, with the contact that did it."""
+    keys = sorted({suppression_key(w) for w in wanted})
+    found: dict[str, str] = {}
+    for part in chunks(keys):
+        query = select(suppressed_addresses.c.address, suppressed_addresses.c.contact_id).where(
+            suppressed_addresses.c.channel == "email", suppressed_addresses.c.address.in_(part)
+        )
+        found.update((row.address, row.contact_id) for row in connection.execute(query))
+    return found
+
+
 # --- the links in the emails -------------------------------------------------------------
 
 
@@ -235,6 +271,14 @@ def confirm(
             ).first()
             is not None
         )
+        where = _address_of(connection, found.contact_id)
+        if recorded and where is not None:  # the address asked to be written to again
+            connection.execute(
+                suppressed_addresses.delete().where(
+                    suppressed_addresses.c.channel == "email",
+                    suppressed_addresses.c.address == where,
+                )
+            )
     if recorded:
         properties = {"source": source, "method": "double opt-in"}
         runner.ingest(
@@ -279,6 +323,18 @@ def unsubscribe(
         already = row is not None and row.merged_into is None
         already = already and flag(row.attributes.get("UNSUBSCRIBED")) is True  # type: ignore[union-attr]
         source = f"unsubscribe {method} ({found.source})" if found.source else method
+        where = _address_of(connection, found.contact_id)
+        if where is not None:  # whichever contact holds this address from now on
+            connection.execute(
+                insert_for(connection, suppressed_addresses).on_conflict_do_nothing(),
+                {
+                    "channel": "email",
+                    "address": where,
+                    "contact_id": found.contact_id,
+                    "at": now,
+                    "reason": source[:300],
+                },
+            )
         if not already:
             connection.execute(
                 consents.insert(),

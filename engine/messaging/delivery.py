@@ -53,7 +53,16 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, and_, bindparam, or_, select, text, update
 
 from engine.clock import Clock
-from engine.messaging.consent import POSTPONE, SEND, SUPPRESS, Verdict, address, check
+from engine.messaging.consent import (
+    POSTPONE,
+    SEND,
+    SUPPRESS,
+    Verdict,
+    address,
+    check,
+    suppressed,
+    suppression_key,
+)
 from engine.messaging.providers import DeliveryError, Outgoing, Providers
 from engine.messaging.render import MARKETING
 from engine.messaging.settings import MessagingSettings
@@ -215,6 +224,7 @@ class Deliverer:
             people = [r for r in rows if r.channel in ("email", "sms")]
             _lock_capped(connection, people, settings)
             attributes = _contacts(connection, {r.contact_id for r in people})
+            blocked = _blocked(connection, people, attributes)
             recent = _recent(connection, people, settings, now)
             lease_until = now + timedelta(seconds=settings.lease_seconds)
             take: list[Outgoing] = []
@@ -229,6 +239,8 @@ class Deliverer:
                 found = attributes.get(row.contact_id)
                 history = recent[(row.contact_id, row.channel)]
                 verdict = check(row.channel, kind, row.contact_id, found, settings, now, history)
+                if verdict.action != SUPPRESS and row.id in blocked:
+                    verdict = blocked[row.id]
                 missing = unconfigured(row.channel, settings)
                 if verdict.action == SEND and missing is not None:
                     # waits for its server's settings, spending no attempt
@@ -360,6 +372,8 @@ class Deliverer:
             kind = category(item.payload, item.channel)
             # frequency caps were counted at the claim, with this row in flight
             verdict = check(item.channel, kind, item.contact_id, found, settings, now, ())
+            if verdict.action == SEND and item.channel == "email":
+                verdict = _blocked_address(records, item.to) or verdict
             if verdict.action == SEND:
                 return True
             records.execute(
@@ -470,6 +484,34 @@ def _lock_capped(connection: Connection, rows: list[Row[Any]], settings: Messagi
     keys = sorted({r.contact_id for r in rows if r.channel in settings.frequency_caps})
     if keys:
         connection.execute(_LOCK_CONTACTS, {"keys": keys})
+
+
+def _blocked(
+    connection: Connection, rows: list[Row[Any]], attributes: Mapping[str, dict[str, Any]]
+) -> dict[int, Verdict]:
+    """Email rows whose address was unsubscribed, through whichever contact: a second
+    contact with the same address (never merged) was written to after the first one
+    unsubscribed."""
+    to: dict[int, str] = {}
+    for row in rows:
+        if row.channel == "email":
+            found = address("email", row.contact_id, attributes.get(row.contact_id) or {})
+            if found is not None:
+                to[row.id] = suppression_key(found)
+    gone = suppressed(connection, to.values()) if to else {}
+    return {
+        row_id: _unsubscribed(where, gone[where]) for row_id, where in to.items() if where in gone
+    }
+
+
+def _blocked_address(connection: Connection, to: str) -> Verdict | None:
+    gone = suppressed(connection, [to])
+    where = suppression_key(to)
+    return _unsubscribed(where, gone[where]) if where in gone else None
+
+
+def _unsubscribed(where: str, by: str) -> Verdict:
+    return Verdict(SUPPRESS, f"unsubscribed ({where} unsubscribed as contact {by})")
 
 
 def _contacts(connection: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:

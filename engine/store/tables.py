@@ -303,6 +303,17 @@ delivery_attempts = Table(
     UniqueConstraint("outbox_id", "attempt", name="uq_delivery_attempts_outbox_attempt"),
 )
 
+suppressed_addresses = Table(
+    "suppressed_addresses",
+    metadata,
+    # an address unsubscribed through a link, whichever contact holds it (revision 0009)
+    Column("channel", String(20), primary_key=True),
+    Column("address", String(320), primary_key=True),
+    Column("contact_id", String(320), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("reason", String(300), nullable=False),
+)
+
 consents = Table(
     "consents",
     metadata,
