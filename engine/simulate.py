@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, Index, Table, func, select
 
 from engine.catalog import deploy
-from engine.clock import SystemClock, VirtualClock
+from engine.clock import SystemClock, VirtualClock, ensure_utc
 from engine.errors import InvalidWorkflow
 from engine.runner import BATCH_SIZE, EVENT_COLUMNS, Runner, gc_paused
 from engine.segment import Message, Rejection, first_of_each_id, read_lines
@@ -100,8 +100,8 @@ def first_timestamp(lines: Iterable[bytes]) -> datetime:
 
 
 def simulate(
-    workflow_paths: Iterable[Path],
-    events_path: Path,
+    workflow_paths: Iterable[str | Path] | str | Path,
+    events_path: str | Path,
     until: datetime | None = None,
     progress: Progress | None = None,
     database_url: str | None = None,
@@ -115,7 +115,14 @@ def simulate(
     process. None: one per CPU, as long as each gets :data:`LEAST_PER_PART` messages or
     more. A store of the caller's (``database_url``), and workflows that watch account
     scores (:func:`watches_accounts`), are always simulated in this process."""
-    paths = list(workflow_paths)
+    # one path or several, as text or Path; a text is one path, not its letters
+    many = [workflow_paths] if isinstance(workflow_paths, str | Path) else workflow_paths
+    paths = [Path(p) for p in many]
+    events_path = Path(events_path)
+    if until is not None:
+        if not isinstance(until, datetime) or until.utcoffset() is None:
+            raise ValueError(f"until: expected an aware datetime, found {until!r}")
+        until = ensure_utc(until)
     validation = validate_paths(paths)
     if not validation.ok:
         raise InvalidWorkflow(list(validation.problems))

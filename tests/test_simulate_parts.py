@@ -254,6 +254,17 @@ def test_cli_jobs_gives_the_same_json() -> None:
     assert one.output == two.output
 
 
+def test_simulate_from_python_takes_text_paths_and_refuses_a_naive_until() -> None:
+    """A text path was read as a list of one-letter paths, and a naive ``until`` raised a
+    TypeError deep inside (found by a reviewing helper)."""
+    from datetime import datetime
+
+    by_text = simulate(str(WORKFLOWS), str(EXAMPLES), jobs=1)
+    assert by_text.result == simulate([WORKFLOWS], EXAMPLES, jobs=1).result
+    with pytest.raises(ValueError, match="until: expected an aware datetime"):
+        simulate([WORKFLOWS], EXAMPLES, until=datetime(2026, 3, 1), jobs=1)
+
+
 # --- failures -------------------------------------------------------------------------------
 
 
