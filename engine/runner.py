@@ -73,10 +73,10 @@ MAX_ENTRIES_PER_WAKE = 200
 """Cascade guard: workflows entering each other without end are cut off here."""
 MAX_ACCOUNT_ROUNDS = 5
 """Account crossings that enter workflows that change scores that cross again: cut off."""
-BATCH_SIZE = 10000
 FAN_OUT_LEASE = timedelta(minutes=5)
 """How long a schedule's fan-out may go without finishing a chunk before another worker
 takes it over."""
+BATCH_SIZE = 10000
 """Messages (or contacts woken) per transaction. Each commit writes every page it
 touched, and a batch's contacts lie at random places in the contact-keyed tables and
 indexes; five times the 2,000 of the first releases shares those pages among five times
@@ -762,10 +762,10 @@ class Runner:
             fire = cron.next_fire_after(since)
             while fire is not None and fire <= now:
                 with self.writer.begin() as connection:
-                    lease = now + FAN_OUT_LEASE
+                    lease = self.clock.now() + FAN_OUT_LEASE
                     taken = _claim_fire(connection, workflow.id, position, fire, self.owner, lease)
                 if taken:
-                    entered += self._fan_out(workflow, position, cron.segment, fire, now)
+                    entered += self._fan_out(workflow, position, cron.segment, fire)
                 fire = cron.next_fire_after(fire)
         return entered
 
@@ -782,7 +782,6 @@ class Runner:
                     schedule_fires.c.workflow_id,
                     schedule_fires.c.trigger_index,
                     schedule_fires.c.fire_at,
-                    schedule_fires.c.done_through,
                 )
                 .where(
                     schedule_fires.c.finished.is_(False),
@@ -791,13 +790,15 @@ class Runner:
                 .order_by(schedule_fires.c.fire_at)
             ).all()
         entered = 0
-        for workflow_id, position, moment, done_through in stopped:
+        for workflow_id, position, moment in stopped:
             found = crons.get((workflow_id, position))
             if found is None:  # paused, or its trigger changed: finished when it is back
                 continue
             workflow, cron = found
             moment = ensure_utc(moment)
             with self.writer.begin() as connection:
+                # how far it got, as of the takeover: a chunk the last holder committed
+                # after the read above counts (on PostgreSQL this waits for it)
                 took = connection.execute(
                     update(schedule_fires)
                     .where(
@@ -805,9 +806,11 @@ class Runner:
                         schedule_fires.c.finished.is_(False),
                         schedule_fires.c.lease_until <= now,
                     )
-                    .values(taken_by=self.owner, lease_until=now + FAN_OUT_LEASE)
-                ).rowcount
-            if took:
+                    .values(taken_by=self.owner, lease_until=self.clock.now() + FAN_OUT_LEASE)
+                    .returning(schedule_fires.c.done_through)
+                ).first()
+            if took is not None:
+                (done_through,) = took
                 log.warning(
                     "schedule %s at %s: finishing a fan-out that stopped after %r",
                     workflow_id,
@@ -815,7 +818,7 @@ class Runner:
                     done_through,
                 )
                 entered += self._fan_out(
-                    workflow, position, cron.segment, moment, now, after=done_through
+                    workflow, position, cron.segment, moment, after=done_through
                 )
         return entered
 
@@ -825,12 +828,12 @@ class Runner:
         position: int,
         segment: Any,
         moment: datetime,
-        now: datetime,
         after: str | None = None,
     ) -> int:
         """Enter the segment, chunk by chunk, each chunk's transaction recording how far
-        the fire got (and renewing its lease). A chunk that fails gives the lease up, so
-        the next run (of any worker) goes on from there."""
+        the fire got and renewing its lease from the clock's now (a fan-out of many
+        chunks outlasts a lease counted from the moment it was due). A chunk that fails
+        gives the lease up, so the next run (of any worker) goes on from there."""
         with self.engine.connect() as connection:
             everyone = list(
                 connection.scalars(
@@ -854,7 +857,10 @@ class Runner:
                     held = connection.execute(
                         update(schedule_fires)
                         .where(mine)
-                        .values(done_through=part[-1], lease_until=now + FAN_OUT_LEASE)
+                        .values(
+                            done_through=part[-1],
+                            lease_until=self.clock.now() + FAN_OUT_LEASE,
+                        )
                     ).rowcount
                     if not held:  # our lease ran out and another worker took it over
                         return entered
@@ -871,7 +877,9 @@ class Runner:
                     wake.finish()
         except BaseException:
             with self.writer.begin() as connection:  # the next run goes on from here
-                connection.execute(update(schedule_fires).where(mine).values(lease_until=now))
+                connection.execute(
+                    update(schedule_fires).where(mine).values(lease_until=self.clock.now())
+                )
             raise
         with self.writer.begin() as connection:
             connection.execute(

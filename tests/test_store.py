@@ -636,6 +636,47 @@ def test_a_schedule_fan_out_that_stops_part_way_is_finished_from_where_it_stoppe
         second.close()
 
 
+def test_a_long_fan_out_keeps_its_lease_from_the_clock(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fan-out of many chunks renews its lease from the clock's now at each chunk: a
+    lease counted from the moment the fire was due ran out while it still worked, and a
+    second worker took the rest over beside it."""
+    import engine.runner as runner_module
+
+    clock = VirtualClock(at("2026-01-05 10:00"))
+    daily = doc(
+        "daily",
+        {"bump": {"type": "update_score", "score": "SCORE", "add": 1}},
+        [{"type": "schedule", "cron": "0 9 * * *"}],
+        reentry="always",
+    )
+    monkeypatch.setattr(runner_module, "BATCH_SIZE", 2)
+    first, second = Leadflow(store_url, clock), Leadflow(store_url, clock)
+    try:
+        first.deploy([daily])
+        people = [f"p{i}" for i in range(7)]
+        first.send([{"type": "identify", "userId": p, "traits": {}} for p in people])
+        split = runner_module.chunks
+        taken_over: list[int] = []
+
+        def slow_chunks(items: Any, size: int) -> Any:
+            for number, part in enumerate(split(items, size)):
+                if number:  # between chunks (committed): four minutes each, and a look
+                    clock.advance_to(clock.now() + timedelta(minutes=4))
+                    taken_over.append(second.runner.fire_schedules(clock.now()))
+                yield part
+
+        monkeypatch.setattr(runner_module, "chunks", slow_chunks)
+        clock.advance_to(at("2026-01-06 09:00"))
+        assert first.runner.fire_schedules(at("2026-01-06 09:00")) == 7
+        assert taken_over == [0, 0, 0]  # twelve minutes in all, never taken over
+        assert {p: first.contact(p)["scores"] for p in people} == {p: {"SCORE": 1} for p in people}
+    finally:
+        first.close()
+        second.close()
+
+
 def test_a_decay_tick_that_fails_is_not_taken_and_runs_again(
     flow: Leadflow, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
