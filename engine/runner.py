@@ -76,6 +76,8 @@ MAX_ACCOUNT_ROUNDS = 5
 FAN_OUT_LEASE = timedelta(minutes=5)
 """How long a schedule's fan-out may go without finishing a chunk before another worker
 takes it over."""
+FAN_OUT_RETRY = timedelta(minutes=1)
+"""How long after a failed chunk a schedule's fan-out is taken up again."""
 BATCH_SIZE = 10000
 """Messages (or contacts woken) per transaction. Each commit writes every page it
 touched, and a batch's contacts lie at random places in the contact-keyed tables and
@@ -755,7 +757,8 @@ class Runner:
         """Fire every cron time that has passed since the last one taken, so nothing is
         skipped after a pause; each time is taken by exactly one worker. First, finish
         the fan-outs that stopped part way (:meth:`_finish_fan_outs`)."""
-        entered = self._finish_fan_outs(now)
+        failures = _Failures()
+        entered = self._finish_fan_outs(now, failures)
         for workflow, position, cron in self.catalog.cron:
             with self.engine.connect() as connection:
                 since = self._schedule_since(connection, workflow, position)
@@ -765,11 +768,13 @@ class Runner:
                     lease = self.clock.now() + FAN_OUT_LEASE
                     taken = _claim_fire(connection, workflow.id, position, fire, self.owner, lease)
                 if taken:
-                    entered += self._fan_out(workflow, position, cron.segment, fire)
+                    with failures.kept(f"schedule {workflow.id} at {format_timestamp(fire)}"):
+                        entered += self._fan_out(workflow, position, cron.segment, fire)
                 fire = cron.next_fire_after(fire)
+        failures.raise_first()
         return entered
 
-    def _finish_fan_outs(self, now: datetime) -> int:
+    def _finish_fan_outs(self, now: datetime, failures: _Failures) -> int:
         """Fires whose fan-out stopped part way: its worker died (the lease ran out) or a
         chunk failed (the lease was given up). Each is taken over by one worker and goes
         on after the last contact whose chunk committed."""
@@ -817,9 +822,10 @@ class Runner:
                     moment.isoformat(),
                     done_through,
                 )
-                entered += self._fan_out(
-                    workflow, position, cron.segment, moment, after=done_through
-                )
+                with failures.kept(f"schedule {workflow_id} at {format_timestamp(moment)}"):
+                    entered += self._fan_out(
+                        workflow, position, cron.segment, moment, after=done_through
+                    )
         return entered
 
     def _fan_out(
@@ -876,10 +882,11 @@ class Runner:
                             wake.drain(state, moment, cause)
                     wake.finish()
         except BaseException:
-            with self.writer.begin() as connection:  # the next run goes on from here
-                connection.execute(
-                    update(schedule_fires).where(mine).values(lease_until=self.clock.now())
-                )
+            # a run a minute later (of any worker) goes on from here; not at once, so a
+            # fire that fails every time does not take every timers round
+            retry_at = self.clock.now() + FAN_OUT_RETRY
+            with self.writer.begin() as connection:
+                connection.execute(update(schedule_fires).where(mine).values(lease_until=retry_at))
             raise
         with self.writer.begin() as connection:
             connection.execute(
@@ -934,9 +941,21 @@ class Runner:
             done += resumed
             if not resumed:
                 break
-        done += self.fire_quiet(now)
-        done += self.fire_schedules(now)
-        done += self.fire_decay(now)
+        return done + self.fire_timers(now)
+
+    def fire_timers(self, now: datetime) -> int:
+        """Quiet spells, schedules and decay due at ``now``; one that fails does not stop
+        the others (its error is raised after them)."""
+        done = 0
+        failures = _Failures()
+        for name, step in (
+            ("quiet spells", self.fire_quiet),
+            ("schedules", self.fire_schedules),
+            ("decay", self.fire_decay),
+        ):
+            with failures.kept(name):
+                done += step(now)
+        failures.raise_first()
         return done
 
 
@@ -1591,6 +1610,28 @@ class RunContext:
     def split_point(self) -> float:
         digest = hashlib.sha256(f"{self.state.id}\x00{self.workflow.id}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class _Failures:
+    """Steps that go on when one of them fails: each failure is logged, and the first
+    is raised once all have run. A schedule whose fan-out always failed stopped every
+    other schedule and all decay behind it."""
+
+    def __init__(self) -> None:
+        self.first: Exception | None = None
+
+    @contextmanager
+    def kept(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            log.exception("%s failed; the others go on", what)
+            if self.first is None:
+                self.first = exc
+
+    def raise_first(self) -> None:
+        if self.first is not None:
+            raise self.first
 
 
 def _claim_fire(

@@ -92,10 +92,7 @@ class Worker:
                 return
 
     def timers(self) -> None:
-        now = self.runner.clock.now()
-        self.runner.fire_quiet(now)
-        self.runner.fire_schedules(now)
-        self.runner.fire_decay(now)
+        self.runner.fire_timers(self.runner.clock.now())
 
     def reap(self) -> None:
         released = self.runner.release_leases(self.runner.clock.now())

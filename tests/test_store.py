@@ -677,6 +677,45 @@ def test_a_long_fan_out_keeps_its_lease_from_the_clock(
         second.close()
 
 
+def test_a_schedule_that_always_fails_stops_neither_the_others_nor_decay(
+    store_url: str, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its fan-out is retried first in every round: failing, it raised before the other
+    schedules and decay ran, so they never did again (found by a reviewing helper)."""
+    import engine.runner as runner_module
+
+    def daily(workflow_id: str) -> Any:
+        bump = {"type": "update_score", "score": "SCORE", "add": 1}
+        cron = [{"type": "schedule", "cron": "0 9 * * *"}]
+        return doc(workflow_id, {"bump": bump}, cron, reentry="always")
+
+    cooling = {
+        "kind": "score_model",
+        "id": "cooling",
+        "version": 1,
+        "score": "ACTIVITY",
+        "decay": {"after": "PT12H", "every": "P1D", "points": 10},
+    }
+    act = doc("act", {"a": {"type": "update_score", "score": "ACTIVITY", "add": 50}}, on("Go"))
+    with Leadflow(store_url, clock) as flow:
+        flow.deploy([daily("aaa"), daily("zzz"), cooling, act])
+        flow.track("ann", "Go", message_id="g1")
+        enter = runner_module.Wake.enter
+
+        def poisoned(wake: Any, state: Any, workflow: Any, *args: Any) -> Any:
+            if workflow.id == "aaa":
+                raise RuntimeError("aaa is broken")
+            return enter(wake, state, workflow, *args)
+
+        monkeypatch.setattr(runner_module.Wake, "enter", poisoned)
+        for day in ("2026-01-06 09:30", "2026-01-07 09:30"):
+            clock.advance_to(at(day))
+            with pytest.raises(RuntimeError, match="aaa is broken"):
+                flow.run_due()
+        scores = flow.contact("ann")["scores"]
+        assert scores == {"SCORE": 2.0, "ACTIVITY": 40.0}  # zzz twice; decay at 01-06 10:00
+
+
 def test_a_decay_tick_that_fails_is_not_taken_and_runs_again(
     flow: Leadflow, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
