@@ -141,9 +141,11 @@ def _old_summary(connection: Connection) -> dict[str, Any]:
     messages = []
     for row in connection.execute(select(outbox).order_by(outbox.c.created_at, outbox.c.id)):
         entry: dict[str, Any] = {"contact": row.contact_id, "channel": row.channel}
+        rendered = row.payload.get("rendered") or {}
         for key in ("template", "subject", "text", "url"):
-            if key in row.payload:
-                entry[key] = row.payload[key]
+            if key in row.payload:  # an SMS's text and a subject as the contact gets them
+                shown = key in ("subject", "text") and key in rendered
+                entry[key] = rendered[key] if shown else row.payload[key]
         entry["workflow"] = row.payload.get("workflow")
         entry["at"] = format_timestamp(row.created_at)
         messages.append(entry)
