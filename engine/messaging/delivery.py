@@ -12,11 +12,12 @@ One batch:
    hours or over its frequency cap gets a later ``next_attempt_at`` (not an attempt). The
    others become ``sending`` with a lease (owner, until) and an attempt row whose outcome
    is still unknown (``ok`` NULL).
-2. **Send** each claimed row with its provider. Right before, in a short transaction of
-   its own, the row's lease is renewed (a row whose lease ran out and that another worker
-   took over is left to it) and an email's or SMS's contact is checked again: one who
-   unsubscribed or entered quiet hours since the claim is not written to, and the row is
-   closed or put back without counting as an attempt.
+2. **Send** each claimed row with its provider. A batch that has gone on for a while
+   (5 s, or half the lease) renews the leases of the rows it has left, in one short
+   transaction, and reads their contacts again: a row whose lease ran out and that another
+   worker took over is left to it, and a contact who unsubscribed or entered quiet hours
+   since the claim is not written to (the row is closed or put back without counting as
+   an attempt).
 3. **Record** (one transaction per row): the attempt's outcome and the row's new status.
 
 A crash between 2 and 3 leaves the row ``sending``. When its lease runs out, the next
@@ -105,6 +106,11 @@ UNCONFIGURED_WAIT = timedelta(minutes=10)
 """How often an email or SMS waiting for its server's settings is looked at again."""
 
 
+RECHECK_SECONDS = 5.0
+"""How long a batch goes before its remaining rows' leases are renewed and their contacts
+read again (half the lease, if that is shorter)."""
+
+
 def unconfigured(channel: str, settings: MessagingSettings) -> str | None:
     """Why a channel cannot send at all yet, or None. Such a row waits: it used to spend
     its attempts and be dead within the hour, before anyone had set the server up."""
@@ -173,9 +179,15 @@ class Deliverer:
         providers = Providers(settings, self.clock)
         # one connection for the batch's records (a checkout per record costs a ping)
         records = self.writer.connect()
+        checked = self.clock.now()  # the claim read the rows and their contacts
+        every = timedelta(seconds=min(RECHECK_SECONDS, settings.lease_seconds / 2))
+        kept = {item.id for item in claimed}
         try:
             for position, item in enumerate(claimed, 1):
-                if not self._still_ours(records, item, settings, report):
+                if self.clock.now() - checked >= every:  # a slow batch: look again
+                    kept = self._recheck(records, claimed[position - 1 :], settings, report)
+                    checked = self.clock.now()
+                if item.id not in kept:
                     continue
                 error: DeliveryError | None = None
                 response = ""
@@ -333,73 +345,85 @@ class Deliverer:
 
     # --- just before each send ------------------------------------------------------------
 
-    def _still_ours(
+    def _recheck(
         self,
         records: Connection,
-        item: Outgoing,
+        items: list[Outgoing],
         settings: MessagingSettings,
         report: DeliveryReport,
-    ) -> bool:
-        """Renew the row's lease and read its contact again, right before its send.
+    ) -> set[int]:
+        """The ids of ``items`` (the rest of a batch) still to send, with their leases
+        renewed; the others are left or put back. Done when the batch has gone on for a
+        while (:data:`RECHECK_SECONDS`, or half the lease if shorter), in one transaction.
 
         A batch can take longer than its lease (a slow server, a hundred messages a few
         seconds each): without the renewal another worker took the rest of the batch over
         while this one was still sending it, and both sent. And a contact who unsubscribed,
         or whose quiet hours began, since the claim is not written to: the row is closed or
-        put back without counting as an attempt."""
+        put back without counting as an attempt. A row already taken over is left to the
+        worker that has it."""
         now = self.clock.now()
+        by_id = {item.id: item for item in items}
         with records.begin():
             renewed = records.execute(
                 update(outbox)
                 .where(
-                    outbox.c.id == item.id,
+                    outbox.c.id.in_(sorted(by_id)),
                     outbox.c.status == "sending",
-                    outbox.c.attempts == item.attempt,
                     outbox.c.lease_owner == self.owner,
                 )
                 .values(lease_until=now + timedelta(seconds=settings.lease_seconds))
-            ).rowcount
-            if not renewed:
+                .returning(outbox.c.id, outbox.c.attempts)
+            ).all()
+            ours = {row_id for row_id, attempts in renewed if by_id[row_id].attempt == attempts}
+            lost = sorted(set(by_id) - ours)
+            if lost:
                 log.warning(
-                    "outbox row %d: not sent, its lease ran out before its turn and another "
-                    "worker (or a hand re-queue) has it now",
-                    item.id,
+                    "outbox rows %s: not sent, their lease ran out before their turn and "
+                    "another worker (or a hand re-queue) has them now",
+                    lost,
                 )
-                return False
-            if item.channel not in ("email", "sms"):
-                return True
-            found = _contacts(records, [item.contact_id]).get(item.contact_id)
-            kind = category(item.payload, item.channel)
-            # frequency caps were counted at the claim, with this row in flight
-            verdict = check(item.channel, kind, item.contact_id, found, settings, now, ())
-            if verdict.action == SEND and item.channel == "email":
-                verdict = _blocked_address(records, item.to) or verdict
-            if verdict.action == SEND:
-                return True
-            records.execute(
-                delivery_attempts.delete().where(
-                    delivery_attempts.c.outbox_id == item.id,
-                    delivery_attempts.c.attempt == item.attempt,
+            people = [by_id[i] for i in sorted(ours) if by_id[i].channel in ("email", "sms")]
+            found = _contacts(records, {item.contact_id for item in people})
+            emails = [item.to for item in people if item.channel == "email" and item.to]
+            gone = suppressed(records, emails) if emails else {}
+            back: list[tuple[Outgoing, Verdict]] = []
+            for item in people:
+                kind = category(item.payload, item.channel)
+                # frequency caps were counted at the claim, with this row in flight
+                attributes = found.get(item.contact_id)
+                verdict = check(item.channel, kind, item.contact_id, attributes, settings, now)
+                where = suppression_key(item.to) if item.channel == "email" else ""
+                if verdict.action == SEND and where in gone:
+                    verdict = _unsubscribed(where, gone[where])
+                if verdict.action != SEND:
+                    back.append((item, verdict))
+            for item, verdict in back:
+                ours.discard(item.id)
+                records.execute(
+                    delivery_attempts.delete().where(
+                        delivery_attempts.c.outbox_id == item.id,
+                        delivery_attempts.c.attempt == item.attempt,
+                    )
                 )
-            )
-            suppressed = verdict.action == SUPPRESS
-            records.execute(
-                update(outbox)
-                .where(outbox.c.id == item.id)
-                .values(
-                    status="suppressed" if suppressed else "pending",
-                    attempts=item.attempt - 1,
-                    next_attempt_at=None if suppressed else verdict.until,
-                    note=verdict.reason,
-                    lease_owner=None,
-                    lease_until=None,
+                suppressed_now = verdict.action == SUPPRESS
+                records.execute(
+                    update(outbox)
+                    .where(outbox.c.id == item.id)
+                    .values(
+                        status="suppressed" if suppressed_now else "pending",
+                        attempts=item.attempt - 1,
+                        next_attempt_at=None if suppressed_now else verdict.until,
+                        note=verdict.reason,
+                        lease_owner=None,
+                        lease_until=None,
+                    )
                 )
-            )
-        if suppressed:
-            report.suppressed += 1
-        else:
-            report.postponed += 1
-        return False
+                if suppressed_now:
+                    report.suppressed += 1
+                else:
+                    report.postponed += 1
+        return ours
 
     # --- recording --------------------------------------------------------------------------
 
@@ -502,12 +526,6 @@ def _blocked(
     return {
         row_id: _unsubscribed(where, gone[where]) for row_id, where in to.items() if where in gone
     }
-
-
-def _blocked_address(connection: Connection, to: str) -> Verdict | None:
-    gone = suppressed(connection, [to])
-    where = suppression_key(to)
-    return _unsubscribed(where, gone[where]) if where in gone else None
 
 
 def _unsubscribed(where: str, by: str) -> Verdict:
