@@ -60,6 +60,7 @@ from engine.store.tables import (
     schedule_fires,
     scores,
     waits,
+    workflow_status,
     workflow_versions,
 )
 from engine.store.tables import audit as audit_table
@@ -911,6 +912,14 @@ class Runner:
                     workflow_versions.c.workflow_id == model.id
                 )
             )
+        # a model resumed after a pause decays from its resumption: the ticks it missed
+        # while paused are not made up all at once (a paused model acts as if it were not
+        # deployed); its status changes when it is paused or resumed
+        resumed = connection.scalar(
+            select(workflow_status.c.updated_at).where(workflow_status.c.workflow_id == model.id)
+        )
+        if resumed is not None and (last is None or ensure_utc(resumed) > ensure_utc(last)):
+            last = resumed
         return ensure_utc(last) if last is not None else self.clock.now()
 
     def take_decay_tick(self, connection: Connection, model: ScoreModel, tick: datetime) -> bool:

@@ -716,6 +716,42 @@ def test_a_schedule_that_always_fails_stops_neither_the_others_nor_decay(
         assert scores == {"SCORE": 2.0, "ACTIVITY": 40.0}  # zzz twice; decay at 01-06 10:00
 
 
+def test_a_resumed_model_decays_from_its_resumption(store_url: str, clock: VirtualClock) -> None:
+    """Paused for eight days, a model with a daily tick made up all eight at once on
+    resume: 90 fell to 10 in one run (found by a reviewing helper)."""
+    from engine.store.tables import workflow_status
+
+    cooling = {
+        "kind": "score_model",
+        "id": "cooling",
+        "version": 1,
+        "score": "SCORE",
+        "decay": {"after": "PT12H", "every": "P1D", "points": 10},
+    }
+    with Leadflow(store_url, clock) as flow:
+        flow.deploy([cooling, doc("q", {"s": {"type": "update_score", "add": 90}}, on("Q"))])
+        flow.track("ann", "Q", message_id="q1")
+
+        def status(paused: bool, when: str) -> None:
+            with flow.engine.begin() as connection:
+                connection.execute(
+                    update(workflow_status)
+                    .where(workflow_status.c.workflow_id == "cooling")
+                    .values(paused=paused, updated_at=at(when))
+                )
+
+        status(True, "2026-01-05 11:00")
+        clock.advance_to(at("2026-01-13 11:00"))
+        flow.run_due()
+        assert flow.contact("ann")["scores"] == {"SCORE": 90}  # paused: nothing
+        status(False, "2026-01-13 11:00")
+        flow.run_due()
+        assert flow.contact("ann")["scores"] == {"SCORE": 90}  # nothing made up
+        clock.advance_to(at("2026-01-14 11:00"))
+        flow.run_due()
+        assert flow.contact("ann")["scores"] == {"SCORE": 80}  # a day after resuming
+
+
 def test_a_decay_tick_that_fails_is_not_taken_and_runs_again(
     flow: Leadflow, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
