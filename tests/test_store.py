@@ -481,6 +481,24 @@ def test_processes_opening_a_new_store_at_once_all_succeed(backend: str, tmp_pat
             race(url)
 
 
+def test_an_engine_with_a_pool_of_one_connection_is_migrated() -> None:
+    """The migration lock held one connection while the migration took a second: an
+    engine with a pool of one timed out (found by a reviewing helper)."""
+    from sqlalchemy import create_engine
+
+    with pg_database("leadflow_pool") as url:
+        engine = create_engine(
+            url.replace("postgresql://", "postgresql+psycopg://"),
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=5,
+        )
+        try:
+            assert upgrade(engine) == head_revision() == current_revision(engine)
+        finally:
+            engine.dispose()
+
+
 def test_a_store_upgraded_by_a_newer_release_is_refused_and_left_alone(store_url: str) -> None:
     store = make_engine(store_url)
     try:

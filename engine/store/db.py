@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from importlib.resources import as_file, files
 from typing import Any
 
@@ -165,17 +165,23 @@ def upgrade(engine: Engine) -> str | None:
     with engine.connect() as connection:
         if MigrationContext.configure(connection).get_current_heads() == (head,):
             return head
-    with _one_migration_at_a_time(engine):
-        _upgrade(engine, script, head)
+    with _one_migration_at_a_time(engine) as holder:
+        _upgrade(engine, script, head, holder)
     return head
 
 
-def _upgrade(engine: Engine, script: ScriptDirectory, head: str | None) -> None:
-    with engine.connect() as connection:  # again: another process may have just done it
+def _upgrade(
+    engine: Engine, script: ScriptDirectory, head: str | None, holder: Connection | None
+) -> None:
+    """``holder``: the connection holding the migration lock (PostgreSQL), on which the
+    migration runs too, so an engine with a pool of one connection can be migrated."""
+    with nullcontext(holder) if holder is not None else engine.connect() as connection:
+        # again: another process may have just done it
         current = MigrationContext.configure(connection).get_current_heads()
-        if current == (head,):
-            return
         clashes = [] if current else _tables_in_the_way(connection)
+        connection.commit()
+    if current == (head,):
+        return
     if clashes:
         raise NotALeadflowStore(
             f"the database has no Leadflow schema revision but already holds tables named "
@@ -193,10 +199,13 @@ def _upgrade(engine: Engine, script: ScriptDirectory, head: str | None) -> None:
             "one with this store, or a copy of the store made before that upgrade; nothing "
             "was changed"
         )
+    config = alembic_config(writer(engine))
+    if holder is not None:
+        config.attributes["connection"] = holder
     with as_file(files("engine").joinpath("migrations")):
         # SQLite: the migration's transaction takes the write lock as it begins, so a
         # second process waits (busy_timeout), then finds the revision it would write
-        command.upgrade(alembic_config(writer(engine)), "head")
+        command.upgrade(config, "head")
 
 
 _MIGRATION_LOCK = 0x1EAD_F10E
@@ -204,21 +213,22 @@ _MIGRATION_LOCK = 0x1EAD_F10E
 
 
 @contextmanager
-def _one_migration_at_a_time(engine: Engine) -> Iterator[None]:
+def _one_migration_at_a_time(engine: Engine) -> Iterator[Connection | None]:
     """Service replicas or workers started together on a new store all migrated it at
     once: on PostgreSQL all but one failed on a duplicate type, on SQLite with "database
     is locked". On PostgreSQL they now queue on an advisory lock (held on a connection
     of its own, for the session); SQLite's write lock does the same there (see
     :func:`_upgrade`)."""
     if engine.dialect.name != "postgresql":
-        yield
+        yield None
         return
     with engine.connect() as holder:
         holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
         holder.commit()
         try:
-            yield
+            yield holder
         finally:
+            holder.rollback()  # a failed migration leaves its transaction open
             holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
             holder.commit()
 

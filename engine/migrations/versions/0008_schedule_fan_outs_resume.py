@@ -27,17 +27,18 @@ depends_on: Union[str, Sequence[str], None] = None
 
 def upgrade() -> None:
     """Upgrade schema."""
-    with op.batch_alter_table('schedule_fires', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('done_through', sa.String(length=320), nullable=True))
-        batch_op.add_column(
-            sa.Column('finished', sa.Boolean(), nullable=False, server_default=sa.true())
-        )
-        batch_op.add_column(sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True))
+    # plain ALTER TABLE ... ADD COLUMN, which SQLite has: a batch (copy the table) adding
+    # the three at once failed now and then, its column order computed from a set
+    op.add_column('schedule_fires', sa.Column('done_through', sa.String(length=320)))
+    op.add_column(
+        'schedule_fires',
+        sa.Column('finished', sa.Boolean(), nullable=False, server_default=sa.true()),
+    )
+    op.add_column('schedule_fires', sa.Column('lease_until', sa.DateTime(timezone=True)))
 
 
 def downgrade() -> None:
     """Downgrade schema."""
-    with op.batch_alter_table('schedule_fires', schema=None) as batch_op:
-        batch_op.drop_column('lease_until')
-        batch_op.drop_column('finished')
-        batch_op.drop_column('done_through')
+    for column in ('lease_until', 'finished', 'done_through'):  # one batch each, as above
+        with op.batch_alter_table('schedule_fires', schema=None) as batch_op:
+            batch_op.drop_column(column)
