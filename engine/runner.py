@@ -759,8 +759,21 @@ class Runner:
         skipped after a pause; each time is taken by exactly one worker. First, finish
         the fan-outs that stopped part way (:meth:`_finish_fan_outs`)."""
         failures = _Failures()
-        entered = self._finish_fan_outs(now, failures)
+        entered = self._finish_fan_outs(failures)
+        with self.engine.connect() as connection:
+            open_fires = set(
+                connection.execute(
+                    select(schedule_fires.c.workflow_id, schedule_fires.c.trigger_index)
+                    .where(schedule_fires.c.finished.is_(False))
+                    .distinct()
+                ).all()
+            )
         for workflow, position, cron in self.catalog.cron:
+            if (workflow.id, position) in open_fires:
+                # a fire of this schedule is not finished (running, or failed and waiting
+                # for its retry): the next ones wait for it, so fires stay in order and a
+                # schedule that always fails does not pile up a failed fire a round
+                continue
             with self.engine.connect() as connection:
                 since = self._schedule_since(connection, workflow, position)
             fire = cron.next_fire_after(since)
@@ -771,14 +784,26 @@ class Runner:
                 if taken:
                     with failures.kept(f"schedule {workflow.id} at {format_timestamp(fire)}"):
                         entered += self._fan_out(workflow, position, cron.segment, fire)
+                    if failures.first is not None and not self._finished(workflow, position, fire):
+                        break  # the later fires wait for this one (see above)
                 fire = cron.next_fire_after(fire)
         failures.raise_first()
         return entered
 
-    def _finish_fan_outs(self, now: datetime, failures: _Failures) -> int:
+    def _finished(self, workflow: Workflow, position: int, moment: datetime) -> bool:
+        with self.engine.connect() as connection:
+            return bool(
+                connection.scalar(
+                    select(schedule_fires.c.finished).where(_fire_is(workflow.id, position, moment))
+                )
+            )
+
+    def _finish_fan_outs(self, failures: _Failures) -> int:
         """Fires whose fan-out stopped part way: its worker died (the lease ran out) or a
-        chunk failed (the lease was given up). Each is taken over by one worker and goes
-        on after the last contact whose chunk committed."""
+        chunk failed (a minute after). Each is taken over by one worker and goes on after
+        the last contact whose chunk committed. Leases are judged by the clock, as they
+        are written."""
+        now = self.clock.now()
         crons = {(w.id, position): (w, cron) for w, position, cron in self.catalog.cron}
         if not crons:
             return 0

@@ -626,6 +626,7 @@ def test_a_schedule_fan_out_that_stops_part_way_is_finished_from_where_it_stoppe
             return enter(wake, state, *args)
 
         monkeypatch.setattr(runner_module.Wake, "enter", fails_on_the_fifth)
+        clock.advance_to(at("2026-01-06 09:30"))
         with pytest.raises(RuntimeError, match="disk full"):
             first.runner.fire_schedules(at("2026-01-06 09:30"))
         scores = {p: first.contact(p)["scores"].get("SCORE", 0) for p in people}
@@ -634,7 +635,9 @@ def test_a_schedule_fan_out_that_stops_part_way_is_finished_from_where_it_stoppe
             first.engine, select(schedule_fires.c.done_through, schedule_fires.c.finished)
         ) == [("p3", False)]
         # the next run, by any worker, goes on after p3
-        assert second.runner.fire_schedules(at("2026-01-06 09:30")) == 3
+        assert second.runner.fire_schedules(at("2026-01-06 09:30")) == 0  # not yet
+        clock.advance_to(at("2026-01-06 09:31"))  # a minute after the failure
+        assert second.runner.fire_schedules(at("2026-01-06 09:31")) == 3
         scores = {p: first.contact(p)["scores"].get("SCORE", 0) for p in people}
         assert set(scores.values()) == {1}
         assert rows(first.engine, select(schedule_fires.c.finished)) == [(True,)]
@@ -645,7 +648,9 @@ def test_a_schedule_fan_out_that_stops_part_way_is_finished_from_where_it_stoppe
                     finished=False, done_through="p4", lease_until=at("2026-01-06 09:35")
                 )
             )
+        clock.advance_to(at("2026-01-06 09:34"))
         assert second.runner.fire_schedules(at("2026-01-06 09:34")) == 0
+        clock.advance_to(at("2026-01-06 09:36"))
         assert second.runner.fire_schedules(at("2026-01-06 09:36")) == 2  # p5 and p6
         scores = {p: first.contact(p)["scores"].get("SCORE", 0) for p in people}
         assert scores == {"p0": 1, "p1": 1, "p2": 1, "p3": 1, "p4": 1, "p5": 2, "p6": 2}
@@ -732,6 +737,13 @@ def test_a_schedule_that_always_fails_stops_neither_the_others_nor_decay(
                 flow.run_due()
         scores = flow.contact("ann")["scores"]
         assert scores == {"SCORE": 2.0, "ACTIVITY": 40.0}  # zzz twice; decay at 01-06 10:00
+        # aaa's later fires wait for its first: they neither pile up nor overtake it
+        from engine.store.tables import schedule_fires
+
+        aaa = select(schedule_fires.c.fire_at, schedule_fires.c.finished).where(
+            schedule_fires.c.workflow_id == "aaa"
+        )
+        assert rows(flow.engine, aaa) == [(at("2026-01-06 09:00"), False)]
 
 
 def test_a_resumed_model_decays_from_its_resumption(store_url: str, clock: VirtualClock) -> None:

@@ -365,16 +365,18 @@ class Deliverer:
         now = self.clock.now()
         by_id = {item.id: item for item in items}
         with records.begin():
-            renewed = records.execute(
-                update(outbox)
-                .where(
-                    outbox.c.id.in_(sorted(by_id)),
-                    outbox.c.status == "sending",
-                    outbox.c.lease_owner == self.owner,
-                )
-                .values(lease_until=now + timedelta(seconds=settings.lease_seconds))
-                .returning(outbox.c.id, outbox.c.attempts)
-            ).all()
+            renewed: list[Any] = []
+            for part in chunks(sorted(by_id)):  # a batch may hold more ids than binds
+                renewed += records.execute(
+                    update(outbox)
+                    .where(
+                        outbox.c.id.in_(part),
+                        outbox.c.status == "sending",
+                        outbox.c.lease_owner == self.owner,
+                    )
+                    .values(lease_until=now + timedelta(seconds=settings.lease_seconds))
+                    .returning(outbox.c.id, outbox.c.attempts)
+                ).all()
             ours = {row_id for row_id, attempts in renewed if by_id[row_id].attempt == attempts}
             lost = sorted(set(by_id) - ours)
             if lost:
