@@ -758,6 +758,8 @@ class Runner:
         """Fire every cron time that has passed since the last one taken, so nothing is
         skipped after a pause; each time is taken by exactly one worker. First, finish
         the fan-outs that stopped part way (:meth:`_finish_fan_outs`)."""
+        if not self.catalog.cron:
+            return 0
         failures = _Failures()
         entered = self._finish_fan_outs(failures)
         with self.engine.connect() as connection:
