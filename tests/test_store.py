@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -594,6 +596,31 @@ def test_each_schedule_fire_and_decay_tick_is_taken_by_one_worker_only(
         second.close()
 
 
+PEOPLE = [f"p{i}" for i in range(7)]
+
+
+def daily_schedule(workflow_id: str = "daily") -> Any:
+    """+1 SCORE for every contact at 09:00 UTC each day."""
+    bump = {"type": "update_score", "score": "SCORE", "add": 1}
+    cron = [{"type": "schedule", "cron": "0 9 * * *"}]
+    return doc(workflow_id, {"bump": bump}, cron, reentry="always")
+
+
+@contextmanager
+def two_workers_in_chunks_of_two(
+    store_url: str, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Leadflow, Leadflow]]:
+    """Two workers on one store with :data:`PEOPLE` and :func:`daily_schedule`, whose
+    fan-outs go two contacts a transaction."""
+    import engine.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "BATCH_SIZE", 2)
+    with Leadflow(store_url, clock) as first, Leadflow(store_url, clock) as second:
+        first.deploy([daily_schedule()])
+        first.send([{"type": "identify", "userId": p, "traits": {}} for p in PEOPLE])
+        yield first, second
+
+
 def test_a_schedule_fan_out_that_stops_part_way_is_finished_from_where_it_stopped(
     store_url: str, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -604,18 +631,8 @@ def test_a_schedule_fan_out_that_stops_part_way_is_finished_from_where_it_stoppe
     import engine.runner as runner_module
     from engine.store.tables import schedule_fires
 
-    daily = doc(
-        "daily",
-        {"bump": {"type": "update_score", "score": "SCORE", "add": 1}},
-        [{"type": "schedule", "cron": "0 9 * * *"}],
-        reentry="always",
-    )
-    monkeypatch.setattr(runner_module, "BATCH_SIZE", 2)
-    first, second = Leadflow(store_url, clock), Leadflow(store_url, clock)
-    try:
-        first.deploy([daily])
-        people = [f"p{i}" for i in range(7)]
-        first.send([{"type": "identify", "userId": p, "traits": {}} for p in people])
+    people = PEOPLE
+    with two_workers_in_chunks_of_two(store_url, clock, monkeypatch) as (first, second):
         enter = runner_module.Wake.enter
         calls: list[str] = []
 
@@ -654,9 +671,6 @@ def test_a_schedule_fan_out_that_stops_part_way_is_finished_from_where_it_stoppe
         assert second.runner.fire_schedules(at("2026-01-06 09:36")) == 2  # p5 and p6
         scores = {p: first.contact(p)["scores"].get("SCORE", 0) for p in people}
         assert scores == {"p0": 1, "p1": 1, "p2": 1, "p3": 1, "p4": 1, "p5": 2, "p6": 2}
-    finally:
-        first.close()
-        second.close()
 
 
 def test_a_long_fan_out_keeps_its_lease_from_the_clock(
@@ -668,18 +682,8 @@ def test_a_long_fan_out_keeps_its_lease_from_the_clock(
     import engine.runner as runner_module
 
     clock = VirtualClock(at("2026-01-05 10:00"))
-    daily = doc(
-        "daily",
-        {"bump": {"type": "update_score", "score": "SCORE", "add": 1}},
-        [{"type": "schedule", "cron": "0 9 * * *"}],
-        reentry="always",
-    )
-    monkeypatch.setattr(runner_module, "BATCH_SIZE", 2)
-    first, second = Leadflow(store_url, clock), Leadflow(store_url, clock)
-    try:
-        first.deploy([daily])
-        people = [f"p{i}" for i in range(7)]
-        first.send([{"type": "identify", "userId": p, "traits": {}} for p in people])
+    people = PEOPLE
+    with two_workers_in_chunks_of_two(store_url, clock, monkeypatch) as (first, second):
         split = runner_module.chunks
         taken_over: list[int] = []
 
@@ -695,9 +699,6 @@ def test_a_long_fan_out_keeps_its_lease_from_the_clock(
         assert first.runner.fire_schedules(at("2026-01-06 09:00")) == 7
         assert taken_over == [0, 0, 0]  # twelve minutes in all, never taken over
         assert {p: first.contact(p)["scores"] for p in people} == {p: {"SCORE": 1} for p in people}
-    finally:
-        first.close()
-        second.close()
 
 
 def test_a_schedule_that_always_fails_stops_neither_the_others_nor_decay(
@@ -706,11 +707,6 @@ def test_a_schedule_that_always_fails_stops_neither_the_others_nor_decay(
     """Its fan-out is retried first in every round: failing, it raised before the other
     schedules and decay ran, so they never did again (found by a reviewing helper)."""
     import engine.runner as runner_module
-
-    def daily(workflow_id: str) -> Any:
-        bump = {"type": "update_score", "score": "SCORE", "add": 1}
-        cron = [{"type": "schedule", "cron": "0 9 * * *"}]
-        return doc(workflow_id, {"bump": bump}, cron, reentry="always")
 
     cooling = {
         "kind": "score_model",
@@ -721,7 +717,7 @@ def test_a_schedule_that_always_fails_stops_neither_the_others_nor_decay(
     }
     act = doc("act", {"a": {"type": "update_score", "score": "ACTIVITY", "add": 50}}, on("Go"))
     with Leadflow(store_url, clock) as flow:
-        flow.deploy([daily("aaa"), daily("zzz"), cooling, act])
+        flow.deploy([daily_schedule("aaa"), daily_schedule("zzz"), cooling, act])
         flow.track("ann", "Go", message_id="g1")
         enter = runner_module.Wake.enter
 

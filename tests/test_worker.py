@@ -588,19 +588,24 @@ def test_resume_waits_stops_between_batches(sqlite_worker: Worker) -> None:
 
 def test_a_stop_asked_before_the_scheduler_starts_still_stops_it(sqlite_worker: Worker) -> None:
     """SIGTERM while the worker drains at start-up: run() returns instead of scheduling."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     sqlite_worker.stopping.set()
-    # If run() blocked in the scheduler, this SIGINT (handled by the worker) would end it.
-    timer = threading.Timer(5, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
     started = time.monotonic()
+    run_in_this_process(sqlite_worker, 5)
+    assert time.monotonic() - started < 3
+
+
+def run_in_this_process(worker: Worker, at_most: float) -> None:
+    """``worker.run()`` here, ended by a SIGINT (which the worker handles) after
+    ``at_most`` seconds if it has not ended by itself; the signal handlers are put back."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    timer = threading.Timer(at_most, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
     try:
-        sqlite_worker.run()
+        worker.run()
     finally:
         timer.cancel()
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-    assert time.monotonic() - started < 3
 
 
 def test_a_signal_inside_the_scheduler_loop_stops_it_cleanly(
@@ -612,7 +617,6 @@ def test_a_signal_inside_the_scheduler_loop_stops_it_cleanly(
     in the SIGTERM test under load; here the signal comes at exactly that point."""
     from apscheduler.jobstores.memory import MemoryJobStore
 
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     update = MemoryJobStore.update_job
     sent: list[str] = []
 
@@ -623,14 +627,7 @@ def test_a_signal_inside_the_scheduler_loop_stops_it_cleanly(
         update(store, job)
 
     monkeypatch.setattr(MemoryJobStore, "update_job", update_then_signal)
-    timer = threading.Timer(20, os.kill, (os.getpid(), signal.SIGINT))  # never hang
-    timer.start()
-    try:
-        sqlite_worker.run()
-    finally:
-        timer.cancel()
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+    run_in_this_process(sqlite_worker, 20)
     assert sent and sqlite_worker.stopping.is_set()
 
 
