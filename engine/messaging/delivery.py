@@ -343,7 +343,7 @@ class Deliverer:
                 )
         return settings, take
 
-    # --- just before each send ------------------------------------------------------------
+    # --- a batch that goes on for a while ----------------------------------------------------
 
     def _recheck(
         self,
