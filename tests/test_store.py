@@ -546,6 +546,44 @@ def test_upgrade_is_idempotent_and_keeps_data(store_url: str) -> None:
         engine.dispose()
 
 
+PEOPLE = [f"p{i}" for i in range(7)]
+
+
+def daily_schedule(workflow_id: str = "daily", segment: Any = None) -> Any:
+    """+1 SCORE at 09:00 UTC each day, for every contact (or those in ``segment``)."""
+    bump = {"type": "update_score", "score": "SCORE", "add": 1}
+    trigger: dict[str, Any] = {"type": "schedule", "cron": "0 9 * * *"}
+    if segment is not None:
+        trigger["segment"] = segment
+    return doc(workflow_id, {"bump": bump}, [trigger], reentry="always")
+
+
+def daily_decay(score: str = "SCORE") -> dict[str, Any]:
+    """Model ``cooling``: ``score`` loses 10 a day, after 12 hours without a rise."""
+    return {
+        "kind": "score_model",
+        "id": "cooling",
+        "version": 1,
+        "score": score,
+        "decay": {"after": "PT12H", "every": "P1D", "points": 10},
+    }
+
+
+@contextmanager
+def two_workers_in_chunks_of_two(
+    store_url: str, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Leadflow, Leadflow]]:
+    """Two workers on one store with :data:`PEOPLE` and :func:`daily_schedule`, whose
+    fan-outs go two contacts a transaction."""
+    import engine.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "BATCH_SIZE", 2)
+    with Leadflow(store_url, clock) as first, Leadflow(store_url, clock) as second:
+        first.deploy([daily_schedule()])
+        first.send([{"type": "identify", "userId": p, "traits": {}} for p in PEOPLE])
+        yield first, second
+
+
 def test_each_schedule_fire_and_decay_tick_is_taken_by_one_worker_only(
     store_url: str, clock: VirtualClock
 ) -> None:
@@ -555,20 +593,9 @@ def test_each_schedule_fire_and_decay_tick_is_taken_by_one_worker_only(
     as taken by every worker: each fire went out once per worker."""
     from engine.store.tables import schedule_fires
 
-    weekly = doc(
-        "weekly",
-        {"bump": {"type": "update_score", "score": "SCORE", "add": 1}},
-        [{"type": "schedule", "cron": "0 9 * * *", "segment": {"in_list": "Members"}}],
-        reentry="always",
-    )
+    weekly = daily_schedule("weekly", segment={"in_list": "Members"})
     joins = doc("join", {"add": {"type": "add_to_list", "list": "Members"}}, on("Join"))
-    cooling = {
-        "kind": "score_model",
-        "id": "cooling",
-        "version": 1,
-        "score": "ACTIVITY",
-        "decay": {"after": "PT12H", "every": "P1D", "points": 10},
-    }
+    cooling = daily_decay("ACTIVITY")
     activity = doc(
         "act", {"a": {"type": "update_score", "score": "ACTIVITY", "add": 64}}, on("Join")
     )
@@ -594,31 +621,6 @@ def test_each_schedule_fire_and_decay_tick_is_taken_by_one_worker_only(
     finally:
         first.close()
         second.close()
-
-
-PEOPLE = [f"p{i}" for i in range(7)]
-
-
-def daily_schedule(workflow_id: str = "daily") -> Any:
-    """+1 SCORE for every contact at 09:00 UTC each day."""
-    bump = {"type": "update_score", "score": "SCORE", "add": 1}
-    cron = [{"type": "schedule", "cron": "0 9 * * *"}]
-    return doc(workflow_id, {"bump": bump}, cron, reentry="always")
-
-
-@contextmanager
-def two_workers_in_chunks_of_two(
-    store_url: str, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[Leadflow, Leadflow]]:
-    """Two workers on one store with :data:`PEOPLE` and :func:`daily_schedule`, whose
-    fan-outs go two contacts a transaction."""
-    import engine.runner as runner_module
-
-    monkeypatch.setattr(runner_module, "BATCH_SIZE", 2)
-    with Leadflow(store_url, clock) as first, Leadflow(store_url, clock) as second:
-        first.deploy([daily_schedule()])
-        first.send([{"type": "identify", "userId": p, "traits": {}} for p in PEOPLE])
-        yield first, second
 
 
 def test_a_schedule_fan_out_that_stops_part_way_is_finished_from_where_it_stopped(
@@ -708,13 +710,7 @@ def test_a_schedule_that_always_fails_stops_neither_the_others_nor_decay(
     schedules and decay ran, so they never did again (found by a reviewing helper)."""
     import engine.runner as runner_module
 
-    cooling = {
-        "kind": "score_model",
-        "id": "cooling",
-        "version": 1,
-        "score": "ACTIVITY",
-        "decay": {"after": "PT12H", "every": "P1D", "points": 10},
-    }
+    cooling = daily_decay("ACTIVITY")
     act = doc("act", {"a": {"type": "update_score", "score": "ACTIVITY", "add": 50}}, on("Go"))
     with Leadflow(store_url, clock) as flow:
         flow.deploy([daily_schedule("aaa"), daily_schedule("zzz"), cooling, act])
@@ -747,13 +743,7 @@ def test_a_resumed_model_decays_from_its_resumption(store_url: str, clock: Virtu
     resume: 90 fell to 10 in one run (found by a reviewing helper)."""
     from engine.store.tables import workflow_status
 
-    cooling = {
-        "kind": "score_model",
-        "id": "cooling",
-        "version": 1,
-        "score": "SCORE",
-        "decay": {"after": "PT12H", "every": "P1D", "points": 10},
-    }
+    cooling = daily_decay()
     with Leadflow(store_url, clock) as flow:
         flow.deploy([cooling, doc("q", {"s": {"type": "update_score", "add": 90}}, on("Q"))])
         flow.track("ann", "Q", message_id="q1")
