@@ -673,6 +673,57 @@ def test_a_batch_slower_than_its_lease_is_not_sent_twice(
     assert all(len(s.attempts(r.id)) == 1 + (i >= 1) for i, r in enumerate(s.rows()))
 
 
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_late_record_and_a_takeover_claim_do_not_deadlock(
+    store: Engine, tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send outlasts its lease; a second worker claims the row (it holds the outbox
+    row and goes on to mark the first attempt's outcome unknown) while the first records
+    its outcome. The record took the attempt row first and the outbox row second, the
+    claim the other way round: PostgreSQL ended one of them with a deadlock error. Both
+    now take the outbox row first, so the record waits for the claim and finds the row
+    no longer its own."""
+    from engine.messaging import delivery
+
+    s = setup(store, tmp_path, hook_flow(receiver), {"delivery.lease_seconds": 60})
+    s.flow.track("ann@acme.com", "Go")
+    second = Deliverer(store, s.clock, environ={})
+    holding, go = threading.Event(), threading.Event()
+    lock_capped = delivery._lock_capped
+    outcome: list[Any] = []
+
+    def claim_pauses_holding_the_row(*args: Any) -> None:
+        lock_capped(*args)
+        if threading.current_thread() is not threading.main_thread():
+            holding.set()
+            assert go.wait(10)
+
+    def takeover() -> None:
+        try:
+            outcome.append(second.deliver_batch())
+        except Exception as exc:  # the test reports it below
+            outcome.append(exc)
+
+    def late(item: Outgoing, error: DeliveryError | None) -> None:
+        s.clock.advance_to(s.clock.now() + timedelta(seconds=70))  # past the lease
+        threading.Thread(target=takeover).start()
+        assert holding.wait(10)  # the second worker holds the outbox row now
+        threading.Timer(0.5, go.set).start()  # ... and goes on once the record waits
+
+    monkeypatch.setattr(delivery, "_lock_capped", claim_pauses_holding_the_row)
+    s.deliverer.after_send = late
+    first = s.deliverer.deliver_batch()
+    for _ in range(100):
+        if outcome:
+            break
+        threading.Event().wait(0.1)
+    (taken,) = outcome
+    assert not isinstance(taken, Exception), taken
+    assert (first.sent, taken.recovered, taken.sent) == (1, 1, 1)
+    # the first attempt's outcome stays "unknown": the takeover marked it before the record
+    assert [a[:2] for a in s.attempts()] == [(1, False), (2, True)]
+
+
 def test_a_slow_batch_keeps_its_leases(
     sqlite_store: Engine, tmp_path: Path, receiver: Receiver
 ) -> None:

@@ -460,6 +460,17 @@ class Deliverer:
                 # worker crash cannot lose it, and a database crash in the next fraction
                 # of a second only means the row is sent again, as after any crash here.
                 connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            # the outbox row first, as a claim locks them: the other order deadlocked
+            # with a takeover's claim on PostgreSQL
+            moved = connection.execute(
+                update(outbox)
+                .where(
+                    outbox.c.id == item.id,
+                    outbox.c.status == "sending",
+                    outbox.c.attempts == item.attempt,
+                )
+                .values(**values)
+            ).rowcount
             connection.execute(
                 update(delivery_attempts)
                 .where(
@@ -474,15 +485,6 @@ class Deliverer:
                     response=(response if error is None else error.response or None),
                 )
             )
-            moved = connection.execute(
-                update(outbox)
-                .where(
-                    outbox.c.id == item.id,
-                    outbox.c.status == "sending",
-                    outbox.c.attempts == item.attempt,
-                )
-                .values(**values)
-            ).rowcount
         if not moved:
             log.warning(
                 "outbox row %d: the lease ran out before the outcome was recorded "
