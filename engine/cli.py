@@ -162,20 +162,22 @@ def deploy(paths: tuple[Path, ...], db_url: str | None) -> None:
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def workflows(db_url: str | None, as_json: bool) -> None:
-    """List deployed workflows: newest version, paused or not, active runs."""
+    """List deployed workflows: newest version, paused or not, active runs, and failed runs
+    (`contacts show ID` says why a contact's run failed)."""
     engine = open_store(db_url)
     with engine.connect() as connection:
         rows = deployed_workflows(connection)
     if as_json:
         echo_json(rows)
         return
-    table = Table("workflow", "version", "state", "active runs")
+    table = Table("workflow", "version", "state", "active runs", "failed runs")
     for row in rows:
         table.add_row(
             row["id"],
             str(row["version"]),
             "paused" if row["paused"] else "live",
             str(row["active_runs"]),
+            str(row["failed_runs"]),
         )
     terminal().print(table)
 

@@ -15,6 +15,7 @@ from engine.store.order import by_code_point, code_point_suffix
 from engine.store.raw import RawReader
 from engine.store.sql import chunks, is_postgres
 from engine.store.tables import (
+    RUN_FAILED,
     RUN_IN_FLIGHT,
     account_scores,
     accounts,
@@ -338,7 +339,8 @@ class Summary:
 
 
 def deployed_workflows(connection: Connection) -> list[dict[str, Any]]:
-    """Deployed workflows and models: newest version, name, paused or not, active runs."""
+    """Deployed workflows and models: newest version, name, paused or not, active and
+    failed runs (of every version)."""
     newest = dict(
         connection.execute(
             select(workflow_versions.c.workflow_id, func.max(workflow_versions.c.version)).group_by(
@@ -354,6 +356,11 @@ def deployed_workflows(connection: Connection) -> list[dict[str, Any]]:
             select(runs.c.workflow_id, func.count())
             .where(RUN_IN_FLIGHT)
             .group_by(runs.c.workflow_id)
+        ).all()
+    )
+    failed: dict[str, int] = dict(
+        connection.execute(
+            select(runs.c.workflow_id, func.count()).where(RUN_FAILED).group_by(runs.c.workflow_id)
         ).all()
     )
     names = {
@@ -373,6 +380,7 @@ def deployed_workflows(connection: Connection) -> list[dict[str, Any]]:
             "name": names.get((wid, version)),
             "paused": bool(paused.get(wid)),
             "active_runs": int(active.get(wid, 0)),
+            "failed_runs": int(failed.get(wid, 0)),
         }
         for wid, version in sorted(newest.items())
     ]

@@ -235,6 +235,11 @@ def test_a_failed_runs_reason_is_shown_by_ingest_simulate_and_contacts_show(
         "failed: broken-mail v1 at mail on 2026-01-05T10:02:00Z: node 'mail' (send_email): "
         "unknown email template 'does-not-exist'"
     ) in shown.stdout
+    listed = {w["id"]: w for w in json.loads(invoke(["workflows", "--json", *db(files)]).stdout)}
+    assert (listed["broken-mail"]["failed_runs"], listed["broken-mail"]["active_runs"]) == (1, 0)
+    assert {w["failed_runs"] for i, w in listed.items() if i != "broken-mail"} == {0}
+    row = next(r for r in invoke(["workflows", *db(files)]).stdout.splitlines() if "broken" in r)
+    assert row.replace("│", " ").split()[-2:] == ["0", "1"]  # active runs, failed runs
 
 
 def test_simulate_with_an_invalid_workflow_lists_the_problems(
@@ -346,6 +351,7 @@ def test_deploy_workflows_pause_resume(tmp_path: Path, store_url: str) -> None:
             "name": "consideration-stage",
             "paused": False,
             "active_runs": 1,
+            "failed_runs": 0,
         }
     ]
     assert "consideration-stage" in invoke(["workflows", *url]).stdout

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    literal_column,
     text,
     true,
 )
@@ -176,6 +177,9 @@ reviews = Table(
 _RUN_IN_FLIGHT_SQL = text("ended_at IS NULL")
 """The partial runs indexes' condition; :data:`RUN_IN_FLIGHT` says it in queries."""
 
+_RUN_FAILED_SQL = text("state = 'failed'")
+"""``ix_runs_workflow_failed``'s condition; :data:`RUN_FAILED` says it in queries."""
+
 runs = Table(
     "runs",
     metadata,
@@ -215,9 +219,19 @@ runs = Table(
     ),
     # re-entry rules read each contact's last entry per workflow from this index alone
     Index("ix_runs_contact_entries", "contact_id", "workflow_id", "entered_at"),
+    # `leadflow workflows` counts failed runs, few beside the finished ones (revision 0010)
+    Index(
+        "ix_runs_workflow_failed",
+        "workflow_id",
+        sqlite_where=_RUN_FAILED_SQL,
+        postgresql_where=_RUN_FAILED_SQL,
+    ),
 )
 
 RUN_IN_FLIGHT = runs.c.ended_at.is_(None)
+RUN_FAILED = runs.c.state == literal_column("'failed'")
+"""Failed runs, with the state as a literal: a bound parameter would not match the
+partial index's condition, and SQLite would read the whole table."""
 """Active or waiting: what the partial ``ix_runs_*_live`` indexes hold. Queries for runs in
 flight must say it in these words, so SQLite and PostgreSQL can use those indexes."""
 
