@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -51,6 +52,21 @@ class FiniteFloat(_FloatParam):
             bound = f"greater than {least:g}" if self.open_least else f"at least {least:g}"
             self.fail(f"{value!r} is not {bound}", param, ctx)
         return number
+
+
+class OutputFile(click.Path):
+    """A file a command will write: refused as a usage error (exit 2) before any work when
+    its folder does not exist, as ``report --html`` and ``segment --out`` both do, rather
+    than after the work is done."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = super().convert(value, param, ctx)
+        if isinstance(path, Path) and not path.parent.is_dir():
+            self.fail(f"{path}: the folder {path.parent} does not exist", param, ctx)
+        return path
 
 
 def echo_json(data: Any) -> None:

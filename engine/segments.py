@@ -24,7 +24,7 @@ from typing import IO, Any
 import click
 from sqlalchemy import Connection, and_, exists, func, select
 
-from engine.cli_common import COUNT, EXIT_INPUT, db_option, open_store
+from engine.cli_common import COUNT, EXIT_INPUT, OutputFile, db_option, open_store
 from engine.clock import SystemClock, parse_timestamp
 from engine.conditions import Predicate, compile_condition
 from engine.durations import Duration
@@ -365,7 +365,7 @@ def _moment(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
 )
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile(),
     metavar="FILE",
     help="Write here instead of standard output.",
 )

@@ -423,6 +423,8 @@ def test_segment_out_file(filled: str, tmp_path: Path) -> None:
         (["--limit", "-1"], 2, "--limit"),
         (["--format", "xml"], 2, "--format"),
         (["--at", "yesterday"], 2, "expected an ISO-8601 timestamp"),
+        # refused before the store is read, with the exit code `report --html` gives
+        (["--out", "no-such-folder/top.csv"], 2, "the folder no-such-folder does not exist"),
     ],
 )
 def test_segment_bad_input_and_usage(

@@ -299,6 +299,10 @@ def test_json_and_options(known_store: str) -> None:
     bad = runner.invoke(main, ["report", "--db", known_store, "--cold", "30 days"])
     assert bad.exit_code == 2
     assert "ISO-8601 duration" in bad.output
+    for option in ("--html", "--png"):
+        nowhere = runner.invoke(main, ["report", "--db", known_store, option, "no/page"])
+        assert nowhere.exit_code == 2, nowhere.output
+        assert f"'{option}': no/page: the folder no does not exist" in nowhere.output
 
 
 def test_an_empty_store_reports_without_charts_failing(tmp_path: Path) -> None:

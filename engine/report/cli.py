@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
+from engine.cli_common import EXIT_INPUT, OutputFile, db_option, echo_json, open_store
 from engine.clock import parse_timestamp
 from engine.durations import Duration
 from engine.report.data import DEFAULT_COLD
@@ -52,13 +52,13 @@ def _moment(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
 @click.option(
     "--html",
     "html_path",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    type=OutputFile(),
     help="Write a self-contained HTML page with the charts (opens with no network).",
 )
 @click.option(
     "--png",
     "png_path",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    type=OutputFile(),
     help="Write the main charts as one PNG image.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
@@ -75,12 +75,6 @@ def report_command(
     leads, list sizes, the funnel between stages and messages per channel per week."""
     from engine.report.data import gather
 
-    for option, path in (("--html", html_path), ("--png", png_path)):
-        # said before the figures are gathered, not after
-        if path is not None and not path.parent.is_dir():
-            raise click.BadParameter(
-                f"{path}: the folder {path.parent} does not exist", param_hint=option
-            )
     engine = open_store(db_url)
     with engine.connect() as connection:
         report = gather(connection, score, cold_after, now)
