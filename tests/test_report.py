@@ -261,7 +261,7 @@ def test_terminal_tables(known_store: str) -> None:
     assert _rows(out, "Cold leads") == {
         "cold leads": ["contacts", "share"],
         "no SCORE increase in 30 days (since 2026-03-17 09:00)": ["7", "70.0 %"],
-        "of them never scored": ["5", "50.0 %"],
+        "of them with no increase ever": ["5", "50.0 %"],
     }
     assert _rows(out, "List sizes") == {
         "list": ["contacts", "share"],

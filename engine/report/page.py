@@ -131,7 +131,7 @@ def render_html(report: Report) -> str:
                 percent(share(report.cold)),
             ),
             (
-                "of them never scored",
+                "of them with no increase ever",
                 f"{report.cold_never_scored:,}",
                 percent(share(report.cold_never_scored)),
             ),

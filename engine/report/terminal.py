@@ -60,7 +60,7 @@ def tables(report: Report) -> list[Table]:
         percent(report.share(report.cold)),
     )
     cold.add_row(
-        "  of them never scored",
+        "  of them with no increase ever",
         f"{report.cold_never_scored:,}",
         percent(report.share(report.cold_never_scored)),
     )
