@@ -285,9 +285,14 @@ def backtest(
         if not converted:
             names = sorted({m.event for m in messages if m.type == "track" and m.event})
             hint = suggest(outcome, names)
+            details = [f"{events_path}: line {r.line}: {r.reason}" for r in rejections[:10]]
+            if len(rejections) > 10:
+                details.append(f"... and {len(rejections) - 10:,} more")
             raise BacktestError(
                 f"unknown outcome: no {outcome!r} event in {events_path}{hint}"
                 + ("" if hint or not names else f" (events seen: {', '.join(names[:15])})")
+                + (f"; {len(rejections):,} line(s) rejected:" if rejections else ""),
+                details,
             )
     summary = Backtest(
         outcome=outcome,

@@ -515,10 +515,14 @@ def _stage_order(stage: Stage) -> tuple[int, float, str]:
 def _threshold(validation: Validation, score: str, given: float | None) -> tuple[float, str]:
     if given is not None:
         return given, "--threshold"
-    for model in sorted(
-        (m for m in validation.models if isinstance(m, ScoreModel)), key=lambda m: m.id
-    ):
-        if model.score == score and model.sales_ready is not None:
+    newest: dict[str, ScoreModel] = {}  # a model and its revision: the revision counts
+    for model in validation.models:
+        if not isinstance(model, ScoreModel) or model.score != score:
+            continue
+        if model.id not in newest or model.version > newest[model.id].version:
+            newest[model.id] = model
+    for model in (newest[model_id] for model_id in sorted(newest)):
+        if model.sales_ready is not None:
             return float(model.sales_ready), f"score model {model.id}"
     return DEFAULT_THRESHOLD, "default"
 

@@ -49,7 +49,7 @@ from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
 from engine.clock import Clock, SystemClock
 from engine.problems import suggest
 from engine.runner import Runner
-from engine.segment import Message, Rejection
+from engine.segment import MAX_ID, Message, Rejection
 from engine.store.sql import chunks
 from engine.store.tables import contacts
 
@@ -59,6 +59,7 @@ DELIMITERS = (",", ";", "\t", "|")
 TRUE = frozenset({"yes", "true"})
 FALSE = frozenset({"no", "false"})
 _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_DIGITS = re.compile(r"[-+]?[0-9]+")
 _FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 
 
@@ -140,6 +141,8 @@ def typed_value(text: str, kind: str) -> Any:
         if lower in FALSE or lower in ("n", "0"):
             return False
         raise ValueError(f"expected Yes/No or true/false, found {text!r}")
+    if kind == "int" and _DIGITS.fullmatch(text):
+        return int(text)  # exactly: float() keeps only 53 bits
     try:
         value = float(text.replace("_", "#"))  # float() would take 1_000
     except ValueError:
@@ -252,7 +255,7 @@ def read_rows(
     """The plan, then one identify or one rejection per row; ``counter[0]`` counts rows."""
     handle = io.StringIO(text, newline="")
     delimiter = options.delimiter or guess_delimiter(text)
-    reader = csv.reader(handle, delimiter=delimiter)
+    reader = csv.reader(handle, delimiter=delimiter, strict=True)  # bad quoting: an error
     try:
         header = next(reader)
     except StopIteration:
@@ -321,6 +324,13 @@ def _row(
             _raw(cells, delimiter),
             f"no contact id (column {layout.header[layout.id_index]!r} is empty)",
         )
+    if len(contact) > MAX_ID:
+        return Rejection(
+            line,
+            _raw(cells, delimiter),
+            f"column {layout.header[layout.id_index]!r}: the contact id is {len(contact)} "
+            f"characters long; at most {MAX_ID}",
+        )
     for index, cell in enumerate(cells):
         if "\x00" in cell:
             return Rejection(
@@ -360,10 +370,13 @@ def import_contacts(
     """Import one CSV file; ImportProblem (nothing imported) for options that do not fit
     the file or a file that cannot be read."""
     try:
-        text = path.read_bytes().decode(options.encoding)
+        data = path.read_bytes()
+        text = data.decode(options.encoding)
     except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
         raise ImportProblem(
-            f"the file is not {options.encoding} (byte {exc.start}); give --encoding"
+            f"line {line}: the file is not {options.encoding} (byte {exc.start}: "
+            f"{data[exc.start : exc.start + 1]!r}); give --encoding"
         ) from None
     except LookupError:
         raise ImportProblem(f"unknown encoding {options.encoding!r}") from None

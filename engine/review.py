@@ -19,7 +19,7 @@ Dates are UTC calendar dates: a review due on 2026-03-06 is "due today" all that
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 import click
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import Connection, distinct, func, select
+from sqlalchemy import CompoundSelect, Connection, Select, and_, distinct, func, or_, select, union
 
 from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
 from engine.clock import SystemClock, format_timestamp, parse_timestamp
@@ -35,7 +35,15 @@ from engine.console import terminal
 from engine.problems import suggest
 from engine.scoring.models import GRADE_MODEL, SCORE_MODEL
 from engine.store.db import writer
-from engine.store.tables import contacts, events, list_members, reviews, scores, workflow_versions
+from engine.store.tables import (
+    audit,
+    contacts,
+    events,
+    list_members,
+    reviews,
+    scores,
+    workflow_versions,
+)
 from engine.versions import UnknownVersion, kind_of, load_revisions
 
 FIRST_REVIEW = timedelta(days=60)
@@ -180,7 +188,9 @@ def review_items(
             )
         ready = reached = None
         if threshold is not None:
-            ready, reached = _ready(connection, names, threshold, outcome)
+            # each score against its own model's threshold; a score without one is not judged
+            bars = {n: thresholds[n] for n in names if n in thresholds}
+            ready, reached = _ready(connection, bars, outcome)
         items.append(
             ReviewItem(
                 workflow_id=workflow_id,
@@ -238,15 +248,20 @@ def _graded(connection: Connection, grade: str) -> int:
 
 
 def _ready(
-    connection: Connection, names: Iterable[str], threshold: float, outcome: str | None
+    connection: Connection, bars: Mapping[str, float], outcome: str | None
 ) -> tuple[int, int | None]:
-    condition = [scores.c.name.in_(list(names)), scores.c.peak >= threshold]
+    condition = [
+        or_(*(and_(scores.c.name == name, scores.c.peak >= bar) for name, bar in bars.items()))
+    ]
     ready = connection.scalar(select(func.count(distinct(scores.c.contact_id))).where(*condition))
     if not outcome:
         return int(ready or 0), None
     if outcome.startswith(LIST_PREFIX):
-        who = select(list_members.c.contact_id).where(
-            list_members.c.list_name == outcome[len(LIST_PREFIX) :]
+        name = outcome[len(LIST_PREFIX) :]
+        # on the list now, or ever (the audit: a contact that left it had reached it)
+        who: CompoundSelect[Any] | Select[Any] = union(
+            select(list_members.c.contact_id).where(list_members.c.list_name == name),
+            select(audit.c.contact_id).where(audit.c.subject == "list", audit.c.name == name),
         )
     else:
         who = select(events.c.contact_id).where(events.c.type == "track", events.c.name == outcome)

@@ -410,6 +410,11 @@ class Runner:
                     wake.change_score(
                         target, name, target.scores.get(name, 0.0) + value, moment, cause
                     )
+                    # the highest either person reached: the source's row is deleted below
+                    carried = source.peaks.get(name)
+                    if carried is not None and carried > target.peaks.get(name, carried - 1):
+                        target.peaks[name] = carried
+                        target.dirty_scores.add(name)
                 for name in sorted(source.lists):
                     wake.change_list(target, name, True, moment, cause)
                 for key, value in source.attributes.items():
@@ -1006,6 +1011,30 @@ def _no_live_lease(now: datetime) -> ColumnElement[bool]:
 
 
 def _merged_into(connection: Connection, ids: set[str]) -> dict[str, str]:
+    """Where each merged-away id of ``ids`` now lives, following merges of merges: an
+    anonymous id merged into A, and A merged into B later, leads to B (one hop had sent
+    the anonymous id's later events to A, merged away). Ids not merged are left out. One
+    query when nothing was merged, one more per further hop."""
+    redirect = _one_hop(connection, ids)
+    further: dict[str, str] = {}
+    frontier = asked = set(redirect.values())
+    while frontier:
+        found = _one_hop(connection, frontier)
+        further.update(found)
+        frontier = set(found.values()) - asked
+        asked = asked | frontier
+    if not further:
+        return redirect
+    for source, target in redirect.items():
+        seen = {source}
+        while target in further and target not in seen:  # a cycle would never end
+            seen.add(target)
+            target = further[target]
+        redirect[source] = target
+    return redirect
+
+
+def _one_hop(connection: Connection, ids: set[str]) -> dict[str, str]:
     query = select(contacts.c.id, contacts.c.merged_into).where(
         in_values(connection, contacts.c.id, sorted(ids)), contacts.c.merged_into.is_not(None)
     )

@@ -95,23 +95,31 @@ def parse_message(
     if contact is None:
         raise ValueError(f"{kind} message needs 'userId' or 'anonymousId'")
     stamp = data.get("timestamp")
-    timestamp = now if stamp is None else parse_timestamp(stamp)
+    if stamp is not None:
+        timestamp = parse_timestamp(stamp)
+    elif data.get("originalTimestamp") is not None:
+        timestamp = _corrected(data, now)
+    else:
+        timestamp = now
     message_id = data.get("messageId")
+    if message_id == "":  # no id, as over HTTP (with_message_id): not one shared by all
+        message_id = None
     if message_id is not None and (
         isinstance(message_id, bool) or not isinstance(message_id, str | int)
     ):
         raise ValueError(f"'messageId' must be text, found {describe_json(message_id)}")
+    ident = None if message_id is None else _within(str(message_id), "messageId", MAX_NAME)
     # one shared string per type, contact and event name, not one per message: a
     # simulation holds every message of its file in memory at once
     kind = TYPES[TYPES.index(kind)]
     contact = _shared(contact)
-    ident = None if message_id is None else str(message_id)
     # Message's fields by position (type, contact_id, timestamp, message_id, event,
     # properties, traits, group_id, merge_from, line): no keyword dict per message
     if kind == "track":
         event = data.get("event")
         if not isinstance(event, str) or not event:
             raise ValueError("track message needs 'event'")
+        _within(event, "event", MAX_NAME)
         properties = _object(data, "properties")
         return Message(
             kind, contact, timestamp, ident, _shared(event), properties, _NONE, None, None, line
@@ -136,12 +144,26 @@ def parse_message(
         if isinstance(group, bool) or not isinstance(group, str | int) or group == "":
             raise ValueError("group message needs 'groupId'")
         traits = _object(data, "traits")
-        return Message(kind, contact, timestamp, ident, None, _NONE, traits, str(group), None, line)
+        group = _within(str(group), "groupId", MAX_ID)
+        return Message(kind, contact, timestamp, ident, None, _NONE, traits, group, None, line)
     previous = _identifier(data, "previousId")
     if previous is None or user_id is None:
         raise ValueError("alias message needs 'previousId' and 'userId'")
     merge = previous if previous != user_id else None
     return Message(kind, contact, timestamp, ident, None, _NONE, _NONE, None, merge, line)
+
+
+def _corrected(data: dict[str, Any], now: datetime) -> datetime:
+    """The Segment spec's ``receivedAt - (sentAt - originalTimestamp)`` (the device clock's
+    skew taken out); ``originalTimestamp`` as it is without a ``sentAt``. ``receivedAt``
+    is the message's own when it has one (an export), else ``now``."""
+    original = parse_timestamp(data["originalTimestamp"])
+    sent = data.get("sentAt")
+    if sent is None:
+        return original
+    received = data.get("receivedAt")
+    reference = now if received is None else parse_timestamp(received)
+    return reference - (parse_timestamp(sent) - original)
 
 
 def nul_pointer(value: Any, pointer: str = "") -> str | None:
@@ -169,15 +191,29 @@ def _shared(text: str) -> str:
     return intern(text) if type(text) is str else text
 
 
+MAX_ID = 320
+"""The longest contact or account id a store keeps (PostgreSQL's columns are VARCHAR(320);
+SQLite would keep any length, so the limit is checked here, for both)."""
+
+MAX_NAME = 200
+"""The longest messageId and event name a store keeps (VARCHAR(200))."""
+
+
+def _within(text: str, key: str, most: int) -> str:
+    if len(text) > most:
+        raise ValueError(f"{key!r} is {len(text)} characters long; at most {most}")
+    return text
+
+
 def _identifier(data: dict[str, Any], key: str) -> str | None:
     value = data.get(key)
     if type(value) is str:  # the usual case
-        return value or None
+        return _within(value, key, MAX_ID) or None
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError(f"{key!r} must be text, found {describe_json(value)}")
-    return str(value)
+    return _within(str(value), key, MAX_ID)
 
 
 def _object(data: dict[str, Any], key: str) -> dict[str, Any]:

@@ -336,10 +336,26 @@ def grade_model_settings(document: Mapping[str, Any]) -> list[Setting]:
 def settings_of(document: Mapping[str, Any]) -> list[Setting]:
     kind = kind_of(document)
     if kind == SCORE_MODEL:
-        return score_model_settings(document)
-    if kind == GRADE_MODEL:
-        return grade_model_settings(document)
-    return workflow_settings(document)
+        found = score_model_settings(document)
+    elif kind == GRADE_MODEL:
+        found = grade_model_settings(document)
+    else:
+        found = workflow_settings(document)
+    # two rules may share a label: the second of a key is its own row, not a replacement
+    seen: dict[str, int] = {}
+    unique = []
+    for setting in found:
+        seen[setting.key] = seen.get(setting.key, 0) + 1
+        count = seen[setting.key]
+        if count > 1:
+            setting = Setting(
+                f"{setting.key}#{count}",
+                f"{setting.label} ({count})",
+                setting.value,
+                setting.detail,
+            )
+        unique.append(setting)
+    return unique
 
 
 # --- the history table ----------------------------------------------------------------------

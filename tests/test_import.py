@@ -22,7 +22,8 @@ from engine.importer import (
     normalise,
     typed_value,
 )
-from engine.store.tables import rejected
+from engine.store.db import make_engine
+from engine.store.tables import contacts, rejected
 from engine.views import contact_view
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -300,3 +301,70 @@ def test_the_command_prints_counts_and_exits_1_on_rejected_rows(store_url: str, 
     pipes.write_text("id|a,b\nu-3|x,y\n")
     invoke(["import", "contacts", str(pipes), "--delimiter", "|", "--db", store_url], code=0)
     invoke(["import", "contacts", str(pipes), "--delimiter", "||", "--db", store_url], code=2)
+
+
+# --- found by a reviewing helper (session 14) ---------------------------------------------
+
+
+def test_a_contact_id_too_long_for_the_store_is_a_rejected_row_on_both_backends(
+    store_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL's id column holds 320 characters: a longer id crashed the import there
+    (a KeyError traceback, the good rows lost too) and went in whole on SQLite."""
+    path = tmp_path / "crm.csv"
+    path.write_text("email,product\n" + "x" * 400 + ",Ads\nbob@acme.com,CRM\n", encoding="utf-8")
+    result = invoke(["import", "contacts", str(path), "--db", store_url], code=1)
+    assert "line 2" in result.stdout + result.stderr
+    engine = make_engine(store_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.scalars(select(contacts.c.id)).all() == ["bob@acme.com"]
+            (kept,) = connection.execute(select(rejected.c.reason)).all()
+        assert "400 characters long; at most 320" in kept.reason
+    finally:
+        engine.dispose()
+    long_event = json.dumps({"type": "track", "userId": "y" * 321, "event": "Go"}) + "\n"
+    ingested = CliRunner().invoke(main, ["ingest", "-", "--db", store_url], input=long_event)
+    assert ingested.exit_code == 1, ingested.output
+    assert "'userId' is 321 characters long; at most 320" in ingested.output
+
+
+def test_int_type_keeps_every_digit() -> None:
+    """``--type COL=int`` went through float(): 9007199254740993 became ...992."""
+    for text in ("9007199254740993", "12345678901234567890", "-9007199254740993"):
+        assert auto_value(text) == int(text)
+        assert typed_value(text, "int") == int(text), text
+
+
+def _import_text(store: Engine, tmp_path: Path, text: str) -> tuple[Any, dict[str, Any]]:
+    path = tmp_path / "crm.csv"
+    path.write_text(text, encoding="utf-8")
+    report = import_contacts(store, path, ImportOptions(), VirtualClock(at("2026-01-05 00:00")))
+    with store.connect() as connection:
+        rows = dict(connection.execute(select(contacts.c.id, contacts.c.attributes)).all())
+    return report, rows
+
+
+def test_an_unclosed_quote_is_a_rejected_row_not_the_rest_of_the_file(
+    store: Engine, tmp_path: Path
+) -> None:
+    """The csv module read on to the end of the file for the closing quote: one contact
+    named "Ann\\nbob@acme.com,Bob", 0 rejected."""
+    report, rows = _import_text(store, tmp_path, 'email,name\nann@acme.com,"Ann\nbob@acme.com,Bob\n')
+    assert not any("bob@acme.com" in str(a.get("name")) for a in rows.values()), rows
+    assert report.rejections[0].line == 2
+
+
+def test_a_stray_quote_inside_a_field_is_a_rejected_row(store: Engine, tmp_path: Path) -> None:
+    text = 'email,name\nann@acme.com,Ann\nbob@acme.com,"Bo"b"\ncid@acme.com,Cid\n'
+    report, rows = _import_text(store, tmp_path, text)
+    assert [r.line for r in report.rejections] == [3]
+    assert sorted(rows) == ["ann@acme.com", "cid@acme.com"]
+
+
+def test_a_file_in_another_encoding_names_the_line(store: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "crm.csv"
+    path.write_bytes("email,name\nann@acme.com,Ann\nbob@acme.com,Müller\n".encode("latin-1"))
+    with pytest.raises(ImportProblem) as caught:
+        import_contacts(store, path, ImportOptions(), VirtualClock(at("2026-01-05 00:00")))
+    assert "line 3: the file is not utf-8-sig" in str(caught.value)

@@ -42,6 +42,7 @@ def style() -> Iterator[None]:
             "text.color": INK,
             "svg.fonttype": "path",  # glyphs as paths: the SVG needs no font to show
             "svg.hashsalt": "leadflow-report",  # the same report gives the same SVG
+            "text.parse_math": False,  # list names are text: "$1k-$5k" is not math
         }
     ):
         yield

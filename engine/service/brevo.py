@@ -31,6 +31,7 @@ from starlette.routing import Route
 from engine.clock import ensure_utc, parse_timestamp
 from engine.problems import describe_json
 from engine.runner import ContactUpdate
+from engine.segment import MAX_NAME
 from engine.service import directory
 from engine.service.http import HttpError, json_response, parse_json, read_body
 from engine.service.inbox import with_message_id
@@ -666,8 +667,10 @@ async def create_event(request: Request, service: Service) -> Response:
     data = await _body(request)
     name = _text(data, "event_name", required=True)
     assert name is not None
-    if len(name) > 255:
-        raise HttpError(400, "invalid_parameter", "event_name is longer than 255 characters")
+    if len(name) > MAX_NAME:  # events.name is VARCHAR(200)
+        raise HttpError(
+            400, "invalid_parameter", f"event_name is longer than {MAX_NAME} characters"
+        )
     identifiers = data.get("identifiers")
     if identifiers is None:
         raise HttpError(400, "missing_parameter", "identifiers is missing")

@@ -96,11 +96,14 @@ async def _collect(request: Request, kind: str | None) -> Response:
             if not isinstance(batch, list):
                 raise HttpError(400, "invalid_request", "'batch' must be a list of messages")
             context = data.get("context")
+            sent_at = data.get("sentAt")  # the batch's, for its messages' clock skew
             good: list[Any] = []
             bad: list[dict[str, Any]] = []
             for index, message in enumerate(batch):
                 if isinstance(message, dict) and isinstance(context, dict):
                     message.setdefault("context", context)
+                if isinstance(message, dict) and sent_at is not None:
+                    message.setdefault("sentAt", sent_at)
                 message = normalise(message)
                 reason = _check(message, now, index + 1)
                 if reason is None:

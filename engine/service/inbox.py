@@ -207,14 +207,19 @@ class Inbox:
                 self.backlog = self.pending()[1]
                 return report
             items: list[Message | Rejection] = []
+            given_up: list[Any] = []
             for row in rows:
                 if row.attempts > MAX_ATTEMPTS:
-                    items.extend(_give_up(row))
+                    given_up.append(row)
                 else:
                     items.extend(_parse_row(row))
             ids = [row.id for row in rows]
             try:
-                report = runner.ingest(items, "http")
+                # a row that failed too often: its messages one by one, so only the one
+                # that cannot be applied is rejected, not every message claimed with it
+                for row in given_up:
+                    report.add(_apply_singly(runner, row))
+                report.add(runner.ingest(items, "http"))
             except Exception as exc:
                 log.exception("applying inbox rows %s failed", ids)
                 with self._writing() as connection:
@@ -253,13 +258,29 @@ def _parse_row(row: Any) -> Iterator[Message | Rejection]:
             yield Rejection(line, raw, f"{row.source} #{line}: {exc}")
 
 
-def _give_up(row: Any) -> Iterator[Rejection]:
-    reason = f"{row.source}: not applied after {MAX_ATTEMPTS} attempts: {row.last_error}"
+def _apply_singly(runner: Runner, row: Any) -> IngestReport:
+    """A row that failed :data:`MAX_ATTEMPTS` times, applied one message at a time: the
+    ones that still fail are rejected with their reason, the others are taken."""
+    report = IngestReport()
     body = orjson.loads(row.body)
-    for item in body["rejected"]:
-        yield Rejection(item["line"], item["raw"], item["reason"])
+    refused = [Rejection(i["line"], i["raw"], i["reason"]) for i in body["rejected"]]
+    if refused:
+        report.add(runner.ingest(refused, "http"))
     for index, data in enumerate(body["messages"]):
-        yield Rejection(index + 1, orjson.dumps(data).decode(), reason)
+        line = index + 1
+        raw = orjson.dumps(data).decode()
+        item: Message | Rejection
+        try:
+            item = parse_message(data, row.received_at, line)
+        except ValueError as exc:
+            item = Rejection(line, raw, f"{row.source} #{line}: {exc}")
+        try:
+            report.add(runner.ingest([item], "http"))
+        except Exception as exc:
+            log.exception("applying message %s of inbox row %s failed", line, row.id)
+            reason = f"{row.source} #{line}: not applied after {MAX_ATTEMPTS} attempts: {exc!r}"
+            report.add(runner.ingest([Rejection(line, raw, reason[:2000])], "http"))
+    return report
 
 
 class Applier:
