@@ -350,7 +350,8 @@ def test_an_unclosed_quote_is_a_rejected_row_not_the_rest_of_the_file(
 ) -> None:
     """The csv module read on to the end of the file for the closing quote: one contact
     named "Ann\\nbob@acme.com,Bob", 0 rejected."""
-    report, rows = _import_text(store, tmp_path, 'email,name\nann@acme.com,"Ann\nbob@acme.com,Bob\n')
+    text = 'email,name\nann@acme.com,"Ann\nbob@acme.com,Bob\n'
+    report, rows = _import_text(store, tmp_path, text)
     assert not any("bob@acme.com" in str(a.get("name")) for a in rows.values()), rows
     assert report.rejections[0].line == 2
 
