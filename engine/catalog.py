@@ -15,6 +15,7 @@ from sqlalchemy import Connection, func, select
 from engine.errors import DeployConflict
 from engine.kinds import CronDriven, QuietDriven, SignalKey, TriggerKind
 from engine.model import Workflow, compile_workflow
+from engine.quiet_spells import start_spells
 from engine.registry import Registry, default_registry
 from engine.scoring.models import (
     GRADE_MODEL,
@@ -173,8 +174,10 @@ def deploy(
 ) -> list[DeployResult]:
     """Store new versions. The same id and version with a different document is refused:
     a run pinned to a version must always find the document it started on."""
+    workflows = list(workflows)
     results = []
     for workflow in workflows:
+        before = _newest_workflow(connection, workflow) if isinstance(workflow, Workflow) else None
         row: dict[str, Any] = {
             "workflow_id": workflow.id,
             "version": workflow.version,
@@ -211,5 +214,32 @@ def deploy(
             workflow_status,
             [{"workflow_id": workflow.id, "paused": False, "updated_at": now}],
         )
+        if isinstance(workflow, Workflow) and (before is None or before.version < workflow.version):
+            start_spells(connection, workflow, before, now)  # the new newest version
         results.append(DeployResult(workflow.id, workflow.version, "deployed"))
+    rescored = {
+        str(w.document["score"])
+        for w, r in zip(workflows, results, strict=True)
+        if r.status == "deployed" and w.document.get("kind") == SCORE_MODEL
+    }
+    if rescored:  # the roll-up in force may have changed: account scores follow it
+        from engine.scoring.accounts import refresh_rollups
+
+        refresh_rollups(connection, rescored, now)
     return results
+
+
+def _newest_workflow(connection: Connection, workflow: Workflow) -> Workflow | None:
+    """The newest version deployed before ``workflow`` (another version of its id)."""
+    row = connection.execute(
+        select(workflow_versions.c.version, workflow_versions.c.document)
+        .where(
+            workflow_versions.c.workflow_id == workflow.id,
+            workflow_versions.c.version != workflow.version,
+        )
+        .order_by(workflow_versions.c.version.desc())
+        .limit(1)
+    ).first()
+    if row is None or row.document.get("kind", "workflow") != "workflow":
+        return None
+    return compile_workflow(row.document, file=workflow.id)

@@ -17,7 +17,7 @@ from typing import Any
 import click
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.accounts_view import accounts_group
@@ -42,7 +42,7 @@ from engine.segment import read_lines
 from engine.segments import segment_command
 from engine.service.cli import keys_group, serve_command
 from engine.store.db import writer
-from engine.store.tables import workflow_status
+from engine.store.tables import workflow_status, workflow_versions
 from engine.templates import TemplateCatalog
 from engine.validation import DOCUMENT_KINDS, model_schema, validate_paths
 from engine.versions import diff_command, history_command
@@ -190,6 +190,17 @@ def _set_paused(db_url: str | None, workflow_id: str, paused: bool) -> None:
             .where(workflow_status.c.workflow_id == workflow_id)
             .values(paused=paused, updated_at=SystemClock().now())
         ).rowcount
+        document = connection.scalar(
+            select(workflow_versions.c.document)
+            .where(workflow_versions.c.workflow_id == workflow_id)
+            .order_by(workflow_versions.c.version.desc())
+            .limit(1)
+        )
+        if done and isinstance(document, dict) and document.get("kind") == "score_model":
+            # the roll-up in force changed (a paused model's falls back to the sum)
+            from engine.scoring.accounts import refresh_rollups
+
+            refresh_rollups(connection, {str(document["score"])}, SystemClock().now())
     if not done:
         raise click.ClickException(f"no deployed workflow has id {workflow_id!r}")
     click.echo(f"{workflow_id}: {'paused' if paused else 'resumed'}")
@@ -199,9 +210,11 @@ def _set_paused(db_url: str | None, workflow_id: str, paused: bool) -> None:
 @click.argument("workflow_id")
 @db_option
 def pause(workflow_id: str, db_url: str | None) -> None:
-    """Stop new entries and hold due waits of a workflow until it is resumed. A paused
-    score or grade model acts as if it were not deployed: no bands, decay, roll-up rule
-    or grades from it until it is resumed."""
+    """Stop new entries and hold due waits of a workflow until it is resumed; a run
+    waiting for an event does not see it meanwhile (after the resumption its timeout may
+    have passed). A paused score or grade model acts as if it were not deployed: no
+    bands, decay, roll-up rule or grades from it until it is resumed (account scores are
+    recomputed by the roll-up then in force)."""
     _set_paused(db_url, workflow_id, True)
 
 

@@ -406,6 +406,19 @@ class Runner:
                 wake.resume_due_waits(source, due)
                 wake.resume_due_waits(target, due)
                 cause = f"merge of {source_id}"
+                # the source leaves its account (its scores go to the target); a target
+                # with no account joins the source's with what it had, before the
+                # merged scores are added to it below
+                if source.account_id is not None:
+                    for name, value in source.scores.items():
+                        wake.accounts.member_changed(source.account_id, name, value, 0.0)
+                    if target.account_id is None:
+                        target.account_id = source.account_id
+                        target.dirty = True
+                        for name, value in target.scores.items():
+                            wake.accounts.member_changed(target.account_id, name, 0.0, value)
+                    source.account_id = None
+                    source.dirty = True
                 for name, value in source.scores.items():
                     wake.change_score(
                         target, name, target.scores.get(name, 0.0) + value, moment, cause
@@ -420,9 +433,6 @@ class Runner:
                 for key, value in source.attributes.items():
                     if key not in target.attributes:
                         wake.change_attribute(target, key, value, moment, cause)
-                if target.account_id is None and source.account_id is not None:
-                    target.account_id = source.account_id
-                    target.dirty = True
                 target.runs.extend(source.runs)
                 # the later entry of the two people, now one: a workflow the anonymous
                 # contact entered counts as entered by the known one (re-entry rules)
@@ -446,6 +456,7 @@ class Runner:
                         .where(table.c.contact_id == source_id)
                         .values(contact_id=target_id)
                     )
+                _merge_quiet_spells(connection, source_id, target_id)
                 for table in (scores, list_members, quiet_watch):
                     connection.execute(table.delete().where(table.c.contact_id == source_id))
             # the source's events, with or without a contact: one whose events have not run
@@ -703,7 +714,12 @@ class Runner:
         """Enter every contact that went quiet; one indexed query per inactivity trigger."""
         entered = 0
         for workflow, position, trigger in self.catalog.quiet:
+            # after() clamps month ends (one month after 31 January is 28 February), so
+            # before(now) is not its inverse: the rows are picked a few days wide and
+            # each is judged by after(), as next_due() judges it
             threshold = trigger.quiet_for.before(now)
+            if trigger.quiet_for.months:
+                threshold += timedelta(days=7)
             match = and_(
                 quiet_watch.c.workflow_id == workflow.id,
                 quiet_watch.c.trigger_index == position,
@@ -711,7 +727,13 @@ class Runner:
                 quiet_watch.c.last_at <= threshold,
             )
             with self.engine.connect() as connection:
-                found = list(connection.scalars(select(quiet_watch.c.contact_id).where(match)))
+                found = [
+                    contact_id
+                    for contact_id, last_at in connection.execute(
+                        select(quiet_watch.c.contact_id, quiet_watch.c.last_at).where(match)
+                    )
+                    if trigger.quiet_for.after(ensure_utc(last_at)) <= now
+                ]
             for part in chunks(found, BATCH_SIZE):
                 with self.writer.begin() as connection:
                     wake = Wake(self, connection)
@@ -722,7 +744,10 @@ class Runner:
                         )
                     )
                     for contact_id, last_at in rows:
-                        moment = min(trigger.quiet_for.after(ensure_utc(last_at)), now)
+                        ended = trigger.quiet_for.after(ensure_utc(last_at))
+                        if ended > now:  # an engagement since the first look
+                            continue
+                        moment = ended
                         state = wake.batch.contacts[contact_id]
                         wake.resume_due_waits(state, moment)
                         cause = f"inactivity of {', '.join(trigger.events)}"
@@ -751,12 +776,26 @@ class Runner:
                 schedule_fires.c.trigger_index == position,
             )
         )
-        if last is None:
-            last = connection.scalar(
-                select(func.min(workflow_versions.c.deployed_at)).where(
-                    workflow_versions.c.workflow_id == workflow.id
-                )
+        # the schedule exists since the first of the latest versions that carry it, as it
+        # is, at this index: a version that adds it, moves it or changes its cron does not
+        # fire the times before it was deployed (nor those of the schedule it replaced)
+        trigger = workflow.triggers[position]
+        deployed = None
+        catalog = self.catalog_on(connection)
+        for version, deployed_at in connection.execute(
+            select(workflow_versions.c.version, workflow_versions.c.deployed_at)
+            .where(
+                workflow_versions.c.workflow_id == workflow.id,
+                workflow_versions.c.version <= workflow.version,
             )
+            .order_by(workflow_versions.c.version.desc())
+        ):
+            triggers = catalog.version(connection, workflow.id, version).triggers
+            if position >= len(triggers) or triggers[position] != trigger:
+                break
+            deployed = deployed_at
+        if deployed is not None and (last is None or ensure_utc(deployed) > ensure_utc(last)):
+            last = deployed
         return ensure_utc(last) if last is not None else self.clock.now()
 
     def fire_schedules(self, now: datetime) -> int:
@@ -944,6 +983,19 @@ class Runner:
                     workflow_versions.c.workflow_id == model.id
                 )
             )
+        # a version that brought decay back after versions without it decays from its
+        # deploy: the ticks of the versions without decay are not made up all at once
+        started = None
+        for document, deployed_at in connection.execute(
+            select(workflow_versions.c.document, workflow_versions.c.deployed_at)
+            .where(workflow_versions.c.workflow_id == model.id)
+            .order_by(workflow_versions.c.version.desc())
+        ):
+            if not isinstance(document, dict) or "decay" not in document:
+                break
+            started = deployed_at
+        if started is not None and (last is None or ensure_utc(started) > ensure_utc(last)):
+            last = started
         # a model resumed after a pause decays from its resumption: the ticks it missed
         # while paused are not made up all at once (a paused model acts as if it were not
         # deployed); its status changes when it is paused or resumed
@@ -975,14 +1027,30 @@ class Runner:
 
     def run_timers(self, now: datetime, limit: int = 1000, chunk: int | None = None) -> int:
         """Everything timed that is due at ``now``: waits (``limit`` a transaction, in
-        parts of ``chunk``: :meth:`resume_due`), quiet spells, schedules, decay."""
+        parts of ``chunk``: :meth:`resume_due`), quiet spells, schedules, decay.
+
+        In time order, as a simulation runs them: the waits due by the earliest quiet
+        spell, cron time or decay tick that is due, then that moment's timers, and so on
+        up to ``now``. A cron time missed while no worker ran judges its segment on the
+        contacts as they were then, not after the waits that came due later."""
         done = 0
+        failures = _Failures()
+        previous: datetime | None = None
         while True:
-            resumed = self.resume_due(now, limit, chunk=chunk)
-            done += resumed
-            if not resumed:
-                break
-        return done + self.fire_timers(now)
+            step = self.next_due(include_waits=False)
+            if step is None or step > now or (previous is not None and step <= previous):
+                step = now  # nothing before now, or a timer that cannot go on (a failed fire)
+            while True:
+                resumed = self.resume_due(step, limit, chunk=chunk)
+                done += resumed
+                if not resumed:
+                    break
+            with failures.kept(f"timers at {format_timestamp(step)}"):
+                done += self.fire_timers(step)
+            if step >= now:
+                failures.raise_first()
+                return done
+            previous = step
 
     def fire_timers(self, now: datetime) -> int:
         """Quiet spells, schedules and decay due at ``now``; one that fails does not stop
@@ -1008,6 +1076,45 @@ _TAKEN_COLUMNS = ("run_id", "contact_id", "due_at", "event_name", "next_node", "
 def _no_live_lease(now: datetime) -> ColumnElement[bool]:
     """A wait no lease holds at ``now``: never leased, or its lease ran out."""
     return waits.c.lease_until.is_(None) | (waits.c.lease_until < now)
+
+
+def _merge_quiet_spells(connection: Connection, source_id: str, target_id: str) -> None:
+    """The merged contact's quiet spells start at the later engagement of the two."""
+    columns = (quiet_watch.c.workflow_id, quiet_watch.c.trigger_index)
+    theirs = {
+        (w, i): (ensure_utc(last), fired)
+        for w, i, last, fired in connection.execute(
+            select(*columns, quiet_watch.c.last_at, quiet_watch.c.fired_at).where(
+                quiet_watch.c.contact_id == source_id
+            )
+        )
+    }
+    if not theirs:
+        return
+    ours = {
+        (w, i): ensure_utc(last)
+        for w, i, last in connection.execute(
+            select(*columns, quiet_watch.c.last_at).where(quiet_watch.c.contact_id == target_id)
+        )
+    }
+    for (workflow_id, position), (last_at, fired_at) in theirs.items():
+        known = ours.get((workflow_id, position))
+        if known is not None and known >= last_at:
+            continue
+        key = and_(
+            quiet_watch.c.workflow_id == workflow_id,
+            quiet_watch.c.trigger_index == position,
+            quiet_watch.c.contact_id == target_id,
+        )
+        values = {"last_at": last_at, "fired_at": fired_at}
+        if known is None:
+            connection.execute(
+                quiet_watch.insert().values(
+                    workflow_id=workflow_id, trigger_index=position, contact_id=target_id, **values
+                )
+            )
+        else:
+            connection.execute(update(quiet_watch).where(key).values(**values))
 
 
 def _merged_into(connection: Connection, ids: set[str]) -> dict[str, str]:
@@ -1133,8 +1240,12 @@ class Wake:
         properties = message.properties
         if message.type == "track":
             assert message.event is not None
+            resets = self.batch.quiet_resets
             for workflow, position in self._quiet_by_event.get(message.event, ()):
-                self.batch.quiet_resets[(workflow.id, position, state.id)] = moment
+                spell = (workflow.id, position, state.id)
+                known = resets.get(spell)
+                if known is None or known < moment:  # the latest engagement counts
+                    resets[spell] = moment
         facts: ContactFacts | None = None
         for run in list(state.runs) if state.runs else ():
             if run.state != "waiting":
@@ -1149,6 +1260,7 @@ class Wake:
             if (
                 message.type == "track"
                 and wait is not None
+                and run.workflow_id not in self.catalog.paused  # held until resumed
                 and wait.event_name == message.event
                 and self._where_holds(workflow, run, facts)
             ):

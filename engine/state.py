@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, select, update
 
 from engine.store.raw import RawReader
 from engine.store.sql import (
@@ -21,6 +21,7 @@ from engine.store.sql import (
     bulk_upsert,
     chunks,
     in_values,
+    insert_for,
     insert_rows,
     is_postgres,
     update_rows,
@@ -431,9 +432,20 @@ class Batch:
             )
             self.account_rows.clear()
         if self.quiet_resets:
-            bulk_upsert(
-                conn,
-                quiet_watch,
+            # a spell starts at the latest engagement: an event that arrives late (stamped
+            # before the one stored) neither moves it back nor re-arms a spell that fired
+            statement = insert_for(conn, quiet_watch)
+            later = statement.excluded.last_at > quiet_watch.c.last_at
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["workflow_id", "trigger_index", "contact_id"],
+                    set_={
+                        "last_at": case(
+                            (later, statement.excluded.last_at), else_=quiet_watch.c.last_at
+                        ),
+                        "fired_at": case((later, None), else_=quiet_watch.c.fired_at),
+                    },
+                ),
                 [
                     {
                         "workflow_id": w,
@@ -444,8 +456,6 @@ class Batch:
                     }
                     for (w, i, c), at in self.quiet_resets.items()
                 ],
-                ("workflow_id", "trigger_index", "contact_id"),
-                ("last_at", "fired_at"),
             )
             self.quiet_resets.clear()
         if self.quiet_fired:

@@ -94,6 +94,32 @@ class Worker:
     def timers(self) -> None:
         self.runner.fire_timers(self.runner.clock.now())
 
+    def catch_up(self) -> None:
+        """What came due while no worker ran, in time order (as Runner.run_timers): the
+        waits due by each missed cron time, quiet spell or decay tick, then that timer."""
+        now = self.runner.clock.now()
+        previous = None
+        while not self.stopping.is_set():
+            step = self.runner.next_due(include_waits=False)
+            if step is None or step > now or (previous is not None and step <= previous):
+                step = now
+            batch, chunk = wait_lease(self.runner.engine.dialect.name, self.settings.batch)
+            while not self.stopping.is_set():
+                done = self.runner.resume_due(step, batch, self.settings.lease, chunk=chunk)
+                self.resumed += done
+                if not done:
+                    break
+            if self.stopping.is_set():
+                return
+            try:
+                self.runner.fire_timers(step)
+            except Exception:  # logged by the runner; the scheduler's timers job retries
+                if step >= now:
+                    raise
+            if step >= now:
+                return
+            previous = step
+
     def reap(self) -> None:
         released = self.runner.release_leases(self.runner.clock.now())
         if released:
@@ -162,9 +188,7 @@ class Worker:
         scheduler.add_listener(started, EVENT_SCHEDULER_START)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        self.resume_waits()
-        if not self.stopping.is_set():
-            self.timers()
+        self.catch_up()
         scheduler.start()
 
 

@@ -131,3 +131,23 @@ def recompute(
     connection: Connection, account_id: str, name: str, method: str, top: int | None
 ) -> float:
     return float(connection.scalar(select(rollup_of(account_id, name, method, top))) or 0.0)
+
+
+def refresh_rollups(connection: Connection, names: set[str], moment: datetime) -> None:
+    """Recompute every account's ``names`` scores from the members, by the roll-up now in
+    force: after a deploy, pause or resume changed which model (and method) rolls a score
+    up, the stored values were made by the old method and a sum's deltas would be added
+    on top of them."""
+    catalog = Catalog.load(connection)
+    for name in sorted(names):
+        model = catalog.rollup(name)
+        method = model.rollup if model else "sum"
+        top = model.top if model else None
+        connection.execute(
+            update(account_scores)
+            .where(account_scores.c.name == name)
+            .values(
+                value=rollup_of(account_scores.c.account_id, name, method, top),
+                updated_at=moment,
+            )
+        )

@@ -333,10 +333,15 @@ def compile_score_model(document: Mapping[str, Any]) -> ScoreModel:
                     "a floor as share of sales-ready needs 'sales_ready'",
                 )
             floor = spec["floor_of_sales_ready"] * document["sales_ready"]
+        every = Duration.parse(spec["every"])
+        if not every.months and not every.delta:
+            raise ModelError(
+                "/decay/every", f"decay needs a positive interval, found {spec['every']!r}"
+            )
         decay = Decay(
             after=Duration.parse(spec["after"]),
             without=tuple(spec.get("without", ())),
-            every=Duration.parse(spec["every"]),
+            every=every,
             percent=spec.get("percent"),
             points=spec.get("points"),
             floor=floor,

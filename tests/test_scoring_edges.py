@@ -1,0 +1,192 @@
+"""Accounts, roll-ups and decay: cases a reviewing helper found wrong (session 14), each
+failing before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from helpers import at
+from test_scoring_models import group, identify, points, run, score_model, track, ts
+
+from engine.accounts_view import account_view
+from engine.api import Leadflow
+from engine.cli import main
+from engine.clock import VirtualClock
+from engine.validation import validate_documents
+
+
+def anon_track(anonymous: str, event: str, when: str) -> dict[str, Any]:
+    return {"type": "track", "anonymousId": anonymous, "event": event, "timestamp": ts(when)}
+
+
+def anon_group(anonymous: str, account: str, when: str) -> dict[str, Any]:
+    return {"type": "group", "anonymousId": anonymous, "groupId": account, "timestamp": ts(when)}
+
+
+def merging(user: str, anonymous: str, when: str) -> dict[str, Any]:
+    """An identify with both ids: the anonymous contact merges into the known one."""
+    return {**identify(user, when), "anonymousId": anonymous}
+
+
+def alias(previous: str, user: str, when: str) -> dict[str, Any]:
+    return {"type": "alias", "previousId": previous, "userId": user, "timestamp": ts(when)}
+
+
+VIEW = points("Page Viewed", 10)
+
+
+# --- a merge and the accounts --------------------------------------------------------------
+
+
+def test_a_merge_inside_one_account_counts_the_anonymous_score_once(tmp_path: Path) -> None:
+    outcome = run(
+        tmp_path,
+        [VIEW],
+        [
+            group("bob@acme.com", "acme", "2026-01-05 09:00"),
+            track("bob@acme.com", "Page Viewed", "2026-01-05 09:01"),
+            anon_group("anon-1", "acme", "2026-01-05 09:02"),
+            anon_track("anon-1", "Page Viewed", "2026-01-05 09:03"),
+            anon_track("anon-1", "Page Viewed", "2026-01-05 09:04"),
+            merging("bob@acme.com", "anon-1", "2026-01-05 10:00"),
+        ],
+    )
+    assert outcome.contacts["bob@acme.com"]["scores"]["SCORE"] == 30
+    assert outcome.result["accounts"]["acme"]["scores"]["SCORE"] == 30  # was 50
+
+
+def test_an_alias_into_a_contact_without_account_brings_its_score_along(tmp_path: Path) -> None:
+    outcome = run(
+        tmp_path,
+        [VIEW],
+        [
+            track("ann@x.com", "Page Viewed", "2026-01-05 09:01"),
+            anon_group("anon-2", "acme", "2026-01-05 09:02"),
+            anon_track("anon-2", "Page Viewed", "2026-01-05 09:03"),
+            alias("anon-2", "ann@x.com", "2026-01-05 10:00"),
+        ],
+    )
+    ann = outcome.contacts["ann@x.com"]
+    assert (ann["account"], ann["scores"]["SCORE"]) == ("acme", 20)
+    assert outcome.result["accounts"]["acme"]["scores"]["SCORE"] == 20  # was 10
+
+
+def test_a_merge_across_accounts_empties_the_old_one(tmp_path: Path) -> None:
+    outcome = run(
+        tmp_path,
+        [VIEW],
+        [
+            group("bob@acme.com", "acme", "2026-01-05 09:00"),
+            track("bob@acme.com", "Page Viewed", "2026-01-05 09:01"),
+            anon_group("anon-3", "globex", "2026-01-05 09:02"),
+            anon_track("anon-3", "Page Viewed", "2026-01-05 09:03"),
+            merging("bob@acme.com", "anon-3", "2026-01-05 10:00"),
+        ],
+    )
+    assert outcome.contacts["bob@acme.com"]["scores"]["SCORE"] == 20
+    assert outcome.result["accounts"]["acme"]["scores"]["SCORE"] == 20
+    globex = outcome.result["accounts"].get("globex", {"scores": {}})
+    assert globex["scores"].get("SCORE", 0) == 0  # held anon-3's 10 with no member left
+
+
+@pytest.mark.parametrize("rollup", [{"method": "top", "top": 2}, {"method": "average"}])
+def test_recomputed_roll_ups_no_longer_count_the_merged_contact(
+    tmp_path: Path, rollup: dict[str, Any]
+) -> None:
+    outcome = run(
+        tmp_path,
+        [VIEW, score_model("m", rollup=rollup)],
+        [
+            group("bob@acme.com", "acme", "2026-01-05 09:00"),
+            track("bob@acme.com", "Page Viewed", "2026-01-05 09:01"),
+            anon_group("anon-1", "acme", "2026-01-05 09:02"),
+            anon_track("anon-1", "Page Viewed", "2026-01-05 09:03"),
+            anon_track("anon-1", "Page Viewed", "2026-01-05 09:04"),
+            merging("bob@acme.com", "anon-1", "2026-01-05 10:00"),
+        ],
+    )
+    assert outcome.contacts["bob@acme.com"]["scores"]["SCORE"] == 30
+    assert outcome.result["accounts"]["acme"]["scores"]["SCORE"] == 30  # 50 and 25 before
+
+
+# --- the roll-up method in force changes ---------------------------------------------------
+
+
+def _max_rolled_up(tmp_path: Path) -> tuple[Leadflow, str, dict[str, Any]]:
+    url = f"sqlite:///{tmp_path}/s.db"
+    flow = Leadflow(url, clock=VirtualClock(at("2026-01-05 10:00")))
+    model = score_model("m", rollup={"method": "max"})
+    flow.deploy([VIEW, model])
+    messages: list[dict[str, Any]] = []
+    for user, views in (("a", 5), ("b", 3)):
+        messages.append({"type": "group", "userId": user, "groupId": "acme"})
+        messages += [{"type": "track", "userId": user, "event": "Page Viewed"}] * views
+    flow.send(messages)
+    return flow, url, model
+
+
+def _acme(flow: Leadflow) -> tuple[float, dict[str, Any]]:
+    with flow.engine.connect() as connection:
+        view = account_view(connection, "acme")
+    return view["scores"]["SCORE"], view["rollups"]["SCORE"]
+
+
+def test_a_new_model_version_with_another_roll_up_recomputes_the_accounts(
+    tmp_path: Path,
+) -> None:
+    flow, _, model = _max_rolled_up(tmp_path)
+    assert _acme(flow)[0] == 50  # max(50, 30)
+    flow.deploy([dict(model, version=2, rollup={"method": "sum"})])
+    flow.track("a", "Page Viewed")  # a: 60, b: 30
+    value, rollup = _acme(flow)
+    assert (rollup["method"], value) == ("sum", 90)  # was 60: the old max + 10
+    flow.close()
+
+
+def test_pausing_the_model_falls_back_to_a_sum_of_the_members(tmp_path: Path) -> None:
+    flow, url, _ = _max_rolled_up(tmp_path)
+    result = CliRunner().invoke(main, ["pause", "m", "--db", url])
+    assert result.exit_code == 0, result.output
+    flow.track("b", "Page Viewed")  # a: 50, b: 40
+    value, rollup = _acme(flow)
+    assert (rollup["method"], value) == ("sum", 90)  # was 60: the max + 10
+    flow.close()
+
+
+# --- decay -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("every", ["PT0S", "P0D"])
+def test_a_zero_decay_interval_is_refused(every: str) -> None:
+    """It validated, and then simulate and the worker looped for ever on one tick."""
+    model = score_model("m", decay={"after": "P1D", "every": every, "points": 1})
+    result = validate_documents([("m.json", model)])
+    assert [p.pointer for p in result.problems] == ["/decay/every"]
+
+
+def test_decay_brought_back_by_a_new_version_starts_from_that_deploy(tmp_path: Path) -> None:
+    """v2 dropped decay, v3 brought it back: every weekly tick since v1's last was made up
+    at once (98 -> 88), where a resumed model already decays from its resumption."""
+    v1 = score_model("m", decay={"after": "P7D", "every": "P7D", "points": 1})
+    v2 = {k: v for k, v in v1.items() if k != "decay"} | {"version": 2}
+    clock = VirtualClock(at("2026-01-01 00:00"))
+    flow = Leadflow(f"sqlite:///{tmp_path}/w.db", clock=clock)
+    flow.deploy([points("Page Viewed", 100), v1])
+    flow.track("a", "Page Viewed", timestamp=at("2026-01-01 00:00"))
+    clock.advance_to(at("2026-01-20 00:00"))
+    flow.run_due()
+    assert flow.contact("a")["scores"] == {"SCORE": 98}  # ticks Jan 8, Jan 15
+    flow.deploy([v2])
+    clock.advance_to(at("2026-04-01 00:00"))
+    flow.run_due()
+    assert flow.contact("a")["scores"] == {"SCORE": 98}
+    flow.deploy([dict(v1, version=3)])
+    flow.run_due()
+    assert flow.contact("a")["scores"] == {"SCORE": 98}  # v3's first tick is on Apr 8
+    clock.advance_to(at("2026-04-08 00:00"))
+    flow.run_due()
+    assert flow.contact("a")["scores"] == {"SCORE": 97}
+    flow.close()
