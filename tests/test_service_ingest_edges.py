@@ -7,7 +7,10 @@ import base64
 import json
 import time
 import warnings
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -259,3 +262,91 @@ def test_ids_and_names_longer_than_the_store_keeps_are_rejected_on_both_backends
         with flow.engine.connect() as connection:
             (kept,) = connection.scalars(select(rejected.c.reason)).all()
     assert reason in kept
+
+
+# --- the Brevo endpoints check input as /v1 does --------------------------------------------
+
+
+@pytest.fixture
+def brevo(store_url: str) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    engine = open_engine(store_url)
+    key = create_key(engine, "t", "admin")
+    app = create_app(engine=engine, apply=False)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield client, {"api-key": key, "Content-Type": "application/json"}
+    finally:
+        engine.dispose()
+
+
+def _brevo_post(
+    brevo: tuple[TestClient, dict[str, str]], path: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    client, headers = brevo
+    response = client.post(path, content=json.dumps(body).encode(), headers=headers)
+    return response.status_code, (response.json() if response.content else {})
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "says"),
+    [
+        ("/v3/contacts", {"email": "ann\u0000@acme.com"}, 400, "/email: a NUL character"),
+        ("/v3/contacts", {"email": "ok@acme.com", "ext_id": "crm\u00001"}, 400, "/ext_id"),
+        ("/v3/contacts", {"email": "a" * 330 + "@acme.com"}, 400, "longer than 320"),
+        ("/v3/contacts/lists", {"name": "L" * 250}, 400, "longer than 200"),
+        (
+            "/v3/events",
+            {
+                "event_name": "Viewed",
+                "identifiers": {"email_id": "ann@acme.com"},
+                "event_properties": {"a": "x\u0000"},
+            },
+            400,
+            "/event_properties/a: a NUL character",
+        ),
+        (
+            "/v3/events",
+            {"event_name": "Viewed", "identifiers": {"ext_id": "x" * 321}},
+            400,
+            "identifiers.ext_id is longer than 320",
+        ),
+        ("/v3/contacts/lists/99999999999999999999/contacts/add", {"all": True}, 404, "List"),
+    ],
+)
+def test_bad_brevo_input_is_a_4xx_that_says_why_on_both_backends(
+    brevo: tuple[TestClient, dict[str, str]],
+    path: str,
+    body: dict[str, Any],
+    status: int,
+    says: str,
+) -> None:
+    """These were 500s (SQLite: a KeyError; PostgreSQL: a DataError), or a 204 for an
+    event the inbox rejected afterwards."""
+    got, answer = _brevo_post(brevo, path, body)
+    assert got == status, answer
+    assert says in answer["message"], answer
+
+
+def test_a_brevo_contact_id_no_store_holds_is_not_found(
+    brevo: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, headers = brevo
+    for identifier in ("ann%00x@acme.com", "a" * 400):
+        response = client.get(f"/v3/contacts/{identifier}", headers=headers)
+        assert response.status_code == 404, response.text
+
+
+def test_the_sqlite_inbox_fsyncs_every_accepted_request(tmp_path: Path) -> None:
+    """WAL with synchronous=NORMAL fsyncs at checkpoints only: a power cut would roll back
+    requests already answered 200. The inbox's side file commits with FULL."""
+    from engine.service.state import Service
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'lf.db'}")
+    service = Service(engine, apply=False)
+    try:
+        with service.inbox.store.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    finally:
+        service.stop()
+        engine.dispose()

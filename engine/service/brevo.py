@@ -28,10 +28,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from engine.cli_common import LARGEST_STORED
 from engine.clock import ensure_utc, parse_timestamp
 from engine.problems import describe_json
 from engine.runner import ContactUpdate
-from engine.segment import MAX_NAME
+from engine.segment import MAX_ID, MAX_NAME, nul_pointer
 from engine.service import directory
 from engine.service.http import HttpError, json_response, parse_json, read_body
 from engine.service.inbox import with_message_id
@@ -91,13 +92,22 @@ def _endpoint(
 
 
 async def _body(request: Request) -> dict[str, Any]:
+    """The JSON object, refused whole if a text in it holds a NUL character, as /v1 does:
+    no store keeps one (PostgreSQL refuses it, and an event's would be rejected later,
+    after a 204 that promised it would be applied)."""
     data = parse_json(await read_body(request, BODY_LIMIT))
     if not isinstance(data, dict):
         raise HttpError(400, "bad_request", "the body must be a JSON object")
+    where = nul_pointer(data)
+    if where is not None:
+        raise HttpError(400, "invalid_parameter", f"{where or '/'}: a NUL character in the text")
     return data
 
 
-def _text(data: Mapping[str, Any], key: str, required: bool = False) -> str | None:
+def _text(
+    data: Mapping[str, Any], key: str, required: bool = False, longest: int = MAX_ID
+) -> str | None:
+    """A non-empty string of at most ``longest`` characters (the store's column)."""
     value = data.get(key)
     if value is None:
         if required:
@@ -105,6 +115,8 @@ def _text(data: Mapping[str, Any], key: str, required: bool = False) -> str | No
         return None
     if not isinstance(value, str) or not value.strip():
         raise HttpError(400, "invalid_parameter", f"{key} must be a non-empty string")
+    if len(value.strip()) > longest:
+        raise HttpError(400, "invalid_parameter", f"{key} is longer than {longest} characters")
     return value.strip()
 
 
@@ -122,10 +134,19 @@ def _int_list(data: Mapping[str, Any], key: str) -> list[int]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= LARGEST_STORED for v in value
     ):
-        raise HttpError(400, "invalid_parameter", f"{key} must be a list of integers")
+        raise HttpError(400, "invalid_parameter", f"{key} must be a list of list ids")
     return list(value)
+
+
+def _list_id(request: Request) -> int:
+    """The list id in the path; one past what a store keeps names no list (PostgreSQL
+    would refuse the number with a 500)."""
+    list_id = int(request.path_params["list_id"])
+    if not 0 <= list_id <= LARGEST_STORED:
+        raise HttpError(404, "document_not_found", "List ID does not exist")
+    return list_id
 
 
 def _email(value: str) -> str:
@@ -183,6 +204,8 @@ def resolve(connection: Connection, identifier: str, kind: str | None = None) ->
 
 
 def _find(service: Service, identifier: str, kind: str | None) -> str:
+    if "\x00" in identifier or len(identifier) > MAX_ID:  # no contact has such an id
+        raise HttpError(404, "document_not_found", "Contact does not exist")
     with service.engine.connect() as connection:
         found = resolve(connection, identifier, kind)
     if found is None:
@@ -527,9 +550,7 @@ def _change_list(
 async def add_to_list(request: Request, service: Service) -> Response:
     """Add existing contacts to a list by emails, ids or extIds (at most 150)."""
     data = await _body(request)
-    result: Response = await service.blocking(
-        _change_list, data, service, int(request.path_params["list_id"]), True
-    )
+    result: Response = await service.blocking(_change_list, data, service, _list_id(request), True)
     return result
 
 
@@ -537,9 +558,7 @@ async def add_to_list(request: Request, service: Service) -> Response:
 async def remove_from_list(request: Request, service: Service) -> Response:
     """Remove contacts from a list by emails, ids or extIds, or everyone with all: true."""
     data = await _body(request)
-    result: Response = await service.blocking(
-        _change_list, data, service, int(request.path_params["list_id"]), False
-    )
+    result: Response = await service.blocking(_change_list, data, service, _list_id(request), False)
     return result
 
 
@@ -597,7 +616,7 @@ async def get_lists(request: Request, service: Service) -> Response:
 @_endpoint("admin")
 async def get_list(request: Request, service: Service) -> Response:
     """One list's details."""
-    list_id = int(request.path_params["list_id"])
+    list_id = _list_id(request)
     rows = await service.blocking(_list_rows, service, list_id)
     if not rows:
         raise HttpError(404, "document_not_found", "List ID does not exist")
@@ -608,7 +627,7 @@ async def get_list(request: Request, service: Service) -> Response:
 async def create_list(request: Request, service: Service) -> Response:
     """Create a list (name, folderId); 201 with its id."""
     data = await _body(request)
-    name = _text(data, "name", required=True)
+    name = _text(data, "name", required=True, longest=MAX_NAME)
     assert name is not None
     folder = data.get("folderId", directory.DEFAULT_FOLDER)
     if not isinstance(folder, int) or isinstance(folder, bool):
@@ -637,6 +656,8 @@ def _event_contact(service: Service, identifiers: Mapping[str, Any]) -> str:
     if number is not None:
         if not isinstance(number, int) or isinstance(number, bool):
             raise HttpError(400, "invalid_parameter", "identifiers.contact_id must be an integer")
+        if not 0 <= number <= LARGEST_STORED:
+            raise HttpError(404, "document_not_found", "Contact does not exist")
         with service.engine.connect() as connection:
             found = directory.contact_by_number(connection, number)
         if found is None:
@@ -648,6 +669,10 @@ def _event_contact(service: Service, identifiers: Mapping[str, Any]) -> str:
             continue
         if not isinstance(value, str) or not value.strip():
             raise HttpError(400, "invalid_parameter", f"identifiers.{key} must be a string")
+        if len(value.strip()) > MAX_ID:
+            raise HttpError(
+                400, "invalid_parameter", f"identifiers.{key} is longer than {MAX_ID} characters"
+            )
         with service.engine.connect() as connection:
             found = resolve(connection, value.strip(), key)
         if found is not None:
@@ -665,12 +690,8 @@ async def create_event(request: Request, service: Service) -> Response:
     """Track an event (Brevo's body: event_name, identifiers, contact_properties,
     event_properties, event_date); 204. Applied like a Segment identify plus track."""
     data = await _body(request)
-    name = _text(data, "event_name", required=True)
+    name = _text(data, "event_name", required=True, longest=MAX_NAME)
     assert name is not None
-    if len(name) > MAX_NAME:  # events.name is VARCHAR(200)
-        raise HttpError(
-            400, "invalid_parameter", f"event_name is longer than {MAX_NAME} characters"
-        )
     identifiers = data.get("identifiers")
     if identifiers is None:
         raise HttpError(400, "missing_parameter", "identifiers is missing")

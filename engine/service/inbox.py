@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, delete, event, func, select, update
 
 from engine.clock import Clock
 from engine.runner import IngestReport, Runner
@@ -109,6 +109,14 @@ def inbox_store(engine: Engine) -> Engine:
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return engine
     side = make_engine(url.set(database=f"{url.database}-inbox").render_as_string(False))
+
+    @event.listens_for(side, "connect")
+    def synced(dbapi_connection: Any, _record: Any) -> None:
+        # A 200 says the request is kept. With the WAL's synchronous=NORMAL a commit is
+        # fsync'd only at the next checkpoint, so a power cut would roll back requests
+        # already answered; FULL fsyncs the WAL at every commit.
+        dbapi_connection.execute("PRAGMA synchronous=FULL")
+
     inbox.create(side, checkfirst=True)
     return side
 
