@@ -57,6 +57,25 @@ class Duration:
         """The moment this long after ``moment``."""
         return _add_months(moment, self.months) + self.delta
 
+    def first_after(self, start: datetime, moment: datetime) -> datetime:
+        """The first of ``start`` plus one, two, three... of this span that is later than
+        ``moment``. Each is counted from ``start``, not from the one before it: one month
+        after 31 January is 28 February, two months 31 March (chained, 28 March, and the
+        28th from then on)."""
+        if not self.months:  # exact spans chain without drift: no need to count
+            if moment < start:
+                return start + self.delta
+            steps = (moment - start) // self.delta + 1 if self.delta else 1
+            return start + self.delta * steps
+        # a month is 28-31 days: start at a count that cannot be past the answer
+        longest = timedelta(days=31 * self.months) + self.delta
+        count = max(1, (moment - start) // longest) if moment > start else 1
+        while True:
+            tick = _add_months(start, self.months * count) + self.delta * count
+            if tick > moment:
+                return tick
+            count += 1
+
     def before(self, moment: datetime) -> datetime:
         """The moment this long before ``moment``."""
         return _add_months(moment, -self.months) - self.delta

@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, func, se
 from engine.catalog import Catalog
 from engine.clock import Clock, ensure_utc, format_timestamp
 from engine.errors import ActionFailed
-from engine.kinds import AwaitEvent, Continue, Signal, Sleep, Step, TriggerKind
+from engine.kinds import AwaitEvent, Continue, QuietDriven, Signal, Sleep, Step, TriggerKind
 from engine.model import Workflow
 from engine.scoring.accounts import AccountChange, AccountRollup
 from engine.scoring.decay import decay_once
@@ -704,7 +704,7 @@ class Runner:
                 moments.append(cron.next_fire_after(since))
             for model in self.catalog.decaying():
                 assert model.decay is not None
-                moments.append(model.decay.every.after(self._decay_since(connection, model)))
+                moments.append(self._next_tick(model, *self._decay_since(connection, model)))
         present = [ensure_utc(m) for m in moments if m is not None]
         return min(present) if present else None
 
@@ -971,18 +971,18 @@ class Runner:
     def _decay_key(self, model: ScoreModel) -> str:
         return f"decay:{model.id}"
 
-    def _decay_since(self, connection: Connection, model: ScoreModel) -> datetime:
-        last = connection.scalar(
-            select(func.max(schedule_fires.c.fire_at)).where(
-                schedule_fires.c.workflow_id == self._decay_key(model)
+    def _decay_since(
+        self, connection: Connection, model: ScoreModel
+    ) -> tuple[datetime, datetime | None]:
+        """When the model's ticks are counted from, and its last tick since then (None:
+        none yet). Ticks are ``every`` after the start, two after it, and so on, each
+        counted from the start: a monthly decay deployed on 31 January ticks on 28
+        February, 31 March, 30 April."""
+        start = connection.scalar(
+            select(func.min(workflow_versions.c.deployed_at)).where(
+                workflow_versions.c.workflow_id == model.id
             )
         )
-        if last is None:
-            last = connection.scalar(
-                select(func.min(workflow_versions.c.deployed_at)).where(
-                    workflow_versions.c.workflow_id == model.id
-                )
-            )
         # a version that brought decay back after versions without it decays from its
         # deploy: the ticks of the versions without decay are not made up all at once
         started = None
@@ -994,17 +994,28 @@ class Runner:
             if not isinstance(document, dict) or "decay" not in document:
                 break
             started = deployed_at
-        if started is not None and (last is None or ensure_utc(started) > ensure_utc(last)):
-            last = started
+        if started is not None and (start is None or ensure_utc(started) > ensure_utc(start)):
+            start = started
         # a model resumed after a pause decays from its resumption: the ticks it missed
         # while paused are not made up all at once (a paused model acts as if it were not
         # deployed); its status changes when it is paused or resumed
         resumed = connection.scalar(
             select(workflow_status.c.updated_at).where(workflow_status.c.workflow_id == model.id)
         )
-        if resumed is not None and (last is None or ensure_utc(resumed) > ensure_utc(last)):
-            last = resumed
-        return ensure_utc(last) if last is not None else self.clock.now()
+        if resumed is not None and (start is None or ensure_utc(resumed) > ensure_utc(start)):
+            start = resumed
+        begun = ensure_utc(start) if start is not None else self.clock.now()
+        last = connection.scalar(
+            select(func.max(schedule_fires.c.fire_at)).where(
+                schedule_fires.c.workflow_id == self._decay_key(model),
+                schedule_fires.c.fire_at >= begun,
+            )
+        )
+        return begun, ensure_utc(last) if last is not None else None
+
+    def _next_tick(self, model: ScoreModel, start: datetime, after: datetime | None) -> datetime:
+        assert model.decay is not None
+        return model.decay.every.first_after(start, after if after is not None else start)
 
     def take_decay_tick(self, connection: Connection, model: ScoreModel, tick: datetime) -> bool:
         """Claim ``model``'s tick at ``tick`` in the caller's transaction, so the claim
@@ -1019,10 +1030,11 @@ class Runner:
         for model in self.catalog.decaying():
             assert model.decay is not None
             with self.engine.connect() as connection:
-                tick = model.decay.every.after(self._decay_since(connection, model))
+                start, last = self._decay_since(connection, model)
+            tick = self._next_tick(model, start, last)
             while tick <= now:
                 fallen += decay_once(self, model, tick)
-                tick = model.decay.every.after(tick)
+                tick = self._next_tick(model, start, tick)
         return fallen
 
     def run_timers(self, now: datetime, limit: int = 1000, chunk: int | None = None) -> int:
@@ -1182,6 +1194,10 @@ class Wake:
         self.queue: deque[Signal] = deque()
         self.resumed = 0
         self._quiet_by_event = self.catalog.quiet_events()
+        self._stored_spells: dict[tuple[str, int, str], datetime | None] = {}
+        """Quiet spells as stored, read when a message would end one: the spell's start,
+        or None once it fired."""
+        self._spells_read: set[str] = set()
         self.scoring = ScoringHooks(self.catalog)
         self.accounts = AccountRollup(self.catalog)
         self.last_moment: datetime | None = None
@@ -1208,8 +1224,56 @@ class Wake:
 
     # --- messages ----------------------------------------------------------------------
 
+    def _end_quiet_spells(self, state: ContactState, event: str, moment: datetime) -> None:
+        """A spell this event resets that had already run its length fires first, at the
+        moment it ended: the worker's next round (up to 30 s later), or an ingest of older
+        events, would otherwise find the spell reset and never fire it. A simulation has
+        fired it at its end already, so both agree."""
+        for workflow, position in self._quiet_by_event[event]:
+            spell = (workflow.id, position, state.id)
+            began = self.batch.quiet_resets.get(spell)  # a spell this batch started
+            if began is None:
+                began = self._stored_spell(spell)
+            trigger = workflow.triggers[position]
+            assert isinstance(trigger, QuietDriven)
+            if began is None or workflow.id in self.catalog.paused:
+                continue
+            ended = trigger.quiet_for.after(began)
+            if ended > moment:
+                continue
+            if state.runs:
+                self.resume_due_waits(state, ended)
+            cause = f"inactivity of {', '.join(trigger.events)}"
+            self.enter(state, workflow, ended, {}, cause)
+            self.drain(state, ended, cause)
+            # the event resets the spell next (handle_message), so it is not marked fired
+            self._stored_spells[spell] = None
+
+    def _stored_spell(self, spell: tuple[str, int, str]) -> datetime | None:
+        contact_id = spell[2]
+        if contact_id not in self._spells_read:  # one query a trigger for the batch so far
+            wanted = sorted(set(self.batch.contacts) - self._spells_read)
+            for workflow, position, _ in self.catalog.quiet:
+                for part in chunks(wanted):
+                    for row in self.connection.execute(
+                        select(
+                            quiet_watch.c.contact_id, quiet_watch.c.last_at, quiet_watch.c.fired_at
+                        ).where(
+                            quiet_watch.c.workflow_id == workflow.id,
+                            quiet_watch.c.trigger_index == position,
+                            in_values(self.connection, quiet_watch.c.contact_id, part),
+                        )
+                    ):
+                        self._stored_spells[(workflow.id, position, row.contact_id)] = (
+                            None if row.fired_at is not None else ensure_utc(row.last_at)
+                        )
+            self._spells_read.update(wanted)
+        return self._stored_spells.get(spell)
+
     def handle_message(self, state: ContactState, message: Message, moment: datetime) -> None:
         self.seen(moment)
+        if message.type == "track" and message.event in self._quiet_by_event:
+            self._end_quiet_spells(state, message.event, moment)
         if state.runs:
             self.resume_due_waits(state, moment)
         cause = _describe_message(message)

@@ -15,6 +15,7 @@ from engine.accounts_view import account_view
 from engine.api import Leadflow
 from engine.cli import main
 from engine.clock import VirtualClock
+from engine.durations import Duration
 from engine.validation import validate_documents
 
 
@@ -190,3 +191,35 @@ def test_decay_brought_back_by_a_new_version_starts_from_that_deploy(tmp_path: P
     flow.run_due()
     assert flow.contact("a")["scores"] == {"SCORE": 97}
     flow.close()
+
+
+def test_a_monthly_decay_keeps_the_day_of_its_start(tmp_path: Path) -> None:
+    """Ticks were chained from the tick before: deployed on 31 January, a monthly decay
+    ticked on 28 February and then on the 28th for ever."""
+    model = score_model("m", decay={"after": "P1D", "every": "P1M", "points": 1})
+    outcome = run(
+        tmp_path,
+        [points("Page Viewed", 10), model],
+        [track("a", "Page Viewed", "2026-01-31 00:00")],  # the deploy is the first event
+        until="2026-05-01 00:00",
+    )
+    ticks = [row.at.date().isoformat() for row in outcome.audit("score", "a", node="decay")]
+    assert ticks == ["2026-02-28", "2026-03-31", "2026-04-30"]
+
+
+@pytest.mark.parametrize(
+    ("every", "start", "moment", "tick"),
+    [
+        ("P1M", "2026-01-31 00:00", "2026-01-31 00:00", "2026-02-28 00:00"),
+        ("P1M", "2026-01-31 00:00", "2026-02-28 00:00", "2026-03-31 00:00"),
+        ("P1M", "2026-01-31 00:00", "2026-12-30 00:00", "2026-12-31 00:00"),
+        ("P1MT1H", "2026-01-31 00:00", "2026-02-28 01:00", "2026-03-31 02:00"),
+        ("P7D", "2026-01-01 00:00", "2026-01-08 00:00", "2026-01-15 00:00"),
+        ("P7D", "2026-01-01 00:00", "2025-12-01 00:00", "2026-01-08 00:00"),
+        ("PT1H", "2026-01-01 00:00", "2026-01-01 05:30", "2026-01-01 06:00"),
+    ],
+)
+def test_the_first_tick_after_a_moment_counts_from_the_start(
+    every: str, start: str, moment: str, tick: str
+) -> None:
+    assert Duration.parse(every).first_after(at(start), at(moment)) == at(tick)

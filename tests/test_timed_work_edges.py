@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.resources import files
 from pathlib import Path
 
+import pytest
 from helpers import at
 from sqlalchemy import func, select, update
 
@@ -15,7 +17,7 @@ from engine.api import Leadflow
 from engine.clock import VirtualClock, ensure_utc
 from engine.simulate import simulate
 from engine.store.db import writer
-from engine.store.tables import outbox, quiet_watch, workflow_status
+from engine.store.tables import outbox, quiet_watch, runs, workflow_status
 
 MONTH_WORKFLOW = {
     "id": "monthly-quiet",
@@ -402,3 +404,63 @@ def test_contacts_from_before_the_deploy_go_quiet_from_their_history_on_both_bac
         clock.advance_to(at("2026-03-01 00:00"))
         flow.run_due()
         assert {c: flow.contact(c)["scores"]["QUIET"] for c in spells} == dict.fromkeys(spells, 1)
+
+
+RESET = json.loads((files("workflows") / "email-inactivity-reset.json").read_text())
+VIEW = {
+    "id": "view",
+    "version": 1,
+    "triggers": [{"type": "event", "event": "Page Viewed"}],
+    "reentry": "always",
+    "start": "points",
+    "nodes": {"points": {"type": "update_score", "score": "SCORE", "add": 10}},
+}
+
+
+@pytest.mark.parametrize("late", ["the next event", "an ingest of history"])
+def test_a_spell_that_ended_before_the_next_round_fires_when_an_event_resets_it(
+    tmp_path: Path, late: str
+) -> None:
+    """The spell ended at 10:00; an Email Opened at 10:00:05 reset it before the worker's
+    next round (or an ingest of a history file ran no rounds at all): the reset never
+    happened, where simulate of the same history resets the score."""
+    history = [
+        {
+            "type": "track",
+            "userId": "a",
+            "event": "Page Viewed",
+            "timestamp": "2026-01-02T09:00:00Z",
+        },
+        {
+            "type": "track",
+            "userId": "a",
+            "event": "Email Opened",
+            "timestamp": "2026-01-02T10:00:00Z",
+        },
+        {
+            "type": "track",
+            "userId": "a",
+            "event": "Email Opened",
+            "timestamp": "2026-02-01T10:00:05Z",
+        },
+    ]
+    history = [{**m, "messageId": f"m{i}"} for i, m in enumerate(history)]
+    clock = VirtualClock(at("2026-01-01 00:00"))
+    with Leadflow(f"sqlite:///{tmp_path}/s.db", clock=clock) as flow:
+        flow.deploy([VIEW, RESET])
+        if late == "the next event":
+            clock.advance_to(at("2026-01-02 10:00"))
+            flow.send(history[:2])
+            clock.advance_to(at("2026-02-01 10:00:05"))  # 5 s after the spell ended
+            flow.send(history[2:])
+            clock.advance_to(at("2026-02-01 10:00:15"))
+            flow.run_due()
+        else:
+            clock.advance_to(at("2026-02-01 10:00:05"))
+            flow.send(history)
+        assert flow.contact("a")["scores"] == {"SCORE": 0}
+        with flow.engine.connect() as connection:
+            entered = connection.scalar(
+                select(func.count()).select_from(runs).where(runs.c.workflow_id == RESET["id"])
+            )
+        assert entered == 1  # once, at the end of the spell
