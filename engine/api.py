@@ -24,6 +24,7 @@ from engine.clock import Clock, SystemClock, format_timestamp
 from engine.errors import InvalidWorkflow
 from engine.problems import describe_json
 from engine.runner import IngestReport, Runner
+from engine.scoring.reapply import reapply_models
 from engine.segment import Message, Rejection, parse_message, read_lines
 from engine.store.db import open_engine, upgrade, writer
 from engine.templates import TemplateCatalog
@@ -100,6 +101,8 @@ class Leadflow:
             results = deploy(connection, workflows, self.clock.now())
         self._stamp = None
         self._current()
+        fresh = [r.workflow_id for r in results if r.status == "deployed"]
+        reapply_models(self.runner, fresh, _aware(self.clock.now(), "the clock's now()"))
         return results
 
     # --- events ------------------------------------------------------------------------

@@ -38,13 +38,14 @@ from engine.report import report_command
 from engine.review import review_group
 from engine.runner import FAILURES_KEPT, Runner, describe_failure
 from engine.schema import build_schema, render
+from engine.scoring.reapply import reapply_models
 from engine.segment import read_lines
 from engine.segments import segment_command
 from engine.service.cli import keys_group, serve_command
 from engine.store.db import writer
 from engine.store.tables import workflow_status, workflow_versions
 from engine.templates import TemplateCatalog
-from engine.validation import DOCUMENT_KINDS, model_schema, validate_paths
+from engine.validation import DOCUMENT_KINDS, MODEL_KINDS, model_schema, validate_paths
 from engine.versions import diff_command, history_command
 from engine.views import contact_view, deployed_workflows
 
@@ -147,15 +148,18 @@ def deploy(paths: tuple[Path, ...], db_url: str | None) -> None:
         for problem in result.problems:
             click.echo(str(problem))
         sys.exit(EXIT_INPUT)
+    clock = SystemClock()
     try:
         with writer(engine).begin() as connection:
-            results = deploy_workflows(
-                connection, [*result.workflows, *result.models], SystemClock().now()
-            )
+            results = deploy_workflows(connection, [*result.workflows, *result.models], clock.now())
     except DeployConflict as exc:
         raise click.ClickException(str(exc)) from None
     for item in results:
         click.echo(f"{item.workflow_id} v{item.version}: {item.status}")
+    fresh = [r.workflow_id for r in results if r.status == "deployed"]
+    if {m.id for m in result.models} & set(fresh):
+        # contacts that exist are put on the new bands, and graded
+        reapply_models(Runner(engine, clock), fresh, clock.now())
 
 
 @main.command()
@@ -184,11 +188,12 @@ def workflows(db_url: str | None, as_json: bool) -> None:
 
 def _set_paused(db_url: str | None, workflow_id: str, paused: bool) -> None:
     engine = open_store(db_url)
+    clock = SystemClock()
     with writer(engine).begin() as connection:
         done = connection.execute(
             update(workflow_status)
             .where(workflow_status.c.workflow_id == workflow_id)
-            .values(paused=paused, updated_at=SystemClock().now())
+            .values(paused=paused, updated_at=clock.now())
         ).rowcount
         document = connection.scalar(
             select(workflow_versions.c.document)
@@ -200,10 +205,13 @@ def _set_paused(db_url: str | None, workflow_id: str, paused: bool) -> None:
             # the roll-up in force changed (a paused model's falls back to the sum)
             from engine.scoring.accounts import refresh_rollups
 
-            refresh_rollups(connection, {str(document["score"])}, SystemClock().now())
+            refresh_rollups(connection, {str(document["score"])}, clock.now())
     if not done:
         raise click.ClickException(f"no deployed workflow has id {workflow_id!r}")
     click.echo(f"{workflow_id}: {'paused' if paused else 'resumed'}")
+    is_model = isinstance(document, dict) and document.get("kind") in MODEL_KINDS
+    if not paused and is_model:  # bands and grades of what changed while it was paused
+        reapply_models(Runner(engine, clock), [workflow_id], clock.now())
 
 
 @main.command()

@@ -3,12 +3,15 @@ failing before its fix."""
 
 from __future__ import annotations
 
+import json
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from helpers import at
+from sqlalchemy import select
 from test_scoring_models import group, identify, points, run, score_model, track, ts
 
 from engine.accounts_view import account_view
@@ -16,6 +19,7 @@ from engine.api import Leadflow
 from engine.cli import main
 from engine.clock import VirtualClock
 from engine.durations import Duration
+from engine.store.tables import audit
 from engine.validation import validate_documents
 
 
@@ -223,3 +227,66 @@ def test_the_first_tick_after_a_moment_counts_from_the_start(
     every: str, start: str, moment: str, tick: str
 ) -> None:
     assert Duration.parse(every).first_after(at(start), at(moment)) == at(tick)
+
+
+# --- a model deployed, revised or resumed acts on the contacts that exist -----------------
+
+BANDS_V1 = score_model("m", bands=[{"list": "Cold", "below": 20}, {"list": "Warm", "from": 20}])
+BANDS_V2 = dict(
+    BANDS_V1,
+    version=2,
+    bands=[{"list": "Cold leads", "below": 40}, {"list": "Warm leads", "from": 40}],
+)
+
+
+def _banded(store_url: str) -> Leadflow:
+    flow = Leadflow(store_url, clock=VirtualClock(at("2026-01-05 10:00")))
+    flow.deploy([VIEW, BANDS_V1])
+    flow.send([{"type": "track", "userId": "a", "event": "Page Viewed"}] * 3)  # 30
+    flow.identify("never@acme.com", {})
+    assert flow.contact("a")["lists"] == ["Warm"]
+    return flow
+
+
+def test_new_bands_move_the_contacts_at_the_deploy_on_both_backends(store_url: str) -> None:
+    """They stayed on the old band list, and at their next score change joined the new
+    one as well: two band lists at once."""
+    with _banded(store_url) as flow:
+        flow.deploy([BANDS_V2])
+        assert flow.contact("a")["lists"] == ["Cold leads"]  # 30 is under v2's 40
+        assert flow.contact("never@acme.com")["lists"] == []  # never scored: no band
+        flow.track("a", "Page Viewed")  # 40
+        assert flow.contact("a")["lists"] == ["Warm leads"]
+        with flow.engine.connect() as connection:
+            moved = connection.execute(
+                select(audit.c.name, audit.c.new, audit.c.version)
+                .where(
+                    audit.c.contact_id == "a",
+                    audit.c.subject == "list",
+                    audit.c.cause == "m v2 deployed",
+                )
+                .order_by(audit.c.id)
+            ).all()
+    assert [tuple(row) for row in moved] == [("Warm", False, 2), ("Cold leads", True, 2)]
+
+
+def test_a_grade_model_deployed_later_grades_the_contacts_there(tmp_path: Path) -> None:
+    flow = Leadflow(f"sqlite:///{tmp_path}/g.db", clock=VirtualClock(at("2026-01-05 10:00")))
+    traits = {"job_title": "VP Marketing", "company_size": 500, "country": "US"}
+    flow.identify("ann@acme.com", {**traits, "industry": "Retail"})
+    grade = json.loads((files("workflows") / "models" / "b2b-grade.json").read_text())
+    flow.deploy([grade])
+    assert flow.contact("ann@acme.com")["grades"] == {"GRADE": "A"}  # was {}
+    flow.close()
+
+
+def test_resuming_a_model_puts_the_bands_right(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/r.db"
+    with _banded(url) as flow:
+        assert CliRunner().invoke(main, ["pause", "m", "--db", url]).exit_code == 0
+        flow.send([{"type": "track", "userId": "a", "event": "Page Viewed"}] * 2)  # 50
+        assert flow.contact("a")["lists"] == ["Warm"]  # a paused model moves no one
+        flow.send([{"type": "track", "userId": "b", "event": "Page Viewed"}] * 3)
+        assert flow.contact("b")["lists"] == []
+        assert CliRunner().invoke(main, ["resume", "m", "--db", url]).exit_code == 0
+        assert flow.contact("b")["lists"] == ["Warm"]
