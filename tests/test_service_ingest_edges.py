@@ -350,3 +350,43 @@ def test_the_sqlite_inbox_fsyncs_every_accepted_request(tmp_path: Path) -> None:
     finally:
         service.stop()
         engine.dispose()
+
+
+def test_browser_sdks_can_send_cross_origin_and_to_the_short_paths(tmp_path: Path) -> None:
+    """analytics.js posts from a shop's pages to /v1/t, /v1/p, ... (and /v1/b when it
+    batches), after a CORS preflight: the preflight got 405 and no answer named an
+    origin, so the browser dropped every call. The Brevo API stays without CORS."""
+    origin = "https://shop.example.com"
+    engine = open_engine(f"sqlite:///{tmp_path / 'lf.db'}")
+    key = create_key(engine, "web", "ingest")
+    app = create_app(engine=engine, apply=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        preflight = client.options(
+            "/v1/batch",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 200, preflight.text
+        assert preflight.headers["access-control-allow-origin"] == "*"
+        plain = {"Origin": origin, "Content-Type": "text/plain"}
+        for path, body in (
+            ("/v1/t", {"type": "track", "anonymousId": "a-1", "event": "Viewed"}),
+            ("/v1/p", {"type": "page", "anonymousId": "a-1", "name": "Home"}),
+            ("/v1/i", {"type": "identify", "anonymousId": "a-1", "traits": {"plan": "pro"}}),
+            ("/v1/b", {"batch": [{"type": "track", "anonymousId": "a-1", "event": "Clicked"}]}),
+        ):
+            post = client.post(path, content=json.dumps({**body, "writeKey": key}), headers=plain)
+            assert post.status_code == 200, (path, post.text)
+            assert post.headers["access-control-allow-origin"] == "*"
+        refused = client.post("/v1/t", json={"event": "x"}, headers={"Origin": origin})
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == "*"  # the page can read why
+        brevo = client.options(
+            "/v3/contacts", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
+        )
+        assert "access-control-allow-origin" not in brevo.headers
+        assert app.state.service.inbox.pending()[1] == 4
+    engine.dispose()

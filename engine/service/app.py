@@ -118,4 +118,5 @@ def create_app(
     )
     app.state.service = service
     app.add_middleware(Counting, service=service)
+    app.add_middleware(collect.BrowserCollection)
     return app

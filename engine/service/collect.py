@@ -1,5 +1,7 @@
 """Segment-compatible collection: ``POST /v1/batch``, ``/v1/track``, ``/v1/identify``,
-``/v1/group``, ``/v1/alias``, ``/v1/page``, ``/v1/screen``.
+``/v1/group``, ``/v1/alias``, ``/v1/page``, ``/v1/screen`` (and analytics.js's short forms
+``/v1/b``, ``/v1/t``, ``/v1/i``, ``/v1/g``, ``/v1/a``, ``/v1/p``, ``/v1/s``), with CORS
+for browsers.
 
 - Auth: HTTP Basic with the write key as user name and an empty password, or the key in the
   body's ``writeKey`` (as Segment allows). Any ``ingest`` or ``admin`` key. 401 without one.
@@ -20,9 +22,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.problems import describe_json
 from engine.segment import parse_message
@@ -158,4 +162,34 @@ routes = [
     Route("/v1/batch", batch, methods=["POST"]),
     Route("/v1/import", batch, methods=["POST"]),
     *(Route(f"/v1/{kind}", _single(kind), methods=["POST"]) for kind in KINDS),
+    # analytics.js (analytics-next) posts to the type's first letter, and batches to /b
+    Route("/v1/b", batch, methods=["POST"], include_in_schema=False),
+    *(
+        Route(f"/v1/{kind[0]}", _single(kind), methods=["POST"], include_in_schema=False)
+        for kind in KINDS
+    ),
 ]
+
+
+class BrowserCollection(CORSMiddleware):
+    """Cross-origin calls to the collection endpoints (``/v1/...``), as a shop's pages make
+    them with analytics.js or RudderStack's JavaScript SDK: the browser's preflight is
+    answered and every answer names any origin, as Segment's own API does. A write key
+    is public in a page anyway (it can only add events). The rest of the service (the
+    Brevo API, admin calls, which take admin keys) gets no CORS headers, so a browser
+    never hands their answers to another site's script."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(
+            app,
+            allow_origins=["*"],
+            allow_methods=["POST"],
+            allow_headers=["authorization", "content-type", "content-encoding"],
+            max_age=86400,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await super().__call__(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
