@@ -218,6 +218,8 @@ class Runner:
         self.writer = writer(engine)
         self.clock = clock
         self.history = history
+        self._next_decay: tuple[tuple[tuple[str, int], ...], datetime] | None = None
+        """The decaying models' versions and their next tick, as last looked up."""
         """Whether the store keeps what no run reads back: the audit log, and the runs
         of ``reentry: always`` workflows that end in the wake that entered them (the
         other rules read a workflow's last entry). Only a store thrown away after one
@@ -282,7 +284,14 @@ class Runner:
                 pending.clear()
                 bad.clear()
 
+        decaying = self.catalog.decaying()
+        known = self._next_decay
+        if known is not None and known[0] != tuple((m.id, m.version) for m in decaying):
+            self._next_decay = None  # a model revised, paused or resumed since
         for item in items:
+            if decaying and not isinstance(item, Rejection) and self._tick_before(item):
+                flush()  # the messages before the tick, then the tick, then this one
+                self._decay_before(min(item.timestamp, self.clock.now()))
             if isinstance(item, Rejection):
                 bad.append(item)
             elif item.merge_from is not None:
@@ -1023,6 +1032,30 @@ class Runner:
         taken again on the next run, and a second worker waits on the claim (PostgreSQL)
         or the write lock (SQLite) and then finds it taken."""
         return _claim_fire(connection, self._decay_key(model), 0, tick, self.owner)
+
+    def _tick_before(self, message: Message) -> bool:
+        """Whether a decay tick may be due by this message's moment (not looked up yet,
+        or the one remembered has come)."""
+        known = self._next_decay
+        return known is None or min(message.timestamp, self.clock.now()) >= known[1]
+
+    def _decay_before(self, moment: datetime) -> None:
+        """Decay ticks due by ``moment`` run before messages stamped after them, as a
+        simulation runs them: a tick the worker took up to a round late (or an ingest of
+        history, with no worker rounds at all) took its share of points earned after its
+        moment. Each tick is still taken once (:meth:`take_decay_tick`). The next tick
+        is remembered, so a batch before it costs no query."""
+        models = self.catalog.decaying()
+        if not models:
+            return
+        versions = tuple((m.id, m.version) for m in models)
+        known = self._next_decay
+        if known is not None and known[0] == versions and moment < known[1]:
+            return
+        self.fire_decay(moment)
+        with self.engine.connect() as connection:
+            ticks = [self._next_tick(m, *self._decay_since(connection, m)) for m in models]
+        self._next_decay = (versions, min(ticks))
 
     def fire_decay(self, now: datetime) -> int:
         """Every decay tick due by ``now``, each taken by one worker, each at its moment."""

@@ -290,3 +290,35 @@ def test_resuming_a_model_puts_the_bands_right(tmp_path: Path) -> None:
         assert flow.contact("b")["lists"] == []
         assert CliRunner().invoke(main, ["resume", "m", "--db", url]).exit_code == 0
         assert flow.contact("b")["lists"] == ["Warm"]
+
+
+HALVING = score_model(
+    "m", decay={"after": "P7D", "every": "P7D", "percent": 50, "without": ["Page Viewed"]}
+)
+
+
+@pytest.mark.parametrize("how", ["a worker ten seconds late", "an ingest of history"])
+def test_a_late_decay_tick_takes_its_share_of_the_score_held_at_its_moment(
+    tmp_path: Path, how: str
+) -> None:
+    """Ticks on Jan 8 and Jan 15 halve 40 to 20 and 10; a quote 5 s after the second adds
+    100: 110, as simulate says. A tick run after the quote took half of it too (60)."""
+    clock = VirtualClock(at("2026-01-01 00:00"))
+    view = {"type": "track", "userId": "a", "event": "Page Viewed", "messageId": "m1"}
+    quote = {"type": "track", "userId": "a", "event": "Quote Requested", "messageId": "m2"}
+    view["timestamp"], quote["timestamp"] = "2026-01-01T00:00:00Z", "2026-01-15T00:00:05Z"
+    with Leadflow(f"sqlite:///{tmp_path}/w.db", clock=clock) as flow:
+        flow.deploy([points("Page Viewed", 40), points("Quote Requested", 100), HALVING])
+        if how == "an ingest of history":
+            clock.advance_to(at("2026-01-15 00:00:10"))
+            flow.send([view, quote])
+        else:
+            flow.send([view])
+            clock.advance_to(at("2026-01-08 00:00"))
+            flow.run_due()
+            assert flow.contact("a")["scores"] == {"SCORE": 20}
+            clock.advance_to(at("2026-01-15 00:00:05"))
+            flow.send([quote])
+        clock.advance_to(at("2026-01-15 00:00:15"))  # the worker's next round
+        flow.run_due()
+        assert flow.contact("a")["scores"] == {"SCORE": 110}
