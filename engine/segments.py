@@ -32,7 +32,7 @@ from engine.explain import number
 from engine.scoring.models import GRADE_MODEL
 from engine.store.order import by_code_point
 from engine.store.sql import chunks
-from engine.store.tables import contacts, events, list_members, scores, workflow_versions
+from engine.store.tables import audit, contacts, events, list_members, scores, workflow_versions
 from engine.validation import MAX_DEPTH, portability_problem
 
 CHUNK = 1000
@@ -165,10 +165,13 @@ def _ordered(query: SegmentQuery, now: datetime) -> Any:
     ).where(contacts.c.merged_into.is_(None))
     if query.cold is not None:
         threshold = query.cold.before(now)
+        # a last increase after ``now`` (an --at in the past) says nothing of the window:
+        # select_contacts reads those contacts' audit
         increased = exists().where(
             scores.c.contact_id == contacts.c.id,
             scores.c.name == query.score,
             scores.c.increased_at > threshold,
+            scores.c.increased_at <= now,
         )
         statement = statement.where(contacts.c.created_at <= threshold, ~increased)
     order: list[Any] = []
@@ -185,7 +188,7 @@ def _ordered(query: SegmentQuery, now: datetime) -> Any:
         order.extend([letter.is_(None), letter.asc() if query.descending else letter.desc()])
     order.append(by_code_point(contacts.c.id))
     statement = statement.order_by(*order)
-    if query.where is None and query.limit is not None:
+    if query.where is None and query.cold is None and query.limit is not None:
         statement = statement.limit(query.limit)
     return statement
 
@@ -232,7 +235,10 @@ def select_contacts(
         for rows in result.partitions(CHUNK):
             views = _views(connection, rows)
             counts = _EventCounts(connection, list(views), now)
+            warm = _increased_then(connection, query, [row.id for row in rows], now)
             for row in rows:
+                if row.id in warm:
+                    continue
                 view = views[row.id]
                 if query.where is not None and not query.where(
                     SegmentFacts(row.id, view, counts, now)
@@ -244,6 +250,41 @@ def select_contacts(
                     return
     finally:
         result.close()
+
+
+def _increased_then(
+    connection: Connection, query: SegmentQuery, ids: list[str], now: datetime
+) -> set[str]:
+    """With ``--cold`` and an ``--at`` in the past: the contacts whose score last rose
+    after ``now``, and, by the audit, had also risen within the cold window before it.
+    (A store without an audit, a simulation's, cannot tell: they count as cold.)"""
+    if query.cold is None:
+        return set()
+    later = list(
+        connection.scalars(
+            select(scores.c.contact_id).where(
+                scores.c.name == query.score,
+                scores.c.increased_at > now,
+                scores.c.contact_id.in_(ids),
+            )
+        )
+    )
+    if not later:
+        return set()
+    rows = connection.execute(
+        select(audit.c.contact_id, audit.c.old, audit.c.new).where(
+            audit.c.subject == "score",
+            audit.c.name == query.score,
+            audit.c.at > query.cold.before(now),
+            audit.c.at <= now,
+            audit.c.contact_id.in_(later),
+        )
+    )
+    return {
+        contact_id
+        for contact_id, old, new in rows
+        if isinstance(new, int | float) and new > (old if isinstance(old, int | float) else 0.0)
+    }
 
 
 def _record(contact_id: str, view: Mapping[str, Any], hashed: bool) -> dict[str, Any]:
@@ -370,7 +411,14 @@ def _moment(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
     help="Write here instead of standard output.",
 )
 @click.option(
-    "--at", "moment", callback=_moment, metavar="ISO", help="Evaluate as of this moment (now)."
+    "--at",
+    "moment",
+    callback=_moment,
+    metavar="ISO",
+    help=(
+        "Evaluate --where and --cold as of this moment (now); the scores and lists "
+        "printed are the current ones."
+    ),
 )
 @db_option
 def segment_command(

@@ -322,3 +322,27 @@ def test_a_late_decay_tick_takes_its_share_of_the_score_held_at_its_moment(
         clock.advance_to(at("2026-01-15 00:00:15"))  # the worker's next round
         flow.run_due()
         assert flow.contact("a")["scores"] == {"SCORE": 110}
+
+
+def test_cold_as_of_a_past_moment_reads_the_audit_for_later_increases(tmp_path: Path) -> None:
+    """``segment --cold P30D --at 2026-02-15`` left out a lead cold since Jan 2 because it
+    scored again on Mar 1 (after --at); one that also scored on Feb 10 is not cold then."""
+    outcome = run(
+        tmp_path,
+        [VIEW],
+        [
+            track("a", "Page Viewed", "2026-01-01 00:00"),
+            track("a", "Page Viewed", "2026-01-02 00:00"),
+            track("a", "Page Viewed", "2026-03-01 00:00"),
+            track("b", "Page Viewed", "2026-01-01 00:00"),
+            track("b", "Page Viewed", "2026-02-10 00:00"),
+            track("b", "Page Viewed", "2026-03-01 00:00"),
+        ],
+    )
+    args = ["segment", "--cold", "P30D", "--format", "jsonl", "--db", outcome.url]
+    for at_moment, cold in (("2026-02-15T00:00:00Z", ["a"]), ("2026-03-02T00:00:00Z", [])):
+        result = CliRunner().invoke(main, [*args, "--at", at_moment])
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == cold
+    limited = CliRunner().invoke(main, [*args, "--at", "2026-02-15T00:00:00Z", "--limit", "1"])
+    assert [json.loads(line)["id"] for line in limited.stdout.splitlines()] == ["a"]
