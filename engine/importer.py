@@ -59,6 +59,9 @@ DELIMITERS = (",", ";", "\t", "|")
 TRUE = frozenset({"yes", "true"})
 FALSE = frozenset({"no", "false"})
 _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+LARGEST_INT = 2**64 - 1
+"""The largest whole number kept as a number (the smallest: -2**63): the JSON written for
+the HTTP API (orjson) takes no integer past 64 bits."""
 _DIGITS = re.compile(r"[-+]?[0-9]+")
 _FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 
@@ -122,7 +125,9 @@ def auto_value(text: str) -> Any:
     if lower in FALSE:
         return False
     if _INT.fullmatch(text):
-        return int(text)
+        number = int(text)
+        # past 64 bits an id more than a number: JSON writers (orjson) refuse such an int
+        return number if -(2**63) <= number <= LARGEST_INT else text
     if _FLOAT.fullmatch(text):
         value = float(text)
         if math.isfinite(value):
@@ -142,7 +147,10 @@ def typed_value(text: str, kind: str) -> Any:
             return False
         raise ValueError(f"expected Yes/No or true/false, found {text!r}")
     if kind == "int" and _DIGITS.fullmatch(text):
-        return int(text)  # exactly: float() keeps only 53 bits
+        number = int(text)  # exactly: float() keeps only 53 bits
+        if not -(2**63) <= number <= LARGEST_INT:
+            raise ValueError(f"expected a whole number of at most 64 bits, found {text!r}")
+        return number
     try:
         value = float(text.replace("_", "#"))  # float() would take 1_000
     except ValueError:
@@ -153,6 +161,8 @@ def typed_value(text: str, kind: str) -> Any:
     if kind == "int":
         if not value.is_integer():
             raise ValueError(f"expected a whole number, found {text!r}")
+        if not -(2**63) <= value <= LARGEST_INT:
+            raise ValueError(f"expected a whole number of at most 64 bits, found {text!r}")
         return int(value)
     return value
 

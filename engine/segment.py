@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from engine.clock import parse_timestamp
+from engine.clock import EARLIEST_YEAR, LATEST_YEAR, parse_timestamp
 from engine.problems import describe_json, pointer_of
 
 TYPES = ("identify", "track", "group", "alias", "page", "screen")
@@ -163,7 +163,14 @@ def _corrected(data: dict[str, Any], now: datetime) -> datetime:
         return original
     received = data.get("receivedAt")
     reference = now if received is None else parse_timestamp(received)
-    return reference - (parse_timestamp(sent) - original)
+    moment = reference - (parse_timestamp(sent) - original)
+    if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        raise ValueError(
+            f"'sentAt' {sent!r} and 'originalTimestamp' {data['originalTimestamp']!r} give "
+            f"a moment in the year {moment.year}: expected one between the years "
+            f"{EARLIEST_YEAR} and {LATEST_YEAR}"
+        )
+    return moment
 
 
 def nul_pointer(value: Any, pointer: str = "") -> str | None:

@@ -28,7 +28,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from engine.cli_common import LARGEST_STORED
 from engine.clock import ensure_utc, parse_timestamp
 from engine.problems import describe_json
 from engine.runner import ContactUpdate
@@ -91,6 +90,17 @@ def _endpoint(
     return wrap
 
 
+LARGEST_ID = 2**31 - 1
+"""The largest contact number, list id and folder id a store keeps: their columns are
+INTEGER, 32 bits on PostgreSQL (a larger number there is an "integer out of range")."""
+
+
+def _number(text: str) -> int | None:
+    """The id a path or query gives in ASCII digits, or None (``'²'.isdigit()`` is true, and
+    int() refuses it)."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 async def _body(request: Request) -> dict[str, Any]:
     """The JSON object, refused whole if a text in it holds a NUL character, as /v1 does:
     no store keeps one (PostgreSQL refuses it, and an event's would be rejected later,
@@ -134,7 +144,7 @@ def _int_list(data: Mapping[str, Any], key: str) -> list[int]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= LARGEST_STORED for v in value
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= LARGEST_ID for v in value
     ):
         raise HttpError(400, "invalid_parameter", f"{key} must be a list of list ids")
     return list(value)
@@ -144,7 +154,7 @@ def _list_id(request: Request) -> int:
     """The list id in the path; one past what a store keeps names no list (PostgreSQL
     would refuse the number with a 500)."""
     list_id = int(request.path_params["list_id"])
-    if not 0 <= list_id <= LARGEST_STORED:
+    if not 0 <= list_id <= LARGEST_ID:
         raise HttpError(404, "document_not_found", "List ID does not exist")
     return list_id
 
@@ -182,10 +192,12 @@ def resolve(connection: Connection, identifier: str, kind: str | None = None) ->
             f"identifierType must be one of {', '.join(IDENTIFIER_TYPES)}",
         )
     found: str | None = None
-    if kind == "contact_id" or (kind is None and identifier.isdigit()):
-        if not identifier.isdigit():
+    number = _number(identifier)
+    if kind == "contact_id" or (kind is None and number is not None):
+        if number is None:
             raise HttpError(400, "invalid_parameter", "a contact_id is a number")
-        found = directory.contact_by_number(connection, int(identifier))
+        if number <= LARGEST_ID:
+            found = directory.contact_by_number(connection, number)
         if found is None and kind is None:
             found = directory.live_contact(connection, identifier)
     elif kind == "email_id" or (kind is None and "@" in identifier):
@@ -593,7 +605,7 @@ def _query_int(request: Request, key: str, default: int, low: int, high: int) ->
     text = request.query_params.get(key)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if _number(text) is None or not low <= int(text) <= high:
         raise HttpError(400, "out_of_range", f"{key} must be a number from {low} to {high}")
     return int(text)
 
@@ -632,6 +644,8 @@ async def create_list(request: Request, service: Service) -> Response:
     folder = data.get("folderId", directory.DEFAULT_FOLDER)
     if not isinstance(folder, int) or isinstance(folder, bool):
         raise HttpError(400, "invalid_parameter", "folderId must be an integer")
+    if not 0 <= folder <= LARGEST_ID:
+        raise HttpError(400, "invalid_parameter", f"folderId must be at most {LARGEST_ID}")
 
     def work() -> int:
         now = service.clock.now()
@@ -656,7 +670,7 @@ def _event_contact(service: Service, identifiers: Mapping[str, Any]) -> str:
     if number is not None:
         if not isinstance(number, int) or isinstance(number, bool):
             raise HttpError(400, "invalid_parameter", "identifiers.contact_id must be an integer")
-        if not 0 <= number <= LARGEST_STORED:
+        if not 0 <= number <= LARGEST_ID:
             raise HttpError(404, "document_not_found", "Contact does not exist")
         with service.engine.connect() as connection:
             found = directory.contact_by_number(connection, number)

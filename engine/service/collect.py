@@ -66,6 +66,22 @@ def normalise(message: Any) -> Any:
     return message
 
 
+def device_clock(message: Any) -> Any:
+    """Segment's reading of what its SDKs send (analytics.js, the mobile libraries): the
+    device's time of the call in ``timestamp`` beside the device's ``sentAt`` is the
+    spec's ``originalTimestamp``, and the moment kept is corrected for the device's clock
+    (receivedAt - (sentAt - originalTimestamp)). A message that has an
+    ``originalTimestamp`` already (RudderStack, an export) keeps its ``timestamp``."""
+    if (
+        isinstance(message, dict)
+        and message.get("sentAt") is not None
+        and message.get("timestamp") is not None
+        and message.get("originalTimestamp") is None
+    ):
+        message["originalTimestamp"] = message.pop("timestamp")
+    return message
+
+
 def _check(message: Any, service_now: Any, index: int) -> str | None:
     """Why the message cannot be taken, or None."""
     if not isinstance(message, dict):
@@ -108,7 +124,7 @@ async def _collect(request: Request, kind: str | None) -> Response:
                     message.setdefault("context", context)
                 if isinstance(message, dict) and sent_at is not None:
                     message.setdefault("sentAt", sent_at)
-                message = normalise(message)
+                message = device_clock(normalise(message))
                 reason = _check(message, now, index + 1)
                 if reason is None:
                     good.append(with_message_id(message))
@@ -118,7 +134,7 @@ async def _collect(request: Request, kind: str | None) -> Response:
         else:
             data.pop("writeKey", None)
             data["type"] = kind
-            data = normalise(data)
+            data = device_clock(normalise(data))
             reason = _check(data, now, 1)
             good = [] if reason else [with_message_id(data)]
             bad = [{"index": 0, "reason": reason, "message": data}] if reason else []

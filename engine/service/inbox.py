@@ -224,9 +224,14 @@ class Inbox:
             ids = [row.id for row in rows]
             try:
                 # a row that failed too often: its messages one by one, so only the one
-                # that cannot be applied is rejected, not every message claimed with it
+                # that cannot be applied is rejected, not every message claimed with it;
+                # deleted at once, so a failure of the other rows cannot apply it again
                 for row in given_up:
                     report.add(_apply_singly(runner, row))
+                    with self._writing() as connection:
+                        connection.execute(delete(inbox).where(inbox.c.id == row.id))
+                    ids.remove(row.id)
+                    self.backlog = max(0, self.backlog - int(row.count))
                 report.add(runner.ingest(items, "http"))
             except Exception as exc:
                 log.exception("applying inbox rows %s failed", ids)
@@ -239,7 +244,8 @@ class Inbox:
                 raise
             with self._writing() as connection:
                 connection.execute(delete(inbox).where(inbox.c.id.in_(ids)))
-            self.backlog = max(0, self.backlog - sum(int(row.count) for row in rows))
+            left = sum(int(row.count) for row in rows if row.id in ids)
+            self.backlog = max(0, self.backlog - left)
         return report
 
     def apply_all(self, runner: Runner) -> IngestReport:
