@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from engine.fragments import NEXT, text
+from engine.fragments import LIST_NAME, NEXT, text
 from engine.kinds import Continue, NodeContext, NodeKind, Step
 
 
@@ -16,7 +16,10 @@ class AddToList(NodeKind):
     title: ClassVar[str] = "Add the contact to a list"
     description: ClassVar[str] = "Put the contact on a list (a no-op when it is already there)."
     schema: ClassVar[dict[str, Any]] = {
-        "properties": {"list": text("List", "Name of the list."), "next": NEXT},
+        "properties": {
+            "list": text("List", "Name of the list.", maxLength=LIST_NAME),
+            "next": NEXT,
+        },
         "required": ["list"],
     }
 

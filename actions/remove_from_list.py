@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from engine.fragments import NEXT, text
+from engine.fragments import LIST_NAME, NEXT, text
 from engine.kinds import Continue, NodeContext, NodeKind, Step
 
 
@@ -16,7 +16,10 @@ class RemoveFromList(NodeKind):
     title: ClassVar[str] = "Remove the contact from a list"
     description: ClassVar[str] = "Take the contact off a list (a no-op when it is not there)."
     schema: ClassVar[dict[str, Any]] = {
-        "properties": {"list": text("List", "Name of the list."), "next": NEXT},
+        "properties": {
+            "list": text("List", "Name of the list.", maxLength=LIST_NAME),
+            "next": NEXT,
+        },
         "required": ["list"],
     }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -33,6 +33,11 @@ class SendEmail(NodeKind):
     template: str
     subject: str | None
     next: str | None
+
+    @classmethod
+    def template_texts(cls, data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        if isinstance(data.get("subject"), str):
+            yield "/subject", data["subject"]
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Self:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -29,6 +29,11 @@ class SendSms(NodeKind):
 
     text: str
     next: str | None
+
+    @classmethod
+    def template_texts(cls, data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        if isinstance(data.get("text"), str):
+            yield "/text", data["text"]
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Self:

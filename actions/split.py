@@ -15,7 +15,7 @@ class Split(NodeKind):
     type: ClassVar[str] = "split"
     title: ClassVar[str] = "A/B split"
     description: ClassVar[str] = (
-        "Choose a branch by weight. The choice is seeded by contact and workflow, so a "
+        "Choose a branch by weight. The choice is seeded by contact, workflow and node, so a "
         "contact always takes the same branch and a simulation is repeatable."
     )
     schema: ClassVar[dict[str, Any]] = {

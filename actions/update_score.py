@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from engine.fragments import NEXT, text
+from engine.fragments import NEXT, SCORE_NAME, text
 from engine.kinds import Continue, NodeContext, NodeKind, Step
 
 OPERATIONS = ("add", "subtract", "set", "percent")
@@ -23,7 +23,9 @@ class UpdateScore(NodeKind):
     )
     schema: ClassVar[dict[str, Any]] = {
         "properties": {
-            "score": text("Score name", "Which score to change.", default="SCORE"),
+            "score": text(
+                "Score name", "Which score to change.", default="SCORE", maxLength=SCORE_NAME
+            ),
             "add": {"title": "Add", "description": "Points to add.", "type": "number"},
             "subtract": {
                 "title": "Subtract",

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Self
 
 from engine.clock import format_timestamp, parse_timestamp
-from engine.durations import Duration
+from engine.durations import Duration, is_positive_duration
 from engine.fragments import NEXT, duration
 from engine.kinds import Continue, NodeContext, NodeKind, Sleep, Step
 
@@ -38,6 +38,12 @@ class Wait(NodeKind):
     span: Duration | None
     until: datetime | None
     next: str | None
+
+    @classmethod
+    def pauses_in(cls, data: Mapping[str, Any]) -> bool:
+        # a wait until a date goes on at once once the date is past: on a loop it would
+        # then run the loop over and over in one instant; so would a wait of no time
+        return "until" not in data and is_positive_duration(data.get("for"))
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Self:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from engine.conditions import Predicate, compile_condition, describe_condition
-from engine.durations import Duration
-from engine.fragments import condition, duration, target, text
+from engine.durations import Duration, is_positive_duration
+from engine.fragments import EVENT_NAME, condition, duration, target, text
 from engine.kinds import AwaitEvent, NodeContext, NodeKind, Step
 
 
@@ -24,7 +24,11 @@ class WaitForEvent(NodeKind):
     edge_keys: ClassVar[tuple[str, ...]] = ("next", "on_timeout")
     schema: ClassVar[dict[str, Any]] = {
         "properties": {
-            "event": text("Event", "Event name to wait for, e.g. Subscription Confirmed."),
+            "event": text(
+                "Event",
+                "Event name to wait for, e.g. Subscription Confirmed.",
+                maxLength=EVENT_NAME,
+            ),
             "where": condition("Where", "Condition the event must meet (property leaves)."),
             "timeout": duration("How long to wait before giving up."),
             "next": target("Node to run when the event comes."),
@@ -39,6 +43,11 @@ class WaitForEvent(NodeKind):
     timeout: Duration
     next: str
     on_timeout: str
+
+    @classmethod
+    def pauses_in(cls, data: Mapping[str, Any]) -> bool:
+        # with no time to wait, on_timeout follows at once, in the same instant
+        return is_positive_duration(data.get("timeout"))
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Self:

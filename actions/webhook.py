@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
@@ -38,6 +38,18 @@ class Webhook(NodeKind):
     url: str
     body: Any
     next: str | None
+
+    @classmethod
+    def template_texts(cls, data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        texts: list[tuple[str, str]] = []
+
+        def keep(text: str, where: str) -> str:
+            texts.append((f"/body{where if where != '/' else ''}", text))
+            return text
+
+        if "body" in data:
+            render_json(data["body"], keep)
+        yield from texts
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Self:

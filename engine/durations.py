@@ -113,6 +113,16 @@ def _add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month + 1, day=day)
 
 
+def is_positive_duration(text: object) -> bool:
+    """True for a duration text that spans some time; False for ``PT0S`` and the like
+    (and for text that is no duration: the schema reports those)."""
+    try:
+        span = Duration.parse(text)  # type: ignore[arg-type]
+    except ValueError:
+        return False
+    return bool(span.months or span.delta)
+
+
 def is_duration(text: object) -> bool:
     """Format checker for JSON Schema: True when ``text`` is not a string or parses."""
     if not isinstance(text, str):

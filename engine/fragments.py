@@ -6,6 +6,15 @@ from typing import Any
 
 CONDITION_REF = "#/$defs/condition"
 
+# The longest names the store's columns keep (engine/store/tables.py); PostgreSQL's bulk
+# writes cast to VARCHAR(n), which cuts a longer text short without a word, so a longer
+# name is refused when the workflow is validated instead.
+LIST_NAME = 200
+SCORE_NAME = 100
+EVENT_NAME = 200
+NODE_ID = 200
+WORKFLOW_ID = 200
+
 
 def target(description: str) -> dict[str, Any]:
     """A property naming another node of the same workflow."""

@@ -97,8 +97,12 @@ def check_graph(
                             "no edge leads to it",
                         )
                     )
+    specs = document.get("nodes") or {}
     instant = graph.subgraph(
-        n for n in graph if (kind := graph.nodes[n]["kind"]) is not None and not kind.pauses
+        n
+        for n in graph
+        if (kind := graph.nodes[n]["kind"]) is not None
+        and not (kind.pauses_in(spec) if isinstance(spec := specs.get(n), dict) else kind.pauses)
     )
     for component in nx.strongly_connected_components(instant):
         first = min(component)
@@ -111,7 +115,8 @@ def check_graph(
                 file,
                 pointer_of(("nodes", first)),
                 f"loop without a wait: {path}; it would run forever in one instant "
-                "(put a wait or wait_for_event on it)",
+                "(put a wait or wait_for_event of some time on it; a wait until a date "
+                "goes on at once once the date is past)",
             )
         )
     return problems

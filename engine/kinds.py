@@ -91,7 +91,8 @@ class NodeContext(Protocol):
     def start_workflow(self, workflow_id: str) -> None: ...
 
     def split_point(self) -> float:
-        """A number in [0, 1) fixed for this contact and workflow (seeded, not random)."""
+        """A number in [0, 1) fixed for this contact, workflow and split node (seeded, not
+        random)."""
         ...
 
 
@@ -119,6 +120,18 @@ class NodeKind:
     def parse(cls, data: Mapping[str, Any]) -> Self:
         """Build from a schema-valid node; raise ValueError with a message for the rest."""
         raise NotImplementedError
+
+    @classmethod
+    def template_texts(cls, data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        """(JSON pointer inside the node, text) of every text the node renders as a
+        template when it runs; `validate` checks that each one parses."""
+        return iter(())
+
+    @classmethod
+    def pauses_in(cls, data: Mapping[str, Any]) -> bool:
+        """Whether this node, as written, always parks a run for a while, so that it may
+        sit on a loop (a wait of no time, or until a date that will be past, does not)."""
+        return cls.pauses
 
     @classmethod
     def raw_edges(cls, data: Mapping[str, Any]) -> Iterator[Edge]:

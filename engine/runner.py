@@ -1456,6 +1456,9 @@ class Wake:
         if not state.runs:
             return
         paused = self.catalog.paused
+        repeats: dict[str, tuple[datetime, int]] = {}
+        """Resumes of a run at one moment: a wait that parks it again at the moment it
+        came due (a timeout of no time on a loop) would be resumed for ever."""
         while True:
             # the earliest (due moment, entry) among due waits; the first of equals
             run: RunState | None = None
@@ -1477,6 +1480,20 @@ class Wake:
             if run is None or wait is None:
                 return
             moment = wait.due_at
+            seen_at, count = repeats.get(run.id, (moment, 0))
+            count = count + 1 if seen_at == moment else 1
+            repeats[run.id] = (moment, count)
+            if count > MAX_NODES_PER_WAKE:
+                self.end(
+                    state,
+                    run,
+                    moment,
+                    "failed",
+                    "loop guard",
+                    f"resumed more than {MAX_NODES_PER_WAKE} times at one moment "
+                    f"(last: {run.node!r})",
+                )
+                continue
             timed_out = wait.event_name is not None
             self._release(run)
             self.resumed += 1
@@ -1882,7 +1899,10 @@ class RunContext:
         self.wake.queue.append(Signal("start", workflow_id, properties=self.run.properties))
 
     def split_point(self) -> float:
-        digest = hashlib.sha256(f"{self.state.id}\x00{self.workflow.id}".encode()).digest()
+        # seeded by the split node too: one point for every split of a workflow made its
+        # splits correlated (a 50/50 split nested in another sent everyone one way)
+        seed = f"{self.state.id}\x00{self.workflow.id}\x00{self.node_id}"
+        digest = hashlib.sha256(seed.encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
 
 

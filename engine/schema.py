@@ -15,7 +15,18 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from engine.conditions import GROUPS, OPERATORS, SUBJECTS
 from engine.durations import check_duration
-from engine.fragments import CONDITION_REF, condition, duration, target, text
+from engine.fragments import (
+    CONDITION_REF,
+    EVENT_NAME,
+    LIST_NAME,
+    NODE_ID,
+    SCORE_NAME,
+    WORKFLOW_ID,
+    condition,
+    duration,
+    target,
+    text,
+)
 from engine.registry import Registry, default_registry
 
 SCHEMA_ID = "https://leadflow.dev/schema/workflow.json"
@@ -45,6 +56,7 @@ def build_schema(registry: Registry) -> dict[str, Any]:
                 "Id",
                 "Stable id of the workflow: lower case, digits, '-', '_' or '.'.",
                 pattern="^[a-z0-9][a-z0-9._-]*$",
+                maxLength=WORKFLOW_ID,
             ),
             "version": {
                 "title": "Version",
@@ -84,7 +96,10 @@ def build_schema(registry: Registry) -> dict[str, Any]:
                 "description": "The nodes, by id.",
                 "type": "object",
                 "minProperties": 1,
-                "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                "propertyNames": {
+                    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                    "maxLength": NODE_ID,
+                },
                 "additionalProperties": {"$ref": "#/$defs/node"},
             },
         },
@@ -154,8 +169,15 @@ def _condition_schema() -> dict[str, Any]:
         },
         "not": {"title": "Not", "description": "The condition does not hold.", **ref},
     }
+    longest = {"in_list": LIST_NAME, "score": SCORE_NAME, "event": EVENT_NAME}
     subjects = {
-        key: {"title": key, "description": doc, "type": "string", "minLength": 1}
+        key: {
+            "title": key,
+            "description": doc,
+            "type": "string",
+            "minLength": 1,
+            **({"maxLength": longest[key]} if key in longest else {}),
+        }
         for key, doc in SUBJECTS.items()
     }
     within = duration("Window for an event count, before now.")

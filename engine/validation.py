@@ -240,7 +240,32 @@ def check_document(document: Any, file: str, registry: Registry) -> list[Problem
             compile_workflow(document, registry, file)
         except InvalidWorkflow as exc:
             problems.extend(p for p in exc.problems if isinstance(p, Problem))
+    if not problems:
+        problems.extend(_check_templates(document, file, registry))
     return _unique(problems)
+
+
+def _check_templates(document: Mapping[str, Any], file: str, registry: Registry) -> list[Problem]:
+    """Texts that nodes render as templates (an SMS, a webhook body, a subject) parse:
+    one that does not would fail every run that reaches its node."""
+    from jinja2 import TemplateSyntaxError
+
+    from engine.messaging.render import check_syntax
+
+    problems = []
+    for node_id, spec in document["nodes"].items():
+        for where, text in registry.nodes[spec["type"]].template_texts(spec):
+            try:
+                check_syntax(text)
+            except TemplateSyntaxError as exc:
+                problems.append(
+                    Problem(
+                        file,
+                        pointer_of(("nodes", node_id)) + where,
+                        f"template syntax error on line {exc.lineno}: {exc.message}",
+                    )
+                )
+    return problems
 
 
 MODEL_KINDS: dict[
@@ -465,7 +490,7 @@ def _explain(
             message = f"unknown {what} type {instance!r}" + (hint or f" (expected one of {names})")
         yield Problem(file, pointer, message)
         return
-    if validator_name == "pattern" and path == ("nodes",):
+    if validator_name in ("pattern", "maxLength") and path == ("nodes",):
         pointer = pointer_of((*path, instance))  # the node whose id is wrong
     yield Problem(file, pointer, _sentence(error))
 
@@ -497,6 +522,8 @@ def _sentence(error: ValidationError) -> str:
         case "minLength":
             return f"expected non-empty text, found {found}"
         case "maxLength":
+            if tuple(error.absolute_path) == ("nodes",):
+                return f"node id of {len(instance)} characters; at most {value}"
             return f"expected at most {value} characters, found {len(instance)}"
         case "uniqueItems":
             return f"expected distinct items, found repeats in {found}"

@@ -412,9 +412,35 @@ def test_a_self_loop_is_an_instant_loop() -> None:
         (
             "/nodes/to-sql",
             "loop without a wait: to-sql → to-sql; it would run forever in one instant "
-            "(put a wait or wait_for_event on it)",
+            "(put a wait or wait_for_event of some time on it; a wait until a date "
+            "goes on at once once the date is past)",
         )
     ]
+
+
+@pytest.mark.parametrize(
+    "pause",
+    [
+        {"type": "wait", "for": "PT0S"},
+        {"type": "wait", "until": "2026-02-01T00:00:00Z"},
+        {"type": "wait_for_event", "event": "E", "timeout": "P0D", "next": "done"},
+    ],
+)
+def test_a_loop_through_a_wait_of_no_time_is_an_instant_loop(pause: dict[str, Any]) -> None:
+    document = base()
+    document["nodes"]["to-sql"]["next"] = "hold"
+    edge = "on_timeout" if pause["type"] == "wait_for_event" else "next"
+    document["nodes"]["hold"] = {**pause, edge: "to-sql"}
+    problems = check_document(document, "w.json", REGISTRY)
+    assert [p.pointer for p in problems] == ["/nodes/hold"]
+    assert problems[0].message.startswith("loop without a wait: hold → to-sql → hold")
+
+
+def test_a_loop_through_a_wait_of_some_time_is_fine() -> None:
+    document = base()
+    document["nodes"]["to-sql"]["next"] = "hold"
+    document["nodes"]["hold"] = {"type": "wait", "for": "PT1M", "next": "to-sql"}
+    assert check_document(document, "w.json", REGISTRY) == []
 
 
 def test_start_workflow_names_a_workflow_validated_together() -> None:

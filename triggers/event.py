@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from engine.conditions import Facts, Predicate, compile_condition, describe_condition
-from engine.fragments import condition, text
+from engine.fragments import EVENT_NAME, condition, text
 from engine.kinds import Signal, SignalKey, TriggerKind
 
 
@@ -18,7 +18,7 @@ class EventTrigger(TriggerKind):
     description: ClassVar[str] = "Fire when the contact sends this track event."
     schema: ClassVar[dict[str, Any]] = {
         "properties": {
-            "event": text("Event", "Track event name, e.g. Page Viewed."),
+            "event": text("Event", "Track event name, e.g. Page Viewed.", maxLength=EVENT_NAME),
             "where": condition(
                 "Where",
                 'Condition on the event (e.g. {"property": "url", "matches": "/pricing*"}).',

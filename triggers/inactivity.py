@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from engine.durations import Duration
-from engine.fragments import duration
+from engine.fragments import EVENT_NAME, duration
 from engine.kinds import TriggerKind
 
 
@@ -27,7 +27,7 @@ class Inactivity(TriggerKind):
                 "type": "array",
                 "minItems": 1,
                 "uniqueItems": True,
-                "items": {"type": "string", "minLength": 1},
+                "items": {"type": "string", "minLength": 1, "maxLength": EVENT_NAME},
             },
             "for": duration("How long without those events."),
         },

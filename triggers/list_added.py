@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from engine.conditions import Facts
-from engine.fragments import text
+from engine.fragments import LIST_NAME, text
 from engine.kinds import Signal, SignalKey, TriggerKind
 
 
@@ -19,7 +19,7 @@ class ListAdded(TriggerKind):
         "Fire when the contact is added to the list (by any workflow, import or API)."
     )
     schema: ClassVar[dict[str, Any]] = {
-        "properties": {"list": text("List", "Name of the list.")},
+        "properties": {"list": text("List", "Name of the list.", maxLength=LIST_NAME)},
         "required": ["list"],
     }
 

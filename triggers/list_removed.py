@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from engine.conditions import Facts
-from engine.fragments import text
+from engine.fragments import LIST_NAME, text
 from engine.kinds import Signal, SignalKey, TriggerKind
 
 
@@ -17,7 +17,7 @@ class ListRemoved(TriggerKind):
     title: ClassVar[str] = "On leaving a list"
     description: ClassVar[str] = "Fire when the contact is removed from the list."
     schema: ClassVar[dict[str, Any]] = {
-        "properties": {"list": text("List", "Name of the list.")},
+        "properties": {"list": text("List", "Name of the list.", maxLength=LIST_NAME)},
         "required": ["list"],
     }
 

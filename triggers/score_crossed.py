@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from engine.conditions import Facts
-from engine.fragments import text
+from engine.fragments import SCORE_NAME, text
 from engine.kinds import Signal, SignalKey, TriggerKind
 
 
@@ -21,7 +21,7 @@ class ScoreCrossed(TriggerKind):
     )
     schema: ClassVar[dict[str, Any]] = {
         "properties": {
-            "score": text("Score", "Score to watch.", default="SCORE"),
+            "score": text("Score", "Score to watch.", default="SCORE", maxLength=SCORE_NAME),
             "above": {
                 "title": "Rises to",
                 "description": "Fire when the score rises from under this to this or more.",

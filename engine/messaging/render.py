@@ -186,6 +186,11 @@ def render_string(
         raise ActionFailed(f"{what}: {type(exc).__name__}: {exc}") from None
 
 
+def check_syntax(source: str) -> None:
+    """Raise TemplateSyntaxError when ``source`` does not parse as a template."""
+    _compile(source, False)
+
+
 def names_used(source: str, html: bool = False) -> frozenset[str]:
     try:
         return _compile(source, html).names
