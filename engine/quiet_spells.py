@@ -17,9 +17,9 @@ later version's trigger there does not inherit spells it never watched.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, case, func, literal, null, select
+from sqlalchemy import Connection, case, func, literal, null, select, update
 
 from engine.kinds import QuietDriven
 from engine.model import Workflow
@@ -37,26 +37,45 @@ def start_spells(
         if isinstance(trigger, QuietDriven)
     }
     if before is not None:
-        # rows of positions that no longer hold an inactivity trigger
-        stale = [
+        # a position keeps its rows only if it holds the same trigger as before; one that
+        # now holds another trigger takes the rows of that trigger's old position (it was
+        # moved), else it starts afresh, as does a position no longer watched at all
+        kept = {
             position
-            for position, trigger in enumerate(before.triggers)
-            if isinstance(trigger, QuietDriven) and position not in quiet
-        ]
+            for position, trigger in quiet.items()
+            if position < len(before.triggers) and before.triggers[position] == trigger
+        }
+        moves = {}
         for position, trigger in quiet.items():
+            if position in kept:
+                continue
             moved_from = next(
                 (p for p, t in enumerate(before.triggers) if t == trigger and p != position),
                 None,
             )
-            held = before.triggers[position] if position < len(before.triggers) else None
-            if moved_from is not None and held != trigger:
-                _copy(connection, workflow.id, moved_from, position)
-        if stale:
+            if moved_from is not None:
+                moves[position] = moved_from
+        cleared = [
+            position
+            for position, trigger in enumerate(before.triggers)
+            if isinstance(trigger, QuietDriven) and position not in kept
+        ]
+        # staged at negative positions first, so two triggers that swap places both
+        # take the other's old rows before either is cleared
+        for position, source in moves.items():
+            _copy(connection, workflow.id, source, -1 - position)
+        if cleared:
             connection.execute(
                 quiet_watch.delete().where(
                     quiet_watch.c.workflow_id == workflow.id,
-                    quiet_watch.c.trigger_index.in_(stale),
+                    quiet_watch.c.trigger_index.in_(cleared),
                 )
+            )
+        if moves:
+            connection.execute(
+                update(quiet_watch)
+                .where(quiet_watch.c.workflow_id == workflow.id, quiet_watch.c.trigger_index < 0)
+                .values(trigger_index=-1 - quiet_watch.c.trigger_index)
             )
     for position, trigger in quiet.items():
         _seed(connection, workflow.id, position, trigger, now)
@@ -93,6 +112,8 @@ def _seed(
     )
     began = func.coalesce(latest, contacts.c.created_at)
     floor = trigger.quiet_for.before(now)
+    while trigger.quiet_for.after(floor) < now:  # month ends clamp: 30 March less a month
+        floor += timedelta(days=1)  # is 28 February, whose month ends on 28 March
     last_at = case((began > floor, began), else_=literal(floor, quiet_watch.c.last_at.type))
     rows = select(
         literal(workflow_id, quiet_watch.c.workflow_id.type),

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, func, select, update
 
@@ -1227,10 +1227,13 @@ class Wake:
         self.queue: deque[Signal] = deque()
         self.resumed = 0
         self._quiet_by_event = self.catalog.quiet_events()
-        self._stored_spells: dict[tuple[str, int, str], datetime | None] = {}
-        """Quiet spells as stored, read when a message would end one: the spell's start,
-        or None once it fired."""
+        self._stored_spells: dict[tuple[str, int, str], tuple[datetime, bool]] = {}
+        """Quiet spells as stored when first read, read when a message would end one: the
+        spell's start and whether it fired."""
         self._spells_read: set[str] = set()
+        self._engaged: dict[tuple[str, int, str], datetime] = {}
+        """The latest engagement this wake saw per spell (kept when the batch is flushed
+        part way, which empties batch.quiet_resets)."""
         self.scoring = ScoringHooks(self.catalog)
         self.accounts = AccountRollup(self.catalog)
         self.last_moment: datetime | None = None
@@ -1247,7 +1250,8 @@ class Wake:
             state.updated_at = first_seen[contact_id]
             state.dirty = True
             for workflow, position, _ in self.catalog.quiet:
-                self.batch.quiet_resets[(workflow.id, position, contact_id)] = state.created_at
+                spell = (workflow.id, position, contact_id)
+                self.batch.quiet_resets[spell] = self._engaged[spell] = state.created_at
         bulk_update(
             self.connection,
             contacts,
@@ -1264,11 +1268,17 @@ class Wake:
         fired it at its end already, so both agree."""
         for workflow, position in self._quiet_by_event[event]:
             spell = (workflow.id, position, state.id)
-            began = self.batch.quiet_resets.get(spell)  # a spell this batch started
-            if began is None:
-                began = self._stored_spell(spell)
-            trigger = workflow.triggers[position]
-            assert isinstance(trigger, QuietDriven)
+            # as Batch.flush's upsert: the later of the stored start and this wake's
+            # latest engagement (a late event does not move a spell back)
+            stored = self._stored_spell(spell)
+            engaged = self._engaged.get(spell)
+            if stored is not None and (engaged is None or engaged <= stored[0]):
+                began = None if stored[1] else stored[0]
+            else:
+                began = engaged
+            # catalog.quiet holds only QuietDriven triggers: no runtime Protocol check
+            # here, once per event (it cost a quarter of an ingest's time)
+            trigger = cast(QuietDriven, workflow.triggers[position])
             if began is None or workflow.id in self.catalog.paused:
                 continue
             ended = trigger.quiet_for.after(began)
@@ -1280,9 +1290,8 @@ class Wake:
             self.enter(state, workflow, ended, {}, cause)
             self.drain(state, ended, cause)
             # the event resets the spell next (handle_message), so it is not marked fired
-            self._stored_spells[spell] = None
 
-    def _stored_spell(self, spell: tuple[str, int, str]) -> datetime | None:
+    def _stored_spell(self, spell: tuple[str, int, str]) -> tuple[datetime, bool] | None:
         contact_id = spell[2]
         if contact_id not in self._spells_read:  # one query a trigger for the batch so far
             wanted = sorted(set(self.batch.contacts) - self._spells_read)
@@ -1298,7 +1307,8 @@ class Wake:
                         )
                     ):
                         self._stored_spells[(workflow.id, position, row.contact_id)] = (
-                            None if row.fired_at is not None else ensure_utc(row.last_at)
+                            ensure_utc(row.last_at),
+                            row.fired_at is not None,
                         )
             self._spells_read.update(wanted)
         return self._stored_spells.get(spell)
@@ -1343,6 +1353,9 @@ class Wake:
                 known = resets.get(spell)
                 if known is None or known < moment:  # the latest engagement counts
                     resets[spell] = moment
+                engaged = self._engaged.get(spell)
+                if engaged is None or engaged < moment:
+                    self._engaged[spell] = moment
         facts: ContactFacts | None = None
         for run in list(state.runs) if state.runs else ():
             if run.state != "waiting":
