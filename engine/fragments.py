@@ -14,6 +14,8 @@ SCORE_NAME = 100
 EVENT_NAME = 200
 NODE_ID = 200
 WORKFLOW_ID = 200
+MODEL_ID = WORKFLOW_ID - len("decay:")  # its decay ticks are kept as 'decay:' + id
+NAME = 300
 
 
 def target(description: str) -> dict[str, Any]:

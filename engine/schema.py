@@ -19,6 +19,7 @@ from engine.fragments import (
     CONDITION_REF,
     EVENT_NAME,
     LIST_NAME,
+    NAME,
     NODE_ID,
     SCORE_NAME,
     WORKFLOW_ID,
@@ -64,7 +65,7 @@ def build_schema(registry: Registry) -> dict[str, Any]:
                 "type": "integer",
                 "minimum": 1,
             },
-            "name": text("Name", "Human name of the workflow."),
+            "name": text("Name", "Human name of the workflow.", maxLength=NAME),
             "notes": {
                 "title": "Notes",
                 "description": "What this workflow is for and why this revision exists.",

@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.conditions import Facts, Predicate, compile_condition
 from engine.durations import Duration
-from engine.fragments import condition, duration, text
+from engine.fragments import LIST_NAME, MODEL_ID, NAME, SCORE_NAME, condition, duration, text
 from engine.model import digest
 
 SCORE_MODEL = "score_model"
@@ -29,14 +29,19 @@ def _common(kind: str, title: str, description: str) -> dict[str, Any]:
     return {
         "kind": {"title": "Document kind", "description": description, "const": kind},
         "$schema": {"title": "Schema", "description": "Address of this schema.", "type": "string"},
-        "id": text("Id", f"Stable id of the {title}.", pattern="^[a-z0-9][a-z0-9._-]*$"),
+        "id": text(
+            "Id",
+            f"Stable id of the {title}.",
+            pattern="^[a-z0-9][a-z0-9._-]*$",
+            maxLength=MODEL_ID,
+        ),
         "version": {
             "title": "Version",
             "description": "Revision number.",
             "type": "integer",
             "minimum": 1,
         },
-        "name": text("Name", f"Human name of the {title}."),
+        "name": text("Name", f"Human name of the {title}.", maxLength=NAME),
         "notes": {
             "title": "Notes",
             "description": "What it is for and why this revision.",
@@ -59,7 +64,7 @@ SCORE_MODEL_SCHEMA: dict[str, Any] = {
     "required": ["kind", "id", "version", "score"],
     "properties": {
         **_common(SCORE_MODEL, "score model", "Always 'score_model'."),
-        "score": text("Score", "The score this model describes, e.g. SCORE."),
+        "score": text("Score", "The score this model describes, e.g. SCORE.", maxLength=SCORE_NAME),
         "sales_ready": _number(
             "Sales-ready threshold",
             "Score at which a lead is ready for sales (e.g. 100).",
@@ -74,7 +79,9 @@ SCORE_MODEL_SCHEMA: dict[str, Any] = {
                 "additionalProperties": False,
                 "required": ["list"],
                 "properties": {
-                    "list": text("List", "List holding the contacts in this band."),
+                    "list": text(
+                        "List", "List holding the contacts in this band.", maxLength=LIST_NAME
+                    ),
                     "from": _number("From", "Lower bound, included."),
                     "above": _number("Above", "Lower bound, excluded."),
                     "below": _number("Below", "Upper bound, excluded."),

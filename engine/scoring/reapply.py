@@ -87,20 +87,20 @@ def _regrade(wake: Wake, state: ContactState, model: GradeModel, now: datetime) 
 
 
 def _dropped_lists(connection: Connection, model: ScoreModel) -> frozenset[str]:
-    """Band lists of the version before this one that this one no longer has."""
-    document = connection.scalar(
-        select(workflow_versions.c.document)
-        .where(
+    """Band lists of the versions before this one that this one no longer has: all of
+    them, not only the one just before (versions deployed while the model was paused, or
+    several in one deploy, were never applied, so their predecessors' lists are still
+    held)."""
+    earlier: set[str] = set()
+    for document in connection.scalars(
+        select(workflow_versions.c.document).where(
             workflow_versions.c.workflow_id == model.id,
             workflow_versions.c.version < model.version,
         )
-        .order_by(workflow_versions.c.version.desc())
-        .limit(1)
-    )
-    if not isinstance(document, dict) or document.get("kind") != SCORE_MODEL:
-        return frozenset()
-    before = compile_score_model(document)
-    return frozenset(b.list for b in before.bands) - {b.list for b in model.bands}
+    ):
+        if isinstance(document, dict) and document.get("kind") == SCORE_MODEL:
+            earlier |= {b.list for b in compile_score_model(document).bands}
+    return frozenset(earlier - {b.list for b in model.bands})
 
 
 def _banded_contacts(
