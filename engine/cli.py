@@ -25,7 +25,15 @@ from engine.backtest import backtest_command
 from engine.calibrate import calibrate_command
 from engine.catalog import deploy as deploy_workflows
 from engine.catalog import deployed_workflow_ids
-from engine.cli_common import EXIT_INPUT, LARGEST_STORED, db_option, echo_json, open_store
+from engine.cli_common import (
+    EXIT_INPUT,
+    LARGEST_STORED,
+    db_option,
+    echo_json,
+    open_store,
+    template_catalog,
+    templates_option,
+)
 from engine.clock import SystemClock, format_timestamp, parse_timestamp
 from engine.console import terminal
 from engine.errors import DeployConflict, InvalidWorkflow, LeadflowError, UnknownContact
@@ -44,7 +52,6 @@ from engine.segments import segment_command
 from engine.service.cli import keys_group, serve_command
 from engine.store.db import writer
 from engine.store.tables import workflow_status, workflow_versions
-from engine.templates import TemplateCatalog
 from engine.validation import DOCUMENT_KINDS, MODEL_KINDS, model_schema, validate_paths
 from engine.versions import diff_command, history_command
 from engine.views import contact_view, deployed_workflows
@@ -137,7 +144,8 @@ def db_upgrade(db_url: str | None) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @db_option
-def deploy(paths: tuple[Path, ...], db_url: str | None) -> None:
+@templates_option
+def deploy(paths: tuple[Path, ...], db_url: str | None, template_dirs: tuple[Path, ...]) -> None:
     """Validate workflows and store them as new versions. A start_workflow may name a
     workflow deployed before."""
     engine = open_store(db_url)
@@ -159,7 +167,8 @@ def deploy(paths: tuple[Path, ...], db_url: str | None) -> None:
     fresh = [r.workflow_id for r in results if r.status == "deployed"]
     if {m.id for m in result.models} & set(fresh):
         # contacts that exist are put on the new bands, and graded
-        reapply_models(Runner(engine, clock), fresh, clock.now())
+        runner = Runner(engine, clock, template_catalog(template_dirs))
+        reapply_models(runner, fresh, clock.now())
 
 
 @main.command()
@@ -186,7 +195,9 @@ def workflows(db_url: str | None, as_json: bool) -> None:
     terminal().print(table)
 
 
-def _set_paused(db_url: str | None, workflow_id: str, paused: bool) -> None:
+def _set_paused(
+    db_url: str | None, workflow_id: str, paused: bool, template_dirs: tuple[Path, ...] = ()
+) -> None:
     engine = open_store(db_url)
     clock = SystemClock()
     with writer(engine).begin() as connection:
@@ -211,7 +222,8 @@ def _set_paused(db_url: str | None, workflow_id: str, paused: bool) -> None:
     click.echo(f"{workflow_id}: {'paused' if paused else 'resumed'}")
     is_model = isinstance(document, dict) and document.get("kind") in MODEL_KINDS
     if not paused and is_model:  # bands and grades of what changed while it was paused
-        reapply_models(Runner(engine, clock), [workflow_id], clock.now())
+        runner = Runner(engine, clock, template_catalog(template_dirs))
+        reapply_models(runner, [workflow_id], clock.now())
 
 
 @main.command()
@@ -229,29 +241,21 @@ def pause(workflow_id: str, db_url: str | None) -> None:
 @main.command()
 @click.argument("workflow_id")
 @db_option
-def resume(workflow_id: str, db_url: str | None) -> None:
+@templates_option
+def resume(workflow_id: str, db_url: str | None, template_dirs: tuple[Path, ...]) -> None:
     """Let a paused workflow take entries again; held waits resume."""
-    _set_paused(db_url, workflow_id, False)
+    _set_paused(db_url, workflow_id, False, template_dirs)
 
 
 @main.command()
 @click.argument("source", type=click.File("rb"))
 @db_option
-@click.option(
-    "--templates",
-    "template_dirs",
-    multiple=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Folder of extra email templates (NAME.txt).",
-)
+@templates_option
 def ingest(source: Any, db_url: str | None, template_dirs: tuple[Path, ...]) -> None:
     """Load Segment-spec JSON Lines (FILE or - for stdin) and run triggered workflows."""
     engine = open_store(db_url)
     clock = SystemClock()
-    templates = TemplateCatalog(template_dirs)
-    for reason in templates.unreadable.values():
-        click.echo(f"warning: {reason}; a run that sends it fails", err=True)
-    runner = Runner(engine, clock, templates)
+    runner = Runner(engine, clock, template_catalog(template_dirs))
     name = getattr(source, "name", "-")
     report = runner.ingest(read_lines(source, clock.now()), source=name)
     for rejection in report.rejections:
@@ -285,7 +289,10 @@ def _warn_failures(count: int, shown: list[str]) -> None:
     help="Waits resumed per transaction [default: 50,000 on SQLite, 10,000 on PostgreSQL].",
 )
 @click.option("--once", is_flag=True, help="Run everything due now, then exit.")
-def worker(db_url: str | None, batch: int | None, once: bool) -> None:
+@templates_option
+def worker(
+    db_url: str | None, batch: int | None, once: bool, template_dirs: tuple[Path, ...]
+) -> None:
     """Run the scheduler: due waits, inactivity and schedule triggers, lease reaping."""
     import logging
 
@@ -297,8 +304,9 @@ def worker(db_url: str | None, batch: int | None, once: bool) -> None:
     # every second and Alembic describes its context at every start
     for chatty in ("apscheduler", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    templates = template_catalog(template_dirs)
     engine = open_store(db_url, checkpoint_pages=WORKER_CHECKPOINT_PAGES)
-    runner = Runner(engine, SystemClock())
+    runner = Runner(engine, SystemClock(), templates)
     if once:
         from engine.messaging.delivery import Deliverer
 
@@ -452,15 +460,15 @@ def _print_summary(
     for name, count in sorted(lists.items(), key=lambda item: (-item[1], item[0])):
         table.add_row(name, str(count))
     console.print(table)
-    bands = [(None, 0), (0, 20), (20, 50), (50, 81), (81, None)]
-    names = ["< 0", "0-19", "20-49", "50-80", "> 80"]
-    counts = [0] * len(bands)
+    names = ["< 0", "0-19", "20-49", "50-80", "> 80", "no score"]
+    counts = [0] * len(names)
     for view in people.values():
-        value = view["scores"].get("SCORE", 0)
-        for i, (low, high) in enumerate(bands):
-            if (low is None or value >= low) and (high is None or value < high):
-                counts[i] += 1
-                break
+        value = view["scores"].get("SCORE")
+        # the bands of score-bands and sales-ready: 50-80 holds 80, > 80 holds 80.5
+        if value is None:
+            counts[5] += 1
+        else:
+            counts[sum(value >= low for low in (0, 20, 50)) + (value > 80)] += 1
     dist = Table("SCORE", "contacts", title="Score distribution")
     for name, count in zip(names, counts, strict=True):
         dist.add_row(name, str(count))

@@ -25,7 +25,10 @@ COUNT = click.IntRange(min=0, max=LARGEST_STORED)
 PORT = click.IntRange(min=0, max=65535)
 
 
-if TYPE_CHECKING:  # generic in click's stubs since 8.2; not subscriptable in 8.1 at runtime
+if TYPE_CHECKING:
+    from engine.templates import TemplateCatalog
+
+    # generic in click's stubs since 8.2; not subscriptable in 8.1 at runtime
     _FloatParam = click.ParamType[float]
 else:
     _FloatParam = click.ParamType
@@ -69,6 +72,35 @@ class OutputFile(click.Path):
         return path
 
 
+TEMPLATES_ENV = "LEADFLOW_TEMPLATES"
+
+
+def templates_option(command: Any) -> Any:
+    """``--templates DIR`` (repeatable; env ``LEADFLOW_TEMPLATES``, folders separated by
+    the path separator) on every command that runs workflows: a run that sends one of
+    your own templates fails wherever its workflow runs without them (a worker resuming
+    the wait, the service applying an event, a deploy moving contacts between lists)."""
+    return click.option(
+        "--templates",
+        "template_dirs",
+        multiple=True,
+        envvar=TEMPLATES_ENV,
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help=f"Folder of your own email templates (NAME.txt) [env {TEMPLATES_ENV}].",
+    )(command)
+
+
+def template_catalog(template_dirs: tuple[Path, ...]) -> TemplateCatalog:
+    """The shipped templates and the folders given, with a warning for each unreadable
+    one (a run that sends it fails, with the reason)."""
+    from engine.templates import TemplateCatalog
+
+    templates = TemplateCatalog(template_dirs)
+    for reason in templates.unreadable.values():
+        click.echo(f"warning: {reason}; a run that sends it fails", err=True)
+    return templates
+
+
 def echo_json(data: Any) -> None:
     """Written in pieces: a simulation's summary of 100,000 contacts would otherwise be
     built as one string several hundred MiB long before the first byte went out."""
@@ -88,13 +120,27 @@ db_option = click.option(
 )
 
 
+def _url_hint(db_url: str | None) -> str:
+    """What to write instead, for the two usual mistakes: a file name, and Heroku's
+    ``postgres://`` scheme (SQLAlchemy knows it as ``postgresql://``)."""
+    if not db_url:
+        return ""
+    if db_url.startswith("postgres://"):
+        return f" (did you mean postgresql://{db_url.removeprefix('postgres://')}?)"
+    if "://" not in db_url:
+        return f" (a store is a URL, such as sqlite:///{db_url} for a file)"
+    return ""
+
+
 def open_store(db_url: str | None, checkpoint_pages: int | None = None) -> Engine:
     from engine.store.db import open_engine
 
     try:
         engine = open_engine(db_url, checkpoint_pages=checkpoint_pages)
     except Exception as exc:  # a bad URL or an unreachable server is input, not a crash
-        raise click.ClickException(f"cannot open the store {db_url or ''}: {exc}") from None
+        raise click.ClickException(
+            f"cannot open the store {db_url or ''}: {exc}{_url_hint(db_url)}"
+        ) from None
     context = click.get_current_context(silent=True)
     if context is not None:  # close the pool's connections when the command ends
         context.call_on_close(engine.dispose)

@@ -45,7 +45,14 @@ from typing import Any
 import click
 from sqlalchemy import Engine, select
 
-from engine.cli_common import EXIT_INPUT, db_option, echo_json, open_store
+from engine.cli_common import (
+    EXIT_INPUT,
+    db_option,
+    echo_json,
+    open_store,
+    template_catalog,
+    templates_option,
+)
 from engine.clock import Clock, SystemClock
 from engine.problems import suggest
 from engine.runner import Runner
@@ -467,6 +474,7 @@ def import_group() -> None:
 @click.option("--dry-run", is_flag=True, help="Check the file and report; import nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @db_option
+@templates_option
 def import_contacts_command(
     file: Path,
     maps: tuple[str, ...],
@@ -479,6 +487,7 @@ def import_contacts_command(
     dry_run: bool,
     as_json: bool,
     db_url: str | None,
+    template_dirs: tuple[Path, ...],
 ) -> None:
     """Create or update contacts from a CSV file, one identify per row (triggers fire,
     grades are computed). Bad rows are reported with their line and kept out; exit 1 if
@@ -495,8 +504,10 @@ def import_contacts_command(
         encoding=encoding,
     )
     engine = open_store(db_url)
+    clock = SystemClock()
+    runner = Runner(engine, clock, template_catalog(template_dirs))
     try:
-        report = import_contacts(engine, file, options, SystemClock(), dry_run=dry_run)
+        report = import_contacts(engine, file, options, clock, dry_run=dry_run, runner=runner)
     except ImportProblem as exc:
         click.echo(f"error: {file}: {exc}", err=True)
         sys.exit(EXIT_INPUT)

@@ -162,7 +162,7 @@ def _ordered(query: SegmentQuery, now: datetime) -> Any:
     of their own row."""
     statement = select(
         contacts.c.id, contacts.c.attributes, contacts.c.grades, contacts.c.account_id
-    ).where(contacts.c.merged_into.is_(None))
+    ).where(contacts.c.merged_into.is_(None), contacts.c.created_at <= now)
     if query.cold is not None:
         threshold = query.cold.before(now)
         # a last increase after ``now`` (an --at in the past) says nothing of the window:
@@ -416,8 +416,9 @@ def _moment(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
     callback=_moment,
     metavar="ISO",
     help=(
-        "Evaluate --where and --cold as of this moment (now); the scores and lists "
-        "printed are the current ones."
+        "Judge --cold, and count the events of --where, as of this moment (now); "
+        "contacts created after it are left out. Scores, grades, lists and attributes, "
+        "in --where as in the output, are the current ones."
     ),
 )
 @db_option

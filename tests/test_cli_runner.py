@@ -541,3 +541,36 @@ def test_the_worker_opens_its_store_with_its_checkpoint_interval(
     result = CliRunner().invoke(main, ["worker", "--db", url, "--once"])
     assert result.exit_code == 0, result.output
     assert seen == [WORKER_CHECKPOINT_PAGES]
+
+
+HELLO = {
+    "id": "hello",
+    "version": 1,
+    "triggers": [{"type": "event", "event": "Hello"}],
+    "start": "w",
+    "nodes": {
+        "w": {"type": "wait", "for": "PT1M", "next": "m"},
+        "m": {"type": "send_email", "template": "hello-mail"},
+    },
+}
+
+
+@pytest.mark.parametrize("how", ["--templates", "LEADFLOW_TEMPLATES"])
+def test_the_worker_sends_your_own_templates(tmp_path: Path, how: str) -> None:
+    """The README says to keep your own templates in a folder beside the workflows:
+    simulate found them, but the worker, which resumes every wait, knew only the shipped
+    ones, and failed every run that reached the email (found by a reviewing helper)."""
+    flows = tmp_path / "flows"
+    (flows / "templates").mkdir(parents=True)
+    (flows / "hello.json").write_text(json.dumps(HELLO), encoding="utf-8")
+    (flows / "templates" / "hello-mail.txt").write_text("Subject: Hello\n\nHi\n", "utf-8")
+    message = {"type": "track", "userId": "ann@acme.com", "event": "Hello", "messageId": "h-1"}
+    message["timestamp"] = "2026-01-05T10:00:00Z"  # the wait is due by now
+    store = ["--db", f"sqlite:///{tmp_path / 'store.db'}"]
+    given = ["--templates", str(flows / "templates")] if how == "--templates" else []
+    env = {"LEADFLOW_TEMPLATES": str(flows / "templates")} if how != "--templates" else {}
+    assert invoke(["deploy", str(flows), *store]).stdout == "hello v1: deployed\n"
+    invoke(["ingest", "-", *store, *given], input=json.dumps(message) + "\n", env=env)
+    invoke(["worker", "--once", *store, *given], env=env)
+    listed = json.loads(invoke(["workflows", "--json", *store]).stdout)
+    assert (listed[0]["failed_runs"], listed[0]["active_runs"]) == (0, 0)

@@ -24,6 +24,7 @@ from engine.service.http import json_response
 from engine.service.openapi import docs_page, openapi_spec
 from engine.service.state import Service
 from engine.store.db import open_engine
+from engine.templates import TemplateCatalog
 
 log = logging.getLogger("leadflow.service")
 
@@ -76,11 +77,13 @@ def create_app(
     clock: Clock | None = None,
     engine: Engine | None = None,
     apply: bool = True,
+    templates: TemplateCatalog | None = None,
 ) -> Starlette:
-    """The service on a store. ``apply=False`` leaves the inbox for another process."""
+    """The service on a store. ``apply=False`` leaves the inbox for another process;
+    ``templates``: your own email templates beside the shipped ones."""
     owned = engine is None
     engine = engine or open_engine(url)
-    service = Service(engine, clock, apply=apply)
+    service = Service(engine, clock, apply=apply, templates=templates)
     spec: dict[str, Any] = {}
 
     async def openapi(request: Request) -> Response:

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
-from engine.cli_common import EXIT_INPUT, PORT, ROW_ID, db_option, echo_json, open_store
+from engine.cli_common import (
+    EXIT_INPUT,
+    PORT,
+    ROW_ID,
+    db_option,
+    echo_json,
+    open_store,
+    template_catalog,
+    templates_option,
+)
 from engine.clock import format_timestamp
 
 
@@ -25,7 +35,15 @@ from engine.clock import format_timestamp
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
-def serve_command(host: str, port: int, db_url: str | None, no_apply: bool, log_level: str) -> None:
+@templates_option
+def serve_command(
+    host: str,
+    port: int,
+    db_url: str | None,
+    no_apply: bool,
+    log_level: str,
+    template_dirs: tuple[Path, ...],
+) -> None:
     """Serve the HTTP API: Segment-compatible /v1, Brevo-compatible /v3, Leadflow's /api,
     /health, /metrics, /openapi.json and /docs. Keys come from `leadflow keys create`."""
     import uvicorn
@@ -33,7 +51,7 @@ def serve_command(host: str, port: int, db_url: str | None, no_apply: bool, log_
     from engine.service.app import create_app
 
     engine = open_store(db_url)
-    app = create_app(engine=engine, apply=not no_apply)
+    app = create_app(engine=engine, apply=not no_apply, templates=template_catalog(template_dirs))
     # requests wait less for the interpreter while the inbox is being applied beside them
     sys.setswitchinterval(0.001)
     click.echo(f"leadflow serving on http://{host}:{port} (docs at /docs)", err=True)

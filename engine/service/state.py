@@ -19,19 +19,26 @@ from engine.runner import Runner
 from engine.service.http import HttpError, presented_key
 from engine.service.inbox import MAX_BACKLOG, Applier, Inbox, WriteGate
 from engine.service.keys import ApiKey, KeyChecker
+from engine.templates import TemplateCatalog
 
 T = TypeVar("T")
 
 
 class Service:
-    def __init__(self, engine: Engine, clock: Clock | None = None, apply: bool = True) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock | None = None,
+        apply: bool = True,
+        templates: TemplateCatalog | None = None,
+    ) -> None:
         self.engine = engine
         self.clock = clock or SystemClock()
         self.gate = WriteGate(engine)
         self.keys = KeyChecker(engine, self.clock)
         self.inbox = Inbox(engine, self.clock, self.gate)
-        self.applier = Applier(self.inbox, Runner(engine, self.clock)) if apply else None
-        self._runner = Runner(engine, self.clock)
+        self.applier = Applier(self.inbox, Runner(engine, self.clock, templates)) if apply else None
+        self._runner = Runner(engine, self.clock, templates)
         self._runner_lock = threading.Lock()
         self.started = time.time()
         self.requests: Counter[tuple[str, int]] = Counter()
