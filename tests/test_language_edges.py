@@ -262,11 +262,11 @@ def test_validate_refuses_names_the_store_cannot_keep() -> None:
     assert "/nodes/points/score" in pointers
 
 
-def _TEMPLATE_doc(node: dict[str, Any]) -> dict[str, Any]:
+def _with_node(node: dict[str, Any]) -> dict[str, Any]:
     return flow_document("msg", [{"type": "event", "event": "Go"}], {"send": node})
 
 
-TEMPLATE_SMS = _TEMPLATE_doc(
+TEMPLATE_SMS = _with_node(
     {
         "type": "send_sms",
         "text": "Hi {{ contact.attributes.FIRSTNAME | default('there') }, 20 % off",
@@ -274,7 +274,7 @@ TEMPLATE_SMS = _TEMPLATE_doc(
 )
 
 
-TEMPLATE_HOOK = _TEMPLATE_doc(
+TEMPLATE_HOOK = _with_node(
     {
         "type": "webhook",
         "url": "https://crm.example.com/lead",
@@ -283,7 +283,7 @@ TEMPLATE_HOOK = _TEMPLATE_doc(
 )
 
 
-TEMPLATE_SUBJECT = _TEMPLATE_doc(
+TEMPLATE_SUBJECT = _with_node(
     {"type": "send_email", "template": "welcome-a", "subject": "Welcome{% if contact.grade %}!"}
 )
 

@@ -83,7 +83,7 @@ STALE_QUIET = {
     "triggers": [{"type": "inactivity", "events": ["Email Opened"], "for": "P30D"}],
     "reentry": "always",
     "start": "points",
-    "nodes": {"points": {"type": "update_score", "score": "STALE_QUIET", "add": 1}},
+    "nodes": {"points": {"type": "update_score", "score": "QUIET", "add": 1}},
 }
 
 
@@ -148,7 +148,7 @@ def test_ingest_does_not_fire_a_spell_that_an_earlier_event_of_the_batch_reset(
         flow.send(numbered(STALE_HISTORY))
         clock.advance_to(at("2026-02-10 00:00"))
         flow.send([{**m, "messageId": f"later{i}"} for i, m in enumerate(STALE_LATER)])
-        assert "STALE_QUIET" not in flow.contact("ann")["scores"]  # HEAD: fired "on Jan 31"
+        assert "QUIET" not in flow.contact("ann")["scores"]  # HEAD: fired "on Jan 31"
 
 
 def test_simulate_agrees(tmp_path: Path) -> None:
@@ -165,7 +165,7 @@ def test_simulate_agrees(tmp_path: Path) -> None:
         until=at("2026-02-10 00:00"),
         jobs=1,
     )
-    assert "STALE_QUIET" not in done.result["contacts"]["ann"]["scores"]  # passes
+    assert "QUIET" not in done.result["contacts"]["ann"]["scores"]  # passes
 
 
 LATE_QUIET = {
@@ -175,7 +175,7 @@ LATE_QUIET = {
     "triggers": [{"type": "inactivity", "events": ["Email Opened"], "for": "P30D"}],
     "reentry": "always",
     "start": "points",
-    "nodes": {"points": {"type": "update_score", "score": "LATE_QUIET", "add": 1}},
+    "nodes": {"points": {"type": "update_score", "score": "QUIET", "add": 1}},
 }
 
 
@@ -202,10 +202,10 @@ def test_a_late_event_in_a_batch_does_not_fire_a_spell_that_did_not_end(
         # one request: an open from Jan 5 delivered late, then today's open
         flow.send([opened("2026-01-05T00:00:00Z", "late"), opened("2026-02-10T00:00:00Z", "c")])
         # ann opened on Jan 20 and Feb 10: never quiet for 30 days
-        assert "LATE_QUIET" not in flow.contact("ann")["scores"]  # HEAD: fired "on Feb 4"
+        assert "QUIET" not in flow.contact("ann")["scores"]  # HEAD: fired "on Feb 4"
         clock.advance_to(at("2026-02-15 00:00"))
         flow.run_due()
-        assert "LATE_QUIET" not in flow.contact("ann")["scores"]
+        assert "QUIET" not in flow.contact("ann")["scores"]
 
 
 def test_the_same_messages_sent_one_by_one_agree(tmp_path: Path) -> None:
@@ -218,7 +218,7 @@ def test_the_same_messages_sent_one_by_one_agree(tmp_path: Path) -> None:
         clock.advance_to(at("2026-02-10 00:00"))
         flow.send([opened("2026-01-05T00:00:00Z", "late")])
         flow.send([opened("2026-02-10T00:00:00Z", "c")])
-        assert "LATE_QUIET" not in flow.contact("ann")["scores"]  # passes
+        assert "QUIET" not in flow.contact("ann")["scores"]  # passes
 
 
 def test_ingest_does_no_protocol_isinstance_per_event(

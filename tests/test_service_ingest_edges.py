@@ -107,7 +107,7 @@ SKEW_RECEIVED = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 SKEW_HAPPENED = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
 
-def _SKEW_stamps(tmp_path, path: str, body: dict) -> dict[str, datetime]:
+def _stamps_of(tmp_path, path: str, body: dict) -> dict[str, datetime]:
     engine = open_engine(f"sqlite:///{tmp_path / 'lf.db'}")
     key = create_key(engine, "t", "ingest")
     auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
@@ -139,7 +139,7 @@ def test_rudderstack_batch_with_original_timestamp_and_sent_at(tmp_path, where: 
         message["sentAt"] = sent_at
     else:
         body["sentAt"] = sent_at
-    stamp = _SKEW_stamps(tmp_path, "/v1/batch", body)["r-1"]
+    stamp = _stamps_of(tmp_path, "/v1/batch", body)["r-1"]
     # receivedAt - (sentAt - originalTimestamp) = 10:01; the raw originalTimestamp (10:00)
     # would be acceptable too; the receipt moment (12:00) is not
     assert SKEW_HAPPENED <= stamp <= SKEW_HAPPENED + timedelta(minutes=1), stamp
@@ -152,7 +152,7 @@ def test_single_call_with_only_original_timestamp(tmp_path) -> None:
         "originalTimestamp": "2026-01-05T10:00:00.000Z",
         "messageId": "r-2",
     }
-    stamp = _SKEW_stamps(tmp_path, "/v1/track", body)["r-2"]
+    stamp = _stamps_of(tmp_path, "/v1/track", body)["r-2"]
     assert stamp == SKEW_HAPPENED, stamp
 
 
