@@ -464,3 +464,29 @@ def test_a_spell_that_ended_before_the_next_round_fires_when_an_event_resets_it(
                 select(func.count()).select_from(runs).where(runs.c.workflow_id == RESET["id"])
             )
         assert entered == 1  # once, at the end of the spell
+
+
+def test_the_workers_wait_job_fires_a_cron_time_that_came_due_before_the_wait(
+    tmp_path: Path,
+) -> None:
+    """The waits job runs every second, the timers job every 30 s: the wait due at 10:00:05
+    was resumed (SCORE 10) before the 10:00:00 cron time fired and found ann in its
+    segment. The waits job now fires timers that came due first, as simulate does."""
+    from engine.runner import Runner
+    from engine.worker import Worker
+
+    scoring = {**CATCHUP_SCORING, "nodes": {**CATCHUP_SCORING["nodes"]}}
+    scoring["nodes"]["later"] = {"type": "wait", "for": "PT1H0M5S", "next": "points"}
+    clock = VirtualClock(at("2026-01-05 09:00"))
+    with Leadflow(f"sqlite:///{tmp_path}/s.db", clock=clock) as flow:
+        flow.deploy([scoring, CATCHUP_DIGEST])
+        flow.send([CATCHUP_EVENT])
+        clock.advance_to(at("2026-01-05 09:59:59"))
+        flow.run_due()  # the worker's rounds until then
+        worker = Worker(Runner(flow.engine, clock))
+        clock.advance_to(at("2026-01-05 10:00:20"))  # both due; the timers job not yet
+        worker.resume_waits()
+        clock.advance_to(at("2026-01-05 10:00:30"))
+        worker.timers()  # the timers job's round
+        assert flow.contact("ann")["scores"] == {"SCORE": 10}
+        assert flow.contact("ann")["lists"] == []  # was ["Digest"]
