@@ -54,6 +54,7 @@ from engine.store.tables import (
     contacts,
     events,
     list_members,
+    outbox,
     quiet_watch,
     rejected,
     runs,
@@ -459,7 +460,8 @@ class Runner:
                     .where(waits.c.run_id.in_(source_runs.where(RUN_IN_FLIGHT)))
                     .values(contact_id=target_id)
                 )
-                for table in (audit_table, runs):
+                # the outbox too: frequency caps count a contact's sent messages by it
+                for table in (audit_table, runs, outbox):
                     connection.execute(
                         update(table)
                         .where(table.c.contact_id == source_id)

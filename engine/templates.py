@@ -23,12 +23,13 @@ class TemplateCatalog:
             for entry in files("workflows").joinpath("templates").iterdir():
                 for suffix, into in found.items():
                     if entry.name.endswith(suffix):
-                        into[entry.name.removesuffix(suffix)] = entry.read_text("utf-8")
+                        into[entry.name.removesuffix(suffix)] = entry.read_text("utf-8-sig")
         for folder in folders:
             for suffix, into in found.items():
                 for path in sorted(Path(folder).glob(f"*{suffix}")):
                     try:
-                        into[path.stem] = path.read_text("utf-8")
+                        # utf-8-sig: a byte order mark (Windows editors) would hide the header block
+                        into[path.stem] = path.read_text("utf-8-sig")
                     except UnicodeDecodeError as exc:
                         self.unreadable[path.stem] = (
                             f"{path}: not UTF-8 (byte {exc.start + 1}: {exc.reason})"

@@ -212,10 +212,14 @@ def summary_pieces(connection: Connection, size: int = 5_000) -> Iterator[Piece]
         rendered = payload.get("rendered")
         done = rendered if isinstance(rendered, dict) else {}
         for key in ("template", "subject", "text", "url"):
-            if key in payload:
+            # an email's subject may come from its template's Subject line: only the
+            # rendered payload has it then
+            if key in payload or (key == "subject" and done.get("subject")):
                 # what the contact gets: an SMS's text and a subject as rendered, not
                 # their templates ({{ contact.attributes.FIRSTNAME }})
-                value = done.get(key, payload[key]) if key in ("subject", "text") else payload[key]
+                value = (
+                    done.get(key, payload.get(key)) if key in ("subject", "text") else payload[key]
+                )
                 entry[key] = value if key == "text" else text(value)
         entry["workflow"] = text(payload.get("workflow"))
         entry["at"] = format_timestamp(created_at)

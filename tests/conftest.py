@@ -9,6 +9,10 @@ import pytest
 from helpers import pg_database
 from sqlalchemy import Engine, text
 
+# the in-process SMTP server and the SQLite store of the delivery tests, for the other
+# messaging tests too
+from test_messaging_delivery import smtp, sqlite_store  # noqa: F401
+
 from engine.store.db import make_engine, upgrade
 from engine.store.tables import metadata
 

@@ -116,6 +116,7 @@ def test_simulate_json_has_the_contract_shape(files: dict[str, Path]) -> None:
             "contact": "ann@acme.com",
             "channel": "email",
             "template": "welcome-a",
+            "subject": "Welcome to Leadflow, there",  # the template's own, rendered
             "workflow": "consideration-stage",
             "at": "2026-01-05T10:02:00Z",
         }

@@ -403,6 +403,7 @@ def test_send_email_known_template_subject_and_folder_templates(tmp_path: Path) 
             "contact": "ann",
             "channel": "email",
             "template": "welcome-a",
+            "subject": "Welcome to Leadflow, there",  # the template's own, rendered
             "workflow": "mail",
             "at": "2026-01-05T10:00:00Z",
         },
@@ -1226,6 +1227,7 @@ def test_playbooks_quote_requests(playbooks: dict[str, Any]) -> None:
         "contact": "jon@northwind.com",
         "channel": "email",
         "template": "confirm-subscription",
+        "subject": "Please confirm your subscription",
         "workflow": "double-opt-in",
         "at": "2026-01-27T15:11:00Z",
     } in playbooks["messages"]

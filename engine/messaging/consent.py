@@ -108,7 +108,8 @@ def address(channel: str, contact_id: str, attributes: Mapping[str, Any]) -> str
 def _zone(name: str) -> ZoneInfo | None:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a folder of the tz database ("America") or a name too long for a path
         return None
 
 
@@ -315,11 +316,18 @@ def unsubscribe(
     now = runner.clock.now()
     with runner.writer.begin() as connection:
         found = read_token(secret(connection), token, UNSUBSCRIBE)
-        row = connection.execute(
-            select(contacts.c.attributes, contacts.c.merged_into).where(
-                contacts.c.id == found.contact_id
-            )
-        ).first()
+        # the contact the link's id is now (an alias may have merged it into another)
+        current = found.contact_id
+        row = None
+        for _ in range(4):
+            row = connection.execute(
+                select(contacts.c.attributes, contacts.c.merged_into).where(
+                    contacts.c.id == current
+                )
+            ).first()
+            if row is None or row.merged_into is None:
+                break
+            current = row.merged_into
         already = row is not None and row.merged_into is None
         already = already and flag(row.attributes.get("UNSUBSCRIBED")) is True  # type: ignore[union-attr]
         source = f"unsubscribe {method} ({found.source})" if found.source else method
@@ -336,8 +344,10 @@ def unsubscribe(
                 },
             )
         if not already:
+            # on_conflict: a second click in the same second (a scanner and the person)
+            # has the same ref; it is the same request, not an error
             connection.execute(
-                consents.insert(),
+                insert_for(connection, consents).on_conflict_do_nothing(),
                 {
                     "contact_id": found.contact_id,
                     "action": "unsubscribed",

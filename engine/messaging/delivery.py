@@ -396,7 +396,7 @@ class Deliverer:
                 attributes = found.get(item.contact_id)
                 verdict = check(item.channel, kind, item.contact_id, attributes, settings, now)
                 where = suppression_key(item.to) if item.channel == "email" else ""
-                if verdict.action == SEND and where in gone:
+                if verdict.action == SEND and where in gone and kind == MARKETING:
                     verdict = _unsubscribed(where, gone[where])
                 if verdict.action != SEND:
                     back.append((item, verdict))
@@ -522,7 +522,10 @@ def _blocked(
     unsubscribed."""
     to: dict[int, str] = {}
     for row in rows:
-        if row.channel == "email":
+        # marketing only: the double opt-in confirmation (transactional) is how an
+        # unsubscribed address asks to be written to again; blocking it kept the
+        # address blocked for ever
+        if row.channel == "email" and category(row.payload, "email") == MARKETING:
             found = address("email", row.contact_id, attributes.get(row.contact_id) or {})
             if found is not None:
                 to[row.id] = suppression_key(found)

@@ -153,7 +153,7 @@ class ParsedTemplate:
 @lru_cache(maxsize=512)
 def parse_template(source: str) -> ParsedTemplate:
     """Split a ``NAME.txt`` template into its header block and body."""
-    lines = source.splitlines(keepends=True)
+    lines = source.removeprefix("\ufeff").splitlines(keepends=True)
     headers: dict[str, str] = {}
     index = 0
     while index < len(lines):

@@ -240,10 +240,14 @@ def coerce(key: str, kind: str, raw: Any) -> Any:
     """A stored or environment value as the setting's type; BadSetting names the key."""
     try:
         value = _coerce(kind, raw)
-    except ZoneInfoNotFoundError:
+    except (ZoneInfoNotFoundError, IsADirectoryError):
         raise BadSetting(f"setting {key}: unknown time zone {raw!r}") from None
-    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError, OSError) as exc:
         raise BadSetting(f"setting {key}: {exc}") from None
+    if value is not None:
+        problem = _unworkable(key, value)
+        if problem is not None:
+            raise BadSetting(f"setting {key}: {problem}, found {raw!r}")
     bounds = RANGES.get(key)
     if bounds is not None and value is not None:
         low, high = bounds
@@ -252,6 +256,45 @@ def coerce(key: str, kind: str, raw: Any) -> Any:
                 f"setting {key}: expected {_shown(low)} to {_shown(high)}, found {raw!r}"
             )
     return value
+
+
+_MAILBOX = re.compile(r"[^@\s<>,;:\"()\[\]\\?]+@[^@\s<>,;:\"()\[\]\\?]+\.[^@\s<>,;:\"()\[\]\\?]+")
+
+
+def _unworkable(key: str, value: Any) -> str | None:
+    """Why a well-shaped value still cannot work (it would fail or do nothing at every
+    delivery), or None."""
+    from urllib.parse import urlsplit
+
+    if key in ("public_url", "sms.url"):
+        parts = urlsplit(str(value))
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return "expected an absolute http:// or https:// URL"
+    if key == "unsubscribe.mailto" and not _MAILBOX.fullmatch(str(value)):
+        return "expected an email address"
+    if key == "sms.auth_header":
+        name, sep, _ = str(value).partition(":")
+        if not sep or not name.strip() or any(c in str(value) for c in "\r\n"):
+            return "expected 'Name: value'"
+    if key == "consent.confirm_valid" and not (value.months or value.delta):
+        return "expected a duration longer than zero"
+    if key == "frequency_caps":
+        for channel, cap in value.items():
+            if channel not in ("email", "sms"):
+                return f"{channel}: only email and sms are capped"
+            if not (cap.per.months or cap.per.delta):
+                return f"{channel}: per: expected a duration longer than zero"
+    if key == "sms.body":
+        from engine.errors import ActionFailed
+        from engine.messaging.render import render_string
+        from engine.messaging.values import render_json
+
+        sample = {"to": "+1", "text": "t", "sender": "", "contact_id": "c", "key": "k"}
+        try:
+            render_json(value, lambda text, where: render_string(text, sample, where))
+        except ActionFailed as exc:
+            return f"the template does not render ({exc})"
+    return None
 
 
 def _coerce(kind: str, raw: Any) -> Any:
