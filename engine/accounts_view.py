@@ -47,6 +47,8 @@ def describe_rollup(method: str, top: int | None) -> str:
 
 def account_view(connection: Connection, account_id: str) -> dict[str, Any]:
     """One account: traits, scores with their roll-up, and members (best first)."""
+    if "\x00" in account_id:  # no account has one; PostgreSQL refuses the query's text
+        raise UnknownAccount(f"no account with id {account_id!r}")
     row = connection.execute(select(accounts).where(accounts.c.id == account_id)).first()
     member_ids = list(
         connection.scalars(

@@ -212,7 +212,9 @@ def _band_moves(connection: Connection, contact_id: str, model_ids: set[str]) ->
     current: tuple[Any, ...] | None = None
     for row in rows:
         key = (row.at, row.cause, row.workflow_id, row.version)
-        if key != current:
+        # one move is the removals from other bands, then at most one addition: a row
+        # after an addition starts the next move, even of the same moment and cause
+        if key != current or moves[-1]["to"]:
             current = key
             moves.append(
                 {
@@ -237,13 +239,15 @@ def explain_contact(
     connection: Connection, contact_id: str, score: str | None = None
 ) -> dict[str, Any]:
     """Every score of the contact (or only ``score``) explained; merged ids are followed."""
+    if "\x00" in contact_id:  # no contact has one; PostgreSQL refuses the query's text
+        raise UnknownContact(f"no contact with id {contact_id!r}")
     row = connection.execute(select(contacts).where(contacts.c.id == contact_id)).first()
     if row is None:
         raise UnknownContact(f"no contact with id {contact_id!r}")
     while row.merged_into:
         row = connection.execute(select(contacts).where(contacts.c.id == row.merged_into)).one()
     if score is not None:
-        names = [score]
+        names = [] if "\x00" in score else [score]  # no score has such a name
     else:
         held = set(connection.scalars(select(scores.c.name).where(scores.c.contact_id == row.id)))
         changed = set(

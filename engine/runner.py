@@ -440,6 +440,11 @@ class Runner:
                         target.dirty_scores.add(name)
                 for name in sorted(source.lists):
                     wake.change_list(target, name, True, moment, cause)
+                # the source's band lists came with the union: back to the one band
+                # list of the merged score
+                for name in sorted(source.scores):
+                    for model in wake.scoring.catalog.score_models.get(name, ()):
+                        wake.scoring.place_in_band(wake, target, model, moment, cause)
                 for key, value in source.attributes.items():
                     if key not in target.attributes:
                         wake.change_attribute(target, key, value, moment, cause)

@@ -32,6 +32,8 @@ from engine.store.tables import (
 
 def contact_view(connection: Connection, contact_id: str, history: bool = False) -> dict[str, Any]:
     """One contact as simulate's ``contacts`` entry; ``history`` adds runs and score changes."""
+    if "\x00" in contact_id:  # no contact has one; PostgreSQL refuses the query's text
+        raise UnknownContact(f"no contact with id {contact_id!r}")
     row = connection.execute(select(contacts).where(contacts.c.id == contact_id)).first()
     if row is None:
         raise UnknownContact(f"no contact with id {contact_id!r}")

@@ -8,6 +8,7 @@ validate`` prints them).
 from __future__ import annotations
 
 import importlib
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,8 @@ def _endpoint(handler: Callable[[Request, Service], Any]) -> Callable[[Request],
         service = service_of(request)
         try:
             await service.authorize(request, "admin")
+            if any("\x00" in value for value in request.query_params.values()):
+                raise HttpError(400, "invalid_request", "a NUL character in the query")
             result: Response = await handler(request, service)
             return result
         except HttpError as error:
@@ -66,15 +69,49 @@ def _endpoint(handler: Callable[[Request, Service], Any]) -> Callable[[Request],
     return endpoint
 
 
+LIMIT_MAX = 2**63 - 1
+"""The largest limit a store takes (a 64-bit integer), as ``--limit`` takes on the CLI."""
+
+
+def _limit(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > LIMIT_MAX:
+        raise HttpError(
+            400, "invalid_request", f"limit must be a whole number from 0 to {LIMIT_MAX}"
+        )
+    return int(text)
+
+
 def _unavailable(what: str) -> HttpError:
     return HttpError(501, "not_available", f"{what} is not part of this Leadflow build")
+
+
+def _path_steps(request: Request, skip: int) -> list[str]:
+    """The path's steps after the first ``skip`` ones, each decoded on its own: an id may
+    hold an encoded slash (``crm%2F42``), which the decoded path can no longer tell from
+    a step of the path."""
+    raw = request.scope.get("raw_path")
+    if raw is None:
+        return request.url.path.split("/")[1 + skip :]
+    text = raw.split(b"?", 1)[0].decode("ascii", "replace")
+    return [urllib.parse.unquote(step) for step in text.split("/")[1 + skip :]]
+
+
+def _no_path(request: Request) -> HttpError:
+    return HttpError(404, "not_found", f"no such path {request.url.path}")
 
 
 @_endpoint
 async def get_contact(request: Request, service: Service) -> Response:
     """One contact: attributes, scores, grades, lists, account, active runs, score history."""
-    contact_id = request.path_params["contact_id"]
+    steps = _path_steps(request, 2)
+    if len(steps) == 2 and steps[1] == "explain":
+        return await _explain(request, service, steps[0])
+    if len(steps) != 1:
+        raise _no_path(request)
+    return await _contact(service, steps[0])
 
+
+async def _contact(service: Service, contact_id: str) -> Response:
     def work() -> dict[str, Any]:
         with service.engine.connect() as connection:
             return contact_view(connection, contact_id, history=True)
@@ -85,10 +122,18 @@ async def get_contact(request: Request, service: Service) -> Response:
 @_endpoint
 async def explain_contact(request: Request, service: Service) -> Response:
     """Why the contact has each score (``?score=NAME`` for one)."""
+    steps = _path_steps(request, 2)
+    if len(steps) == 1:  # the contact ``x/explain``, sent as x%2Fexplain
+        return await _contact(service, steps[0])
+    if len(steps) != 2 or steps[1] != "explain":
+        raise _no_path(request)
+    return await _explain(request, service, steps[0])
+
+
+async def _explain(request: Request, service: Service, contact_id: str) -> Response:
     explain = optional("engine.explain")
     if explain is None:
         raise _unavailable("contacts explain")
-    contact_id = request.path_params["contact_id"]
     score = request.query_params.get("score")
 
     def work() -> dict[str, Any]:
@@ -105,7 +150,10 @@ async def get_account(request: Request, service: Service) -> Response:
     accounts = optional("engine.accounts_view")
     if accounts is None:
         raise _unavailable("accounts show")
-    account_id = request.path_params["account_id"]
+    steps = _path_steps(request, 2)
+    if len(steps) != 1:
+        raise _no_path(request)
+    account_id = steps[0]
 
     def work() -> dict[str, Any]:
         with service.engine.connect() as connection:
@@ -183,12 +231,9 @@ async def segment(request: Request, service: Service) -> Response:
         error = HttpError(422, "invalid_condition", getattr(exc, "message", str(exc)))
         error.message = f"where: {pointer or '/'}: {error.message}"
         raise error from None
-    limit_text = params.get("limit", "1000")
-    if not limit_text.isdigit():
-        raise HttpError(400, "invalid_request", "limit must be a whole number")
     kwargs: dict[str, Any] = {
         "where": where,
-        "limit": int(limit_text),
+        "limit": _limit(params.get("limit", "1000")),
         "hashed": params.get("hashed", "false").lower() in ("1", "true", "yes"),
         "score": params.get("score", "SCORE"),
         "descending": params.get("order", "desc") != "asc",
@@ -212,12 +257,10 @@ async def segment(request: Request, service: Service) -> Response:
 async def list_outbox(request: Request, service: Service) -> Response:
     """Outbox messages (``?status=pending|sent|failed|dead``, ``?limit=``), newest first."""
     status = request.query_params.get("status")
-    limit_text = request.query_params.get("limit", "100")
-    if not limit_text.isdigit():
-        raise HttpError(400, "invalid_request", "limit must be a whole number")
+    limit = _limit(request.query_params.get("limit", "100"))
 
     def work() -> list[dict[str, Any]]:
-        query = select(outbox).order_by(outbox.c.id.desc()).limit(int(limit_text))
+        query = select(outbox).order_by(outbox.c.id.desc()).limit(limit)
         if status:
             query = query.where(outbox.c.status == status)
         with service.engine.connect() as connection:
@@ -401,9 +444,10 @@ async def metrics(request: Request) -> Response:
 routes = [
     Route("/health", health, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
-    Route("/api/contacts/{contact_id}", get_contact, methods=["GET"]),
-    Route("/api/contacts/{contact_id}/explain", explain_contact, methods=["GET"]),
-    Route("/api/accounts/{account_id}", get_account, methods=["GET"]),
+    # ids may hold an encoded slash: the endpoints read them from the raw path
+    Route("/api/contacts/{contact_id:path}/explain", explain_contact, methods=["GET"]),
+    Route("/api/contacts/{contact_id:path}", get_contact, methods=["GET"]),
+    Route("/api/accounts/{account_id:path}", get_account, methods=["GET"]),
     Route("/api/workflows", list_workflows, methods=["GET"]),
     Route("/api/workflows", deploy_workflows, methods=["POST"]),
     Route("/api/segment", segment, methods=["GET"]),
