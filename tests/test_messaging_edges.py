@@ -4,7 +4,7 @@ fix."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -259,3 +259,44 @@ def test_simulate_shows_the_subject_a_template_gives(tmp_path: Path) -> None:
     subjects = [m.get("subject") for m in json.loads(result.output)["messages"]]
     # both emails go out with this subject (the template's, then the node's)
     assert subjects == ["Welcome to Leadflow, Ann", "Welcome to Leadflow, Ann"]
+
+
+def test_a_scanners_get_on_a_link_changes_nothing_only_the_post_does(tmp_path: Path) -> None:
+    """Mail security scanners fetch every link of an incoming email: a GET that acted
+    unsubscribed corporate recipients at their first email, with the scanner's address as
+    proof (RFC 8058, section 4). A GET now shows a button; the POST acts."""
+    import httpx
+    from test_service import Server
+
+    from engine.messaging.settings import secret
+    from engine.messaging.tokens import CONFIRM, UNSUBSCRIBE, make_token
+    from engine.store.db import make_engine, upgrade, writer
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = make_engine(url)
+    upgrade(store)
+    flow = Leadflow(engine=store, clock=VirtualClock(START))
+    flow.identify("ann@acme.com", {"CONSENT": True})
+    with writer(store).begin() as connection:
+        key = secret(connection)
+    now = datetime.now(UTC)
+    leave = make_token(key, UNSUBSCRIBE, "ann@acme.com", now, "news")
+    join = make_token(key, CONFIRM, "ann@acme.com", now, "news")
+    with Server(url) as server, httpx.Client(base_url=server.base) as client:
+        for path in (f"/unsubscribe/{leave}", f"/confirm/{join}"):
+            page = client.get(path, headers={"User-Agent": "SafeLinks/1.0"})
+            assert page.status_code == 200
+            assert "<form method='post'>" in page.text
+        attributes = flow.contact("ann@acme.com")["attributes"]
+        assert attributes.get("UNSUBSCRIBED") is not True and attributes["CONSENT"] is True
+        with store.connect() as connection:
+            assert connection.scalar(select(func.count()).select_from(consents)) == 0
+        done = client.post(
+            f"/unsubscribe/{leave}",
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert done.status_code == 200
+    assert flow.contact("ann@acme.com")["attributes"]["UNSUBSCRIBED"] is True
+    flow.close()
+    store.dispose()

@@ -790,9 +790,11 @@ def test_unsubscribe_and_confirm_links(env: Env) -> None:
         key = secret(connection)
     moment = datetime.now(UTC)
     confirm = make_token(key, CONFIRM, "link@acme.com", moment, "test")
-    status, page = env.request("GET", f"/confirm/{confirm}")
+    status, page = env.request("GET", f"/confirm/{confirm}")  # a look: a button, no change
+    assert status == 200 and "<form method='post'>" in page and "Confirm my" in page, page
+    status, page = env.request("POST", f"/confirm/{confirm}")
     assert status == 200 and "confirmed" in page, page
-    status, page = env.request("GET", f"/confirm/{confirm}")
+    status, page = env.request("POST", f"/confirm/{confirm}")
     assert status == 200 and "already" in page
     leave = make_token(key, UNSUBSCRIBE, "link@acme.com", moment, "test")
     status, page = env.request(
@@ -802,10 +804,12 @@ def test_unsubscribe_and_confirm_links(env: Env) -> None:
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert status == 200 and "unsubscribed" in page, page
-    status, page = env.request("GET", f"/unsubscribe/{leave}")
+    status, page = env.request("POST", f"/unsubscribe/{leave}")  # the page's button
     assert status == 200 and "already" in page
     status, page = env.request("GET", "/unsubscribe/v1.forged.token")
     assert status == 400
+    status, page = env.request("GET", f"/confirm/{leave}")  # not a confirmation link
+    assert status == 400 and "not a confirm link" in page
     env.settle()
     with brevo_client(env, env.admin) as client:
         assert client.contacts.get_contact_info("link@acme.com").email_blacklisted is True
