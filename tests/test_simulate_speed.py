@@ -143,7 +143,9 @@ def _old_summary(connection: Connection) -> dict[str, Any]:
         entry: dict[str, Any] = {"contact": row.contact_id, "channel": row.channel}
         rendered = row.payload.get("rendered") or {}
         for key in ("template", "subject", "text", "url"):
-            if key in row.payload:  # an SMS's text and a subject as the contact gets them
+            # an SMS's text and a subject as the contact gets them; an email's subject
+            # from its template's Subject line when the node sets none
+            if key in row.payload or (key == "subject" and rendered.get("subject")):
                 shown = key in ("subject", "text") and key in rendered
                 entry[key] = rendered[key] if shown else row.payload[key]
         entry["workflow"] = row.payload.get("workflow")
