@@ -7,6 +7,7 @@ import copy
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -27,7 +28,20 @@ from engine.versions import Revision, diff_documents, history
 MERGE_START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
-MERGE_MODEL = {
+def one_step(workflow_id: str, event: str, node: dict[str, Any]) -> dict[str, Any]:
+    """A workflow of one node, entered on every ``event``."""
+    return {
+        "id": workflow_id,
+        "version": 1,
+        "name": workflow_id,
+        "reentry": "always",
+        "triggers": [{"type": "event", "event": event}],
+        "start": "a",
+        "nodes": {"a": node},
+    }
+
+
+READY_MODEL = {
     "kind": "score_model",
     "id": "ready",
     "version": 1,
@@ -37,26 +51,12 @@ MERGE_MODEL = {
 }
 
 
-MERGE_DEMO = {
-    "id": "demo",
-    "version": 1,
-    "name": "demo",
-    "reentry": "always",
-    "triggers": [{"type": "event", "event": "Demo Watched"}],
-    "start": "a",
-    "nodes": {"a": {"type": "update_score", "score": "SCORE", "add": 50}},
-}
+MERGE_DEMO = one_step("demo", "Demo Watched", {"type": "update_score", "score": "SCORE", "add": 50})
 
 
-MERGE_SPAM = {
-    "id": "spam",
-    "version": 1,
-    "name": "spam",
-    "reentry": "always",
-    "triggers": [{"type": "event", "event": "Spam Report"}],
-    "start": "a",
-    "nodes": {"a": {"type": "update_score", "score": "SCORE", "subtract": 60, "min": 0}},
-}
+MERGE_SPAM = one_step(
+    "spam", "Spam Report", {"type": "update_score", "score": "SCORE", "subtract": 60, "min": 0}
+)
 
 
 def merge_stamp(hours: float) -> str:
@@ -66,7 +66,7 @@ def merge_stamp(hours: float) -> str:
 def test_merge_keeps_the_peak_for_backtest(tmp_path: Path) -> None:
     folder = tmp_path / "wf"
     folder.mkdir()
-    for doc in (MERGE_MODEL, MERGE_DEMO, MERGE_SPAM):
+    for doc in (READY_MODEL, MERGE_DEMO, MERGE_SPAM):
         (folder / f"{doc['id']}.json").write_text(json.dumps(doc))
     lines = [
         {
@@ -139,15 +139,9 @@ def calibrate_model(version: int, ready: int) -> dict:
     }
 
 
-CALIBRATE_DEMO = {
-    "id": "demo",
-    "version": 1,
-    "name": "demo",
-    "reentry": "always",
-    "triggers": [{"type": "event", "event": "Demo Watched"}],
-    "start": "a",
-    "nodes": {"a": {"type": "update_score", "score": "SCORE", "add": 10}},
-}
+CALIBRATE_DEMO = one_step(
+    "demo", "Demo Watched", {"type": "update_score", "score": "SCORE", "add": 10}
+)
 
 
 def test_calibrate_uses_the_newest_score_model_version(tmp_path: Path) -> None:
@@ -195,53 +189,19 @@ def test_calibrate_uses_the_newest_score_model_version(tmp_path: Path) -> None:
 LEFT_START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
-LEFT_MODEL = {
-    "kind": "score_model",
-    "id": "ready",
-    "version": 1,
-    "name": "Ready",
-    "score": "SCORE",
-    "sales_ready": 100,
-}
+LEFT_DEMO = one_step("demo", "Demo Watched", {"type": "update_score", "score": "SCORE", "add": 100})
 
 
-LEFT_DEMO = {
-    "id": "demo",
-    "version": 1,
-    "name": "demo",
-    "reentry": "always",
-    "triggers": [{"type": "event", "event": "Demo Watched"}],
-    "start": "a",
-    "nodes": {"a": {"type": "update_score", "score": "SCORE", "add": 100}},
-}
+LEFT_TRIAL = one_step("trial", "Trial Started", {"type": "add_to_list", "list": "Trial"})
 
 
-LEFT_TRIAL = {
-    "id": "trial",
-    "version": 1,
-    "name": "trial",
-    "reentry": "always",
-    "triggers": [{"type": "event", "event": "Trial Started"}],
-    "start": "a",
-    "nodes": {"a": {"type": "add_to_list", "list": "Trial"}},
-}
-
-
-LEFT_TRIAL_END = {
-    "id": "trial-end",
-    "version": 1,
-    "name": "trial end",
-    "reentry": "always",
-    "triggers": [{"type": "event", "event": "Trial Ended"}],
-    "start": "a",
-    "nodes": {"a": {"type": "remove_from_list", "list": "Trial"}},
-}
+LEFT_TRIAL_END = one_step("trial-end", "Trial Ended", {"type": "remove_from_list", "list": "Trial"})
 
 
 def test_review_counts_contacts_that_ever_reached_the_list(tmp_path: Path) -> None:
     folder = tmp_path / "wf"
     folder.mkdir()
-    for doc in (LEFT_MODEL, LEFT_DEMO, LEFT_TRIAL, LEFT_TRIAL_END):
+    for doc in (READY_MODEL, LEFT_DEMO, LEFT_TRIAL, LEFT_TRIAL_END):
         (folder / f"{doc['id']}.json").write_text(json.dumps(doc))
     lines = []
     for n, event in enumerate(["Demo Watched", "Trial Started", "Trial Ended"]):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import at
 from sqlalchemy import select
+from test_timed_work_edges import MONTH_WORKFLOW
 
 from engine.api import Leadflow
 from engine.clock import VirtualClock, ensure_utc
@@ -254,23 +255,12 @@ def test_ingest_does_no_protocol_isinstance_per_event(
     assert checks < 100  # HEAD: 1000, one per event
 
 
-FLOOR_MONTHLY = {
-    "id": "mq",
-    "version": 1,
-    "name": "m",
-    "triggers": [{"type": "inactivity", "events": ["Email Opened"], "for": "P1M"}],
-    "reentry": "always",
-    "start": "tag",
-    "nodes": {"tag": {"type": "add_to_list", "list": "Quiet"}},
-}
-
-
 def test_a_seeded_spell_does_not_end_before_the_deploy(tmp_path: Path) -> None:
     clock = VirtualClock(at("2025-06-01 00:00"))
     with Leadflow(f"sqlite:///{tmp_path}/s.db", clock=clock) as flow:
         flow.identify("old", {}, timestamp=at("2025-06-01 00:00"))  # quiet for ages
         clock.advance_to(at("2026-03-30 12:00"))
-        flow.deploy([FLOOR_MONTHLY])
+        flow.deploy([MONTH_WORKFLOW])
         clock.advance_to(at("2026-04-02 00:00"))
         flow.run_due()
         with flow.engine.connect() as connection:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
+from test_service_ingest_edges import FailsOnOneContact
 
 from engine.cli import main as cli
 from engine.clock import VirtualClock, ensure_utc
@@ -81,14 +82,6 @@ def test_a_unicode_digit_in_a_query_number_is_a_400(
     client, headers = brevo
     response = client.get("/v3/contacts/lists?limit=\u00b2", headers=headers)
     assert response.status_code == 400, response.text
-
-
-class FailsOnOneContact(Runner):
-    def ingest(self, items, *args, **kwargs):  # type: ignore[no-untyped-def]
-        items = list(items)
-        if any(getattr(i, "contact_id", None) == "boom@acme.com" for i in items):
-            raise RuntimeError("cannot apply boom@acme.com")
-        return super().ingest(items, *args, **kwargs)
 
 
 def test_a_given_up_row_is_not_rejected_again_each_round(tmp_path) -> None:

@@ -61,7 +61,7 @@ def test_good_messages_accepted_beside_a_poison_one_are_applied(store_url: str) 
     assert {"good-1", "good-2"} <= taken, reasons
 
 
-class _POISON_FailsOnOneContact(Runner):
+class FailsOnOneContact(Runner):
     """A runner with a bug that only one contact's message trips (any bug, or a value a
     backend refuses, behaves so): ingesting a batch that holds it raises."""
 
@@ -87,7 +87,7 @@ def test_mechanism_on_sqlite_one_failing_message_rejects_its_claim(tmp_path) -> 
         assert client.post("/v1/batch", json={"batch": batch}, headers=auth).status_code == 200
         single = {"userId": "good3@acme.com", "event": "E", "messageId": "g-3"}
         assert client.post("/v1/track", json=single, headers=auth).status_code == 200
-        applier = Applier(service.inbox, _POISON_FailsOnOneContact(engine, service.clock))
+        applier = Applier(service.inbox, FailsOnOneContact(engine, service.clock))
         applier.start()
         try:
             deadline = time.monotonic() + 30
