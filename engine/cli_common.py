@@ -85,9 +85,20 @@ def templates_option(command: Any) -> Any:
         "template_dirs",
         multiple=True,
         envvar=TEMPLATES_ENV,
-        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        type=_TemplateFolder(file_okay=False, exists=True, path_type=Path),
+        callback=lambda _ctx, _param, value: tuple(v for v in value if v is not None),
         help=f"Folder of your own email templates (NAME.txt) [env {TEMPLATES_ENV}].",
     )(command)
+
+
+class _TemplateFolder(click.Path):
+    """An existing folder; an empty entry is skipped (``LEADFLOW_TEMPLATES=$X:/dir`` with
+    ``X`` unset leaves one, which click would refuse as "Directory '' does not exist")."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "":
+            return None
+        return super().convert(value, param, ctx)
 
 
 def template_catalog(template_dirs: tuple[Path, ...]) -> TemplateCatalog:

@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 
 from apscheduler.events import EVENT_SCHEDULER_START
@@ -79,6 +79,20 @@ class Worker:
     settings: WorkerSettings = field(default_factory=WorkerSettings)
     resumed: int = 0
     stopping: threading.Event = field(default_factory=threading.Event)
+    _timers_due: tuple[datetime, datetime | None] | None = field(default=None, repr=False)
+    """(when looked up, the timers' next moment): next_due costs queries per cron
+    workflow, so the every-second job looks it up again only once it has come, or when
+    the timers job's period has passed (a deploy or a backdated event since)."""
+
+    def _timer_due_by(self, now: datetime) -> bool:
+        known = self._timers_due
+        fresh = known is not None and (now - known[0]).total_seconds() < (
+            self.settings.timers_poll_seconds
+        )
+        if known is None or not fresh or (known[1] is not None and known[1] <= now):
+            known = (now, self.runner.next_due(include_waits=False))
+            self._timers_due = known
+        return known[1] is not None and known[1] <= now
 
     def resume_waits(self) -> None:
         """Drain due waits batch by batch; stop between batches when asked to.
@@ -88,8 +102,7 @@ class Worker:
         the timers job comes only every 30 s, and a wait resumed before a cron time that
         fell due a few seconds earlier changed what its segment found. A timer that
         fails is left to the timers job to report."""
-        due = self.runner.next_due(include_waits=False)
-        if due is not None and due <= self.runner.clock.now():
+        if self._timer_due_by(self.runner.clock.now()):
             try:
                 self.catch_up()
             except Exception:  # logged by the runner when it failed; reported every 30 s

@@ -317,15 +317,15 @@ def unsubscribe(
     with runner.writer.begin() as connection:
         found = read_token(secret(connection), token, UNSUBSCRIBE)
         # the contact the link's id is now (an alias may have merged it into another)
-        current = found.contact_id
-        row = None
-        for _ in range(4):
+        current, seen = found.contact_id, set()
+        while True:  # merges of merges too, however many (a cycle would never end)
+            seen.add(current)
             row = connection.execute(
                 select(contacts.c.attributes, contacts.c.merged_into).where(
                     contacts.c.id == current
                 )
             ).first()
-            if row is None or row.merged_into is None:
+            if row is None or row.merged_into is None or row.merged_into in seen:
                 break
             current = row.merged_into
         already = row is not None and row.merged_into is None

@@ -183,7 +183,7 @@ class MessagingSettings:
                     raise BadSetting(f"{exc} (from the environment variable {spec.env})") from None
                 origin[spec.key] = f"env {spec.env}"
             elif spec.key in stored:
-                values[spec.name] = coerce(spec.key, spec.kind, stored[spec.key])
+                values[spec.name] = coerce(spec.key, spec.kind, stored[spec.key], strict=False)
                 origin[spec.key] = "settings table"
         made = cls(**values)
         made.sources.update(origin)
@@ -236,15 +236,16 @@ def _shown(bound: float) -> str:
     return f"{bound:,.0f}" if bound == int(bound) else f"{bound:g}"
 
 
-def coerce(key: str, kind: str, raw: Any) -> Any:
-    """A stored or environment value as the setting's type; BadSetting names the key."""
+def coerce(key: str, kind: str, raw: Any, strict: bool = True) -> Any:
+    """A stored or environment value as the setting's type; BadSetting names the key.
+    ``strict=False`` (a value already stored) skips the checks added after it was set."""
     try:
         value = _coerce(kind, raw)
     except (ZoneInfoNotFoundError, IsADirectoryError):
         raise BadSetting(f"setting {key}: unknown time zone {raw!r}") from None
     except (ValueError, TypeError, KeyError, OverflowError, OSError) as exc:
         raise BadSetting(f"setting {key}: {exc}") from None
-    if value is not None:
+    if value is not None and strict:
         problem = _unworkable(key, value)
         if problem is not None:
             raise BadSetting(f"setting {key}: {problem}, found {raw!r}")

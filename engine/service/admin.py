@@ -318,7 +318,7 @@ async def inbox_apply(request: Request, service: Service) -> Response:
 
 
 def _apply_now(service: Service) -> dict[str, int]:
-    report = service.inbox.apply_all(Runner(service.engine, service.clock))
+    report = service.inbox.apply_all(Runner(service.engine, service.clock, service.templates))
     return {"taken": report.taken, "duplicates": report.duplicates, "rejected": report.rejected}
 
 

@@ -71,7 +71,9 @@ async def _act(request: Request, action: str) -> Response:
     if consent is None or tokens is None:
         return _page("Not available", "This Leadflow build does not handle email links.", 501)
     token = request.path_params["token"]
-    if request.method == "GET":  # a look, by a person or a mail scanner: ask, change nothing
+    if (
+        request.method != "POST"
+    ):  # a look (GET or HEAD), by a person or a mail scanner: ask, change nothing
         settings = optional("engine.messaging.settings")
 
         def check() -> None:
@@ -86,7 +88,7 @@ async def _act(request: Request, action: str) -> Response:
         return _page(title, text, button=button)
     ip, agent = _client(request)
     method = "link"
-    if request.method == "POST" and action == "unsubscribe":
+    if action == "unsubscribe":
         form = (await request.body()).decode("utf-8", "replace")
         method = "one-click" if "List-Unsubscribe=One-Click" in form else "link"
 

@@ -34,6 +34,7 @@ class Service:
     ) -> None:
         self.engine = engine
         self.clock = clock or SystemClock()
+        self.templates = templates
         self.gate = WriteGate(engine)
         self.keys = KeyChecker(engine, self.clock)
         self.inbox = Inbox(engine, self.clock, self.gate)
