@@ -10,15 +10,15 @@ import json
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
-from test_service_ingest_edges import FailsOnOneContact
+from test_service_ingest_edges import FailsOnOneContact, _stamps_of
 
 from engine.cli import main as cli
-from engine.clock import VirtualClock, ensure_utc
-from engine.runner import Runner
 from engine.segment import parse_message
 from engine.service.app import create_app
 from engine.service.inbox import MAX_ATTEMPTS
@@ -135,20 +135,10 @@ SKEW_HAPPENED = SKEW_RECEIVED - timedelta(seconds=30)  # on the server's clock
 SKEW_SLOW = timedelta(hours=3)  # the phone's clock is 3 hours slow
 
 
-def _stamp_of(tmp_path, path: str, body: dict) -> datetime:
-    engine = open_engine(f"sqlite:///{tmp_path / 'lf.db'}")
-    key = create_key(engine, "t", "ingest")
-    auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
-    clock = VirtualClock(SKEW_RECEIVED)
-    app = create_app(engine=engine, clock=clock, apply=False)
-    with TestClient(app) as client:
-        response = client.post(path, json=body, headers=auth)
-        assert response.status_code == 200, response.text
-        app.state.service.inbox.apply_all(Runner(engine, clock))
-    with engine.connect() as connection:
-        stamp = connection.scalar(select(events.c.timestamp))
-    engine.dispose()
-    return ensure_utc(stamp)
+def _stamp_of(tmp_path: Path, path: str, body: dict[str, Any]) -> datetime:
+    """The one event's stored moment, sent at SKEW_RECEIVED (by the other file's helper)."""
+    (stamp,) = _stamps_of(tmp_path, path, body).values()
+    return stamp
 
 
 def _on_the_device(moment: datetime) -> str:
