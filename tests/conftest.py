@@ -4,6 +4,7 @@ is created for this test run and dropped at its end, so runs never see each othe
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from helpers import pg_database
@@ -48,3 +49,27 @@ def store(store_url: str) -> Iterator[Engine]:
     upgrade(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def brevo(store_url: str) -> Iterator[tuple[Any, dict[str, str]]]:
+    """The HTTP service on an empty store, with the headers of an admin key for its
+    Brevo-compatible endpoints (inbox applied by no one: ``apply=False``)."""
+    import warnings
+
+    from engine.service.app import create_app
+    from engine.service.keys import create_key
+    from engine.store.db import open_engine
+
+    with warnings.catch_warnings():  # starlette's note about httpx2
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    engine = open_engine(store_url)
+    key = create_key(engine, "t", "admin")
+    app = create_app(engine=engine, apply=False)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield client, {"api-key": key, "Content-Type": "application/json"}
+    finally:
+        engine.dispose()

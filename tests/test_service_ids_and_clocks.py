@@ -8,7 +8,6 @@ import base64
 import contextlib
 import json
 import warnings
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,20 +34,14 @@ IDS_PAST_INT4 = 2**31
 
 
 @pytest.fixture
-def brevo(store_url: str) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    engine = open_engine(store_url)
-    key = create_key(engine, "t", "admin")
-    app = create_app(engine=engine, apply=False)
-    try:
-        with TestClient(app, raise_server_exceptions=False) as client:
-            headers = {"api-key": key, "Content-Type": "application/json"}
-            created = client.post(
-                "/v3/contacts", content=b'{"email": "ann@acme.com"}', headers=headers
-            )
-            assert created.status_code == 201, created.text
-            yield client, headers
-    finally:
-        engine.dispose()
+def brevo_with_ann(
+    brevo: tuple[TestClient, dict[str, str]],
+) -> tuple[TestClient, dict[str, str]]:
+    """The conftest's Brevo service, with ann created through it."""
+    client, headers = brevo
+    created = client.post("/v3/contacts", content=b'{"email": "ann@acme.com"}', headers=headers)
+    assert created.status_code == 201, created.text
+    return brevo
 
 
 @pytest.mark.parametrize(
@@ -68,18 +61,18 @@ def brevo(store_url: str) -> Iterator[tuple[TestClient, dict[str, str]]]:
     ],
 )
 def test_an_id_no_store_holds_is_a_4xx_not_a_500(
-    brevo: tuple[TestClient, dict[str, str]], method: str, path: str, body: object
+    brevo_with_ann: tuple[TestClient, dict[str, str]], method: str, path: str, body: object
 ) -> None:
-    client, headers = brevo
+    client, headers = brevo_with_ann
     content = None if body is None else json.dumps(body).encode()
     response = client.request(method, path, content=content, headers=headers)
     assert response.status_code < 500, (response.status_code, response.text)
 
 
 def test_a_unicode_digit_in_a_query_number_is_a_400(
-    brevo: tuple[TestClient, dict[str, str]],
+    brevo_with_ann: tuple[TestClient, dict[str, str]],
 ) -> None:
-    client, headers = brevo
+    client, headers = brevo_with_ann
     response = client.get("/v3/contacts/lists?limit=\u00b2", headers=headers)
     assert response.status_code == 400, response.text
 

@@ -7,7 +7,6 @@ import base64
 import json
 import time
 import warnings
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,19 @@ with warnings.catch_warnings():  # starlette's note about httpx2
     from starlette.testclient import TestClient
 
 
+def _drain(service: Any, runner: Runner) -> None:
+    """The service's own applier thread on ``runner``, until the inbox is empty (30 s at
+    most), as `leadflow serve` applies what it accepted."""
+    applier = Applier(service.inbox, runner)
+    applier.start()
+    try:
+        deadline = time.monotonic() + 30
+        while service.inbox.pending()[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        applier.stop()
+
+
 def test_good_messages_accepted_beside_a_poison_one_are_applied(store_url: str) -> None:
     engine = open_engine(store_url)
     key = create_key(engine, "t", "admin")
@@ -45,14 +57,7 @@ def test_good_messages_accepted_beside_a_poison_one_are_applied(store_url: str) 
             response = client.post("/v1/track", json=body, headers=auth)
             # the poison one may be refused at the door (400); the good ones are taken
             assert response.status_code == 200 or body is poison, response.text
-        applier = Applier(service.inbox, Runner(engine, service.clock))
-        applier.start()
-        try:
-            deadline = time.monotonic() + 30
-            while service.inbox.pending()[0] and time.monotonic() < deadline:
-                time.sleep(0.1)
-        finally:
-            applier.stop()
+        _drain(service, Runner(engine, service.clock))
     with engine.connect() as connection:
         taken = set(connection.scalars(select(events.c.message_id)))
         reasons = list(connection.scalars(select(rejected.c.reason)))
@@ -87,14 +92,7 @@ def test_mechanism_on_sqlite_one_failing_message_rejects_its_claim(tmp_path) -> 
         assert client.post("/v1/batch", json={"batch": batch}, headers=auth).status_code == 200
         single = {"userId": "good3@acme.com", "event": "E", "messageId": "g-3"}
         assert client.post("/v1/track", json=single, headers=auth).status_code == 200
-        applier = Applier(service.inbox, FailsOnOneContact(engine, service.clock))
-        applier.start()
-        try:
-            deadline = time.monotonic() + 30
-            while service.inbox.pending()[0] and time.monotonic() < deadline:
-                time.sleep(0.1)
-        finally:
-            applier.stop()
+        _drain(service, FailsOnOneContact(engine, service.clock))
     with engine.connect() as connection:
         taken = set(connection.scalars(select(events.c.message_id)))
     engine.dispose()
@@ -265,18 +263,6 @@ def test_ids_and_names_longer_than_the_store_keeps_are_rejected_on_both_backends
 
 
 # --- the Brevo endpoints check input as /v1 does --------------------------------------------
-
-
-@pytest.fixture
-def brevo(store_url: str) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    engine = open_engine(store_url)
-    key = create_key(engine, "t", "admin")
-    app = create_app(engine=engine, apply=False)
-    try:
-        with TestClient(app, raise_server_exceptions=False) as client:
-            yield client, {"api-key": key, "Content-Type": "application/json"}
-    finally:
-        engine.dispose()
 
 
 def _brevo_post(
